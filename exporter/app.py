@@ -1,0 +1,94 @@
+"""The aiohttp application: `/metrics`, the status page `/`, `/healthz`.
+
+Everything the app owns (its registry, its scheduler, the collectors' connections and the background
+collection task) is created in `create_app` and opened/closed in `cleanup_ctx`, so tests build as many
+independent apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collectors import build_collectors
+from exporter.collectors.base import Collector
+from exporter.config import Config
+from exporter.metrics import SnapshotCollector
+from exporter.report import build_report
+from exporter.scheduler import Scheduler
+from exporter.status_page import render_status_page
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+STARTED_AT = web.AppKey("started_at", float)
+
+
+def create_app(
+    config: Config,
+    *,
+    collectors: Sequence[Collector] | None = None,
+    run_collectors: bool = True,
+) -> web.Application:
+    """Build the app. `collectors` overrides those built from `config` (tests pass fakes);
+    `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly)."""
+    scheduler = Scheduler(build_collectors(config) if collectors is None else collectors)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(scheduler))
+
+    app = web.Application()
+    app[CONFIG] = config
+    app[SCHEDULER] = scheduler
+    app[REGISTRY] = registry
+    app[STARTED_AT] = time.time()
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/", handle_status_page)
+    app.cleanup_ctx.append(_collection(run_collectors))
+    return app
+
+
+def _collection(enabled: bool) -> object:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        scheduler = app[SCHEDULER]
+        task = asyncio.create_task(scheduler.run(), name="scheduler") if enabled else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await scheduler.close()
+
+    return ctx
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    # prometheus_client negotiates text vs OpenMetrics from the Accept header, as its own server does.
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[REGISTRY])
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Collector health is in /metrics and on the status page."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def handle_status_page(request: web.Request) -> web.Response:
+    report = build_report(request.app[SCHEDULER].statuses())
+    html = render_status_page(report, started_at=request.app[STARTED_AT])
+    return web.Response(text=html, content_type="text/html")

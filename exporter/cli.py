@@ -1,0 +1,130 @@
+"""The `cachewarden` command: `serve`, `check`, `--version`.
+
+Flags follow Prometheus exporters (`--config.file`, `--web.listen-address`, `--collector.X`,
+`--no-collector.X`). The configuration is validated before anything starts; a bad one exits 2 with
+every problem listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from exporter import __version__
+from exporter.collectors import KINDS
+from exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
+
+log = logging.getLogger("cachewarden")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cachewarden",
+        description="Prometheus exporter and healing sidecar for PHP/Laravel caches.",
+    )
+    parser.add_argument("--version", action="version", version=f"cachewarden {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config.file", dest="config_file", type=Path, required=True,
+                       help="YAML configuration file")
+        p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"],
+                       help="overrides log_level from the configuration")
+        for kind in KINDS:
+            p.add_argument(f"--collector.{kind}", dest=f"collector_{kind}", action="store_true",
+                           default=None, help=f"enable the {kind} collector")
+            p.add_argument(f"--no-collector.{kind}", dest=f"collector_{kind}", action="store_false",
+                           help=f"disable the {kind} collector")
+
+    serve = sub.add_parser("serve", help="run the exporter")
+    common(serve)
+    serve.add_argument("--web.listen-address", dest="listen_address",
+                       help=f"HOST:PORT to listen on (default from config, else {DEFAULT_LISTEN_ADDRESS})")
+
+    check = sub.add_parser("check", help="collect everything once and report; exit 1 if problems are found")
+    common(check)
+    check.add_argument("--format", choices=["text", "json"], default="text")
+    return parser
+
+
+def _collector_switches(args: argparse.Namespace) -> dict[str, bool]:
+    return {k: v for k in KINDS if (v := getattr(args, f"collector_{k}")) is not None}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load(args.config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    _setup_logging(args.log_level or config.log_level)
+    switches = _collector_switches(args)
+    if args.command == "serve":
+        return _serve(config, switches, args.listen_address or config.listen_address)
+    if args.command == "check":
+        return asyncio.run(_check(config, switches, args.format))
+    raise AssertionError(args.command)  # argparse rejects unknown commands
+
+
+async def _check(config: Config, switches: dict[str, bool], fmt: str) -> int:
+    from exporter.collectors import build_collectors
+    from exporter.report import build_report
+    from exporter.scheduler import Scheduler
+
+    scheduler = Scheduler(build_collectors(config, switches))
+    try:
+        report = build_report(await scheduler.collect_all())
+    finally:
+        await scheduler.close()
+    if fmt == "json":
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        sys.stdout.write(report.as_text())
+    return EXIT_OK if report.healthy else EXIT_PROBLEMS
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _serve(config: Config, switches: dict[str, bool], address: str) -> int:
+    from aiohttp import web
+
+    from exporter.app import create_app
+    from exporter.collectors import build_collectors
+
+    try:
+        host, port = _split_address(address)
+    except ValueError:
+        print(f"--web.listen-address: expected HOST:PORT, got {address!r}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    app = create_app(config, collectors=build_collectors(config, switches))
+    log.info("cachewarden %s listening on %s:%d", __version__, host, port)
+    # web.run_app turns SIGINT and SIGTERM into a graceful shutdown: in-flight requests finish and
+    # cleanup_ctx closes the collectors' connections.
+    web.run_app(app, host=host, port=port, print=None, handle_signals=True,
+                shutdown_timeout=10.0, access_log=None)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    raise SystemExit(main())

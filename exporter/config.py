@@ -1,0 +1,308 @@
+"""The configuration file: parsed, validated (every error at once, named by its path) and resolved.
+
+Validation is pydantic's; this module adds the messages a person can act on
+(`laravel[1].root: directory does not exist`) and the Laravel defaults read from the app's `.env`.
+Secrets never live in this file: they come from `*_file` paths or environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.laravel_env import read_dotenv
+
+DEFAULT_PORT = 9590
+DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists every reason, each prefixed by its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept 15, 15.0, "15s", "500ms", "2m"; anything else goes to pydantic's float check."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 15, 15s, 500ms, 2m)")
+        return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them so they cannot silently do nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _existing_dir(value: Path | None) -> Path | None:
+    if value is not None and not value.is_dir():
+        raise ValueError("directory does not exist" if not value.exists() else "not a directory")
+    return value
+
+
+def _refuse_url_password(url: str) -> str:
+    if re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", url, re.IGNORECASE):
+        raise ValueError("the URL contains a password: use password_file or password_env instead")
+    return url
+
+
+def read_secret(file: Path | None, env: str | None) -> str | None:
+    """A secret from a file (trailing newline stripped) or an environment variable, file first."""
+    if file is not None:
+        return file.read_text(encoding="utf-8").rstrip("\r\n")
+    if env:
+        return os.environ.get(env)
+    return None
+
+
+class _Secret(_Model):
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @field_validator("password_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not os.access(v, os.R_OK):
+            raise ValueError("file does not exist or is not readable")
+        return v
+
+    def password(self) -> str | None:
+        return read_secret(self.password_file, self.password_env)
+
+
+class CollectorOptions(_Model):
+    enabled: bool = True
+    interval: Duration = 15.0
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> Self:
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval")
+        return self
+
+
+class Collectors(_Model):
+    views: CollectorOptions = CollectorOptions()
+    fpm: CollectorOptions = CollectorOptions(timeout=5.0)
+    opcache: CollectorOptions = CollectorOptions()
+    redis: CollectorOptions = CollectorOptions(timeout=5.0)
+    sql: CollectorOptions = CollectorOptions()
+    app_stats: CollectorOptions = CollectorOptions(timeout=5.0)
+
+    def options(self, kind: str) -> CollectorOptions:
+        opts: CollectorOptions = getattr(self, kind)
+        return opts
+
+
+class LaravelTarget(_Model):
+    name: TargetName
+    root: Path
+    views_path: Path | None = None
+    compiled_path: Path | None = None
+    # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
+    env: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, v: Path) -> Path:
+        _existing_dir(v)
+        return v.absolute()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_dotenv(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "env" in data or not isinstance(data.get("root"), str):
+            return data
+        root = Path(data["root"]).absolute()
+        if not root.is_dir():
+            return data  # the root validator reports it
+        env = read_dotenv(root / ".env")
+        data = {**data, "env": env}
+        if data.get("views_path") is None:
+            data["views_path"] = str(root / "resources" / "views")
+        if data.get("compiled_path") is None:
+            compiled = env.get("VIEW_COMPILED_PATH") or str(root / "storage" / "framework" / "views")
+            data["compiled_path"] = str(root / compiled)  # a relative value is relative to the root
+        return data
+
+    @field_validator("views_path", "compiled_path")
+    @classmethod
+    def _dirs_exist(cls, v: Path | None) -> Path | None:
+        return _existing_dir(v)
+
+    @property
+    def views_dir(self) -> Path:
+        assert self.views_path is not None  # filled by _defaults_from_dotenv
+        return self.views_path
+
+    @property
+    def compiled_dir(self) -> Path:
+        assert self.compiled_path is not None
+        return self.compiled_path
+
+
+class PhpFpmTarget(_Model):
+    name: TargetName
+    address: str  # unix:/path/to.sock or host:port
+    status_path: str = "/fpm-status"
+    agent_dir: Path = Path("/var/lib/cachewarden")
+    pool_config: Path | None = None
+    laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            if not v[5:].startswith("/"):
+                raise ValueError("a unix socket address is unix:/absolute/path")
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected unix:/path/to.sock or host:port")
+        return v
+
+
+class RedisTarget(_Secret):
+    name: TargetName
+    url: str = "redis://127.0.0.1:6379/0"
+
+    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
+
+
+class DatabaseTarget(_Secret):
+    name: TargetName
+    url: str
+
+    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        if not re.match(r"^(mysql|mariadb|postgresql)(\+\w+)?://", v):
+            raise ValueError("expected a mysql+asyncmy://, mariadb+asyncmy:// or postgresql+asyncpg:// URL")
+        return v
+
+
+class AppStatsTarget(_Model):
+    name: TargetName
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class HealConfig(_Model):
+    enabled: bool = True
+    token_file: Path | None = None
+    token_env: str = "CACHEWARDEN_HEAL_TOKEN"
+
+    def token(self) -> str | None:
+        return read_secret(self.token_file, self.token_env) or None
+
+
+class Config(_Model):
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    collectors: Collectors = Collectors()
+    laravel: list[LaravelTarget] = []
+    php_fpm: list[PhpFpmTarget] = []
+    redis: list[RedisTarget] = []
+    databases: list[DatabaseTarget] = []
+    app_stats: list[AppStatsTarget] = []
+    heal: HealConfig = HealConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        problems = []
+        for section in ("laravel", "php_fpm", "redis", "databases", "app_stats"):
+            seen: set[str] = set()
+            for i, t in enumerate(getattr(self, section)):
+                if t.name in seen:
+                    problems.append(f"{section}[{i}].name: duplicate target name {t.name!r}")
+                seen.add(t.name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "function_")):
+            continue  # pydantic's name for a validator, not a key the user wrote
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        loc = _format_loc(err["loc"])
+        if not loc:  # a model-level check that already names its own paths
+            problems.extend(msg.split("; "))
+        else:
+            problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def parse(data: Any, source: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping of keys"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse(data, str(path))
