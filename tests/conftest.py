@@ -1,0 +1,1 @@
+"""Suite-wide fixtures. Subsystem fixtures that start real servers live in tests/support/."""
