@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -58,7 +58,7 @@ def create_app(
     return app
 
 
-def _collection(enabled: bool) -> object:
+def _collection(enabled: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         scheduler = app[SCHEDULER]
         task = asyncio.create_task(scheduler.run(), name="scheduler") if enabled else None

@@ -36,7 +36,9 @@ COLLECTOR_LAST_SUCCESS = gauge(
 COLLECTOR_ERRORS = counter(
     "cachewarden_collector_errors_total", "Collector runs that raised or timed out.", ("collector",)
 )
-BUILD_INFO = info("cachewarden_build_info", "cachewarden's version; target is always 'cachewarden'.", ("version",))
+BUILD_INFO = info(
+    "cachewarden_build_info", "cachewarden's version; target is always 'cachewarden'.", ("version",)
+)
 
 SELF_METRICS = (COLLECTOR_UP, COLLECTOR_DURATION, COLLECTOR_LAST_SUCCESS, COLLECTOR_ERRORS, BUILD_INFO)
 
@@ -128,11 +130,16 @@ class Scheduler:
         async with st.lock:
             started = self._monotonic()
             st.last_attempt = self._clock()
+            deadline = asyncio.timeout(st.collector.timeout)
             try:
-                async with asyncio.timeout(st.collector.timeout):
+                async with deadline:
                     observation = await st.collector.collect()
-            except TimeoutError:
-                self._fail(st, f"timed out after {st.collector.timeout:g}s")
+            except TimeoutError as exc:
+                # A collector's own timeout (a driver's connect timeout) is its error, not our deadline.
+                if deadline.expired():
+                    self._fail(st, f"timed out after {st.collector.timeout:g}s")
+                else:
+                    self._fail(st, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a collector's failure must stay inside it
