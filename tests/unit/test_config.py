@@ -1,0 +1,297 @@
+"""Configuration: every problem reported at once by path, durations, Laravel .env defaults, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import Config, ConfigError, load, parse
+from exporter.laravel_env import read_dotenv
+
+
+def laravel_app(root: Path, dotenv: str | None = None) -> Path:
+    """A directory shaped like a Laravel app: resources/views and storage/framework/views."""
+    (root / "resources" / "views").mkdir(parents=True)
+    (root / "storage" / "framework" / "views").mkdir(parents=True)
+    if dotenv is not None:
+        (root / ".env").write_text(dotenv, encoding="utf-8")
+    return root
+
+
+def problems(data: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(data, "test.yaml")
+    return info.value.problems
+
+
+def test_empty_configuration_is_valid_with_defaults() -> None:
+    config = parse(None)
+    assert config.listen_address == "0.0.0.0:9590"
+    assert config.laravel == []
+    assert config.databases == []
+    assert config.collectors.views.interval == 15.0
+    assert config.collectors.fpm.timeout == 5.0
+    assert config.heal.token_env == "CACHEWARDEN_HEAL_TOKEN"
+
+
+def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None:
+    good = laravel_app(tmp_path / "good")
+    found = problems({
+        "laravel": [{"name": "ok", "root": str(good)}, {"name": "gone", "root": str(tmp_path / "missing")}],
+        "php_fpm": [{"name": "www", "address": "nowhere"}],
+        "collectors": {"views": {"interval": "soon"}},
+        "redis": [{"name": "bad name!"}],
+    })
+    assert "laravel[1].root: directory does not exist" in found
+    assert "php_fpm[0].address: expected unix:/path/to.sock or host:port" in found
+    assert any(p.startswith("collectors.views.interval: not a duration: 'soon'") for p in found)
+    assert any(p.startswith("redis[0].name: ") for p in found)
+    assert len(found) == 4, found
+
+
+def test_error_message_lists_the_source_and_each_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({"laravel": [{"name": "a", "root": str(tmp_path / "x")}]}, "conf.yaml")
+    assert str(info.value) == "conf.yaml: invalid configuration:\n  laravel[0].root: directory does not exist"
+
+
+def test_root_that_is_a_file_is_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    assert problems({"laravel": [{"name": "a", "root": str(tmp_path / "file")}]}) == [
+        "laravel[0].root: not a directory"
+    ]
+
+
+def test_unknown_keys_are_errors_not_silently_ignored(tmp_path: Path) -> None:
+    app = laravel_app(tmp_path / "app")
+    found = problems({
+        "colectors": {},
+        "laravel": [{"name": "a", "root": str(app), "rooot": "/x"}],
+        "collectors": {"views": {"enable": False}},
+    })
+    assert set(found) == {
+        "collectors.views.enable: unknown key",
+        "colectors: unknown key",
+        "laravel[0].rooot: unknown key",
+    }
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    (15, 15.0), (2.5, 2.5), ("15", 15.0), ("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0),
+    (" 3 s ", 3.0),
+])
+def test_durations_accept_numbers_and_units(text: object, seconds: float) -> None:
+    config = parse({"collectors": {"sql": {"interval": text, "timeout": text}}})
+    assert config.collectors.sql.interval == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "15 minutes", "-1s", "1d"])
+def test_malformed_durations_are_refused(text: str) -> None:
+    assert problems({"collectors": {"sql": {"interval": text}}}) == [
+        f"collectors.sql.interval: not a duration: {text!r} (use e.g. 15, 15s, 500ms, 2m)"
+    ]
+
+
+def test_zero_and_negative_durations_are_refused() -> None:
+    found = problems({"collectors": {"sql": {"interval": 0}, "redis": {"timeout": -1}}})
+    assert {p.split(":")[0] for p in found} == {"collectors.redis.timeout", "collectors.sql.interval"}
+    assert len(found) == 2, found
+
+
+def test_timeout_longer_than_interval_is_refused() -> None:
+    assert problems({"collectors": {"views": {"interval": "5s", "timeout": "10s"}}}) == [
+        "collectors.views: timeout must not exceed interval"
+    ]
+
+
+def test_laravel_paths_default_to_the_standard_layout(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "shop")
+    target = parse({"laravel": [{"name": "shop", "root": str(root)}]}).laravel[0]
+    assert target.root == root
+    assert target.views_dir == root / "resources" / "views"
+    assert target.compiled_dir == root / "storage" / "framework" / "views"
+    assert target.env == {}
+
+
+def test_relative_view_compiled_path_in_dotenv_is_relative_to_the_root(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "shop", "VIEW_COMPILED_PATH=cache/views\n")
+    (root / "cache" / "views").mkdir(parents=True)
+    target = parse({"laravel": [{"name": "shop", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == root / "cache" / "views"
+
+
+def test_absolute_view_compiled_path_in_dotenv_is_used_as_is(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "compiled"
+    elsewhere.mkdir()
+    root = laravel_app(tmp_path / "shop", f'VIEW_COMPILED_PATH="{elsewhere}"\n')
+    target = parse({"laravel": [{"name": "shop", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == elsewhere
+
+
+def test_explicit_compiled_path_wins_over_dotenv(tmp_path: Path) -> None:
+    explicit = tmp_path / "explicit"
+    explicit.mkdir()
+    root = laravel_app(tmp_path / "shop", "VIEW_COMPILED_PATH=/nonexistent\n")
+    config = parse({"laravel": [{"name": "shop", "root": str(root), "compiled_path": str(explicit)}]})
+    target = config.laravel[0]
+    assert target.compiled_dir == explicit
+
+
+def test_compiled_path_from_dotenv_that_does_not_exist_is_reported(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "shop", "VIEW_COMPILED_PATH=/nonexistent/views\n")
+    assert problems({"laravel": [{"name": "shop", "root": str(root)}]}) == [
+        "laravel[0].compiled_path: directory does not exist"
+    ]
+
+
+def test_dotenv_parsing_handles_comments_quotes_export_and_references(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# a comment line\n"
+        "APP_NAME=shop # trailing comment\n"
+        "DB_HOST='127.0.0.1'\n"
+        'DB_DATABASE="shop db"\n'
+        "export REDIS_HOST=cache.internal\n"
+        "CACHE_PREFIX=${APP_NAME}_cache\n"
+        "HASH_IN_QUOTES=\"a#b\"\n"
+        "EMPTY=\n"
+        "BARE_KEY\n",
+        encoding="utf-8",
+    )
+    assert read_dotenv(dotenv) == {
+        "APP_NAME": "shop",
+        "DB_HOST": "127.0.0.1",
+        "DB_DATABASE": "shop db",
+        "REDIS_HOST": "cache.internal",
+        "CACHE_PREFIX": "shop_cache",
+        "HASH_IN_QUOTES": "a#b",
+        "EMPTY": "",
+    }
+
+
+def test_dotenv_references_do_not_read_the_sidecars_environment(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_ONLY", "leaked")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("APP_NAME=shop\n", encoding="utf-8")
+    assert read_dotenv(dotenv) == {"APP_NAME": "shop"}
+
+
+def test_missing_dotenv_is_empty(tmp_path: Path) -> None:
+    assert read_dotenv(tmp_path / ".env") == {}
+
+
+def test_laravel_target_keeps_the_apps_dotenv(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "shop", "DB_CONNECTION=mysql\nREDIS_HOST=127.0.0.1\n")
+    target = parse({"laravel": [{"name": "shop", "root": str(root)}]}).laravel[0]
+    assert target.env == {"DB_CONNECTION": "mysql", "REDIS_HOST": "127.0.0.1"}
+    assert "env" not in target.model_dump(), "the app's .env may hold secrets: never dumped"
+
+
+def test_password_is_read_from_a_file_without_its_trailing_newline(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    target = parse({"redis": [{"name": "cache", "password_file": str(secret)}]}).redis[0]
+    assert target.password() == "s3cret"
+
+
+def test_password_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_DB_PASSWORD", "from-env")
+    target = parse({"databases": [{"name": "main", "url": "postgresql+asyncpg://app@127.0.0.1/app",
+                                   "password_env": "TEST_DB_PASSWORD"}]}).databases[0]
+    assert target.password() == "from-env"
+
+
+def test_password_file_wins_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file", encoding="utf-8")
+    monkeypatch.setenv("TEST_REDIS_PASSWORD", "from-env")
+    target = parse({"redis": [{"name": "c", "password_file": str(secret),
+                               "password_env": "TEST_REDIS_PASSWORD"}]}).redis[0]
+    assert target.password() == "from-file"
+
+
+def test_unreadable_password_file_is_reported(tmp_path: Path) -> None:
+    assert problems({"redis": [{"name": "c", "password_file": str(tmp_path / "none")}]}) == [
+        "redis[0].password_file: file does not exist or is not readable"
+    ]
+
+
+def test_heal_token_comes_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
+    assert parse({}).heal.token() is None
+    monkeypatch.setenv("CACHEWARDEN_HEAL_TOKEN", "env-token")
+    assert parse({}).heal.token() == "env-token"
+    token = tmp_path / "token"
+    token.write_text("file-token\n", encoding="utf-8")
+    assert parse({"heal": {"token_file": str(token)}}).heal.token() == "file-token"
+
+
+@pytest.mark.parametrize(("section", "url"), [
+    ("redis", "redis://:hunter2@127.0.0.1:6379/0"),
+    ("redis", "rediss://default:hunter2@cache:6380"),
+    ("databases", "mysql+asyncmy://app:hunter2@127.0.0.1:3306/shop"),
+    ("databases", "postgresql+asyncpg://app:hunter2@db/app"),
+])
+def test_url_with_a_password_is_refused_without_echoing_it(section: str, url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({section: [{"name": "t", "url": url}]})
+    assert info.value.problems == [
+        f"{section}[0].url: the URL contains a password: use password_file or password_env instead"
+    ]
+    assert "hunter2" not in str(info.value)
+
+
+def test_url_with_a_user_but_no_password_is_accepted() -> None:
+    config = parse({"databases": [{"name": "main", "url": "mysql+asyncmy://exporter@127.0.0.1:3306/shop"}]})
+    assert config.databases[0].url.endswith("/shop")
+
+
+def test_unsupported_database_url_is_refused() -> None:
+    assert problems({"databases": [{"name": "x", "url": "sqlite:///tmp/x.db"}]}) == [
+        "databases[0].url: expected a mysql+asyncmy://, mariadb+asyncmy:// or postgresql+asyncpg:// URL"
+    ]
+
+
+def test_duplicate_target_names_within_a_section_are_refused() -> None:
+    assert problems({"redis": [{"name": "cache"}, {"name": "cache"}]}) == [
+        "redis[1].name: duplicate target name 'cache'"
+    ]
+
+
+def test_same_name_in_different_sections_is_allowed() -> None:
+    config = parse({"redis": [{"name": "main"}],
+                    "databases": [{"name": "main", "url": "postgresql://pg@127.0.0.1/x"}]})
+    assert isinstance(config, Config)
+
+
+def test_load_reports_yaml_errors_with_their_position(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("laravel:\n  - name: a\n   root: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.source == str(path)
+    assert info.value.problems[0].startswith("line 3, column ")
+    assert "not valid YAML" in info.value.problems[0]
+
+
+def test_load_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "absent.yaml")
+    assert info.value.problems == ["cannot read the file: No such file or directory"]
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.problems == ["the top level must be a mapping of keys"]
+
+
+def test_empty_file_is_an_empty_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("", encoding="utf-8")
+    assert load(path).laravel == []
