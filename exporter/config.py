@@ -174,8 +174,37 @@ class PhpFpmTarget(_Model):
     address: str  # unix:/path/to.sock or host:port
     status_path: str = "/fpm-status"
     agent_dir: Path = Path("/var/lib/cachewarden")
-    pool_config: Path | None = None
+    pool_config: Path | None = None  # FPM pool file (or php-fpm.conf): pm.max_children, php_value[...]
+    pool_name: str | None = None  # its [section]; default: the status page's pool, else the only one
     laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
+    connect_timeout: Duration = 1.0
+    status_timeout: Duration = 2.0  # a saturated pool shows as this timing out while connections succeed
+    agent_timeout: Duration = 5.0
+    revision_file: Path | None = None  # REVISION text file, or a PHP file that returns the version string
+    release_symlink: Path | None = None  # e.g. /var/www/app/current -> releases/N
+
+    @field_validator("agent_dir")
+    @classmethod
+    def _agent_dir_not_served(cls, v: Path) -> Path:
+        v = v.absolute()
+        for parent in (v, *v.parents):
+            if parent.name == "public" and (parent.parent / "artisan").exists():
+                raise ValueError(f"inside the public/ directory of the Laravel app at {parent.parent}")
+        return v
+
+    def agent_dir_problem(self, laravel_roots: dict[str, Path]) -> str | None:
+        """Why agent_dir must not be used given the configured Laravel roots, or None.
+
+        The agent must never be reachable through the web server: an agent_dir with a `public`
+        component of any Laravel root (or of the app named by `laravel`) is refused.
+        """
+        if self.laravel is not None and self.laravel not in laravel_roots:
+            return f"laravel: no Laravel target named {self.laravel!r}"
+        for name, root in laravel_roots.items():
+            public = root / "public"
+            if self.agent_dir == public or public in self.agent_dir.parents:
+                return f"agent_dir: inside {public}, the public directory of Laravel app {name!r}"
+        return None
 
     @field_validator("address")
     @classmethod
@@ -252,6 +281,10 @@ class Config(_Model):
                 if t.name in seen:
                     problems.append(f"{section}[{i}].name: duplicate target name {t.name!r}")
                 seen.add(t.name)
+        roots = {t.name: t.root for t in self.laravel}
+        for i, t in enumerate(self.php_fpm):
+            if (why := t.agent_dir_problem(roots)) is not None:
+                problems.append(f"php_fpm[{i}].{why}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -86,17 +86,18 @@ class Samples:
     target: str
     values: list[tuple[MetricSpec, tuple[str, ...], float]] = field(default_factory=list)
 
-    def add(self, spec: MetricSpec, value: float, **labels: str) -> None:
+    # Positional-only, so that `value` can also be a label name (cachewarden_opcache_setting_info has one).
+    def add(self, spec: MetricSpec, value: float, /, **labels: str) -> None:
         if set(labels) != set(spec.labels):
             raise ValueError(f"{spec.name}: labels {sorted(labels)} != declared {sorted(spec.labels)}")
         if spec.kind is Kind.INFO:
             value = 1.0
         self.values.append((spec, (self.target, *(labels[k] for k in spec.labels)), float(value)))
 
-    def add_info(self, spec: MetricSpec, **labels: str) -> None:
+    def add_info(self, spec: MetricSpec, /, **labels: str) -> None:
         self.add(spec, 1.0, **labels)
 
-    def value(self, spec: MetricSpec, **labels: str) -> float | None:
+    def value(self, spec: MetricSpec, /, **labels: str) -> float | None:
         """The recorded value of one series, for tests and for reports built from the same numbers."""
         wanted = (self.target, *(labels[k] for k in spec.labels))
         for s, lv, v in self.values:

@@ -24,6 +24,28 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
     if on("views"):
         o = opts.views
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
+    if on("fpm") or on("opcache"):
+        out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
+    return out
+
+
+def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Collector]:
+    # One endpoint per pool, shared by both collectors: its lock keeps cachewarden to one FPM worker.
+    from exporter.collectors.fpm import FpmCollector
+    from exporter.collectors.opcache import OpcacheCollector
+    from exporter.php.agent import Agent
+    from exporter.php.endpoint import FpmEndpoint
+
+    out: list[Collector] = []
+    for t in config.php_fpm:
+        endpoint = FpmEndpoint(t.address, connect_timeout=t.connect_timeout)
+        if fpm:
+            o = config.collectors.fpm
+            out.append(FpmCollector(t, endpoint, interval=o.interval, timeout=o.timeout))
+        if opcache:
+            o = config.collectors.opcache
+            agent = Agent(endpoint, t.agent_dir, timeout=t.agent_timeout)
+            out.append(OpcacheCollector(t, agent, interval=o.interval, timeout=o.timeout))
     return out
 
 

@@ -1,0 +1,167 @@
+"""PHP-FPM pool health from the pool's own status page, plus `pm.max_children` from its config file.
+
+    cachewarden_fpm_up{target="www"} 1
+    cachewarden_fpm_processes{target="www",state="active"} 1
+    cachewarden_fpm_max_children{target="www"} 5
+    cachewarden_fpm_max_children_reached_total{target="www"} 0
+
+A pool that cannot answer is reported, not raised: `cachewarden_fpm_up` 0 with a PROBLEM check, and the
+collection itself succeeds, so `cachewarden_collector_up{collector="fpm"}` keeps meaning "cachewarden
+can measure this target" and the counters below stay exported. Two ways down are told apart:
+- the socket accepts but the status page does not answer in time: every worker is busy (a pool cannot
+  answer its own status page when saturated), counted in cachewarden_fpm_status_timeouts_total;
+- the socket refuses connections (FPM stopped, wrong address) or answers something else.
+Active processes include the worker answering the status request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from exporter.collectors.base import Check, Collector, Observation, Verdict
+from exporter.config import PhpFpmTarget
+from exporter.metrics import Samples, counter, gauge
+from exporter.php import fastcgi
+from exporter.php.endpoint import FpmEndpoint
+from exporter.php.pool_config import PoolConfigError, read_pool
+
+FPM_UP = gauge("cachewarden_fpm_up", "1 if the pool answered its status page, else 0.")
+FPM_STATUS_TIMEOUTS = counter(
+    "cachewarden_fpm_status_timeouts_total",
+    "Status requests accepted by the socket but not answered in time (every worker busy).",
+)
+FPM_PROCESSES = gauge(
+    "cachewarden_fpm_processes", "Worker processes by state (active includes the status request).", ("state",)
+)
+FPM_TOTAL_PROCESSES = gauge("cachewarden_fpm_total_processes", "Worker processes, active or idle.")
+FPM_MAX_ACTIVE = gauge(
+    "cachewarden_fpm_max_active_processes", "Most workers active at once since FPM started."
+)
+FPM_MAX_CHILDREN = gauge("cachewarden_fpm_max_children", "pm.max_children from the pool configuration.")
+FPM_MAX_CHILDREN_REACHED = counter(
+    "cachewarden_fpm_max_children_reached_total", "Times the pool wanted a worker beyond pm.max_children."
+)
+FPM_LISTEN_QUEUE = gauge("cachewarden_fpm_listen_queue", "Connections waiting for a free worker.")
+FPM_LISTEN_QUEUE_MAX = gauge("cachewarden_fpm_listen_queue_max", "Most connections ever waiting since start.")
+FPM_LISTEN_QUEUE_LENGTH = gauge("cachewarden_fpm_listen_queue_length", "Size of the socket's listen backlog.")
+FPM_SLOW_REQUESTS = counter(
+    "cachewarden_fpm_slow_requests_total", "Requests that exceeded request_slowlog_timeout."
+)
+FPM_ACCEPTED = counter("cachewarden_fpm_accepted_connections_total", "Connections the pool accepted.")
+FPM_START_TIME = gauge("cachewarden_fpm_start_time_seconds", "Unix time the FPM master started.")
+
+STATES = ("active", "idle")
+
+_FIELDS = (
+    (FPM_TOTAL_PROCESSES, "total processes"),
+    (FPM_MAX_ACTIVE, "max active processes"),
+    (FPM_MAX_CHILDREN_REACHED, "max children reached"),
+    (FPM_LISTEN_QUEUE, "listen queue"),
+    (FPM_LISTEN_QUEUE_MAX, "max listen queue"),
+    (FPM_LISTEN_QUEUE_LENGTH, "listen queue len"),
+    (FPM_SLOW_REQUESTS, "slow requests"),
+    (FPM_ACCEPTED, "accepted conn"),
+    (FPM_START_TIME, "start time"),
+)
+
+
+def status_params(status_path: str) -> dict[str, str]:
+    return {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": status_path,
+        "SCRIPT_FILENAME": status_path,
+        "REQUEST_URI": f"{status_path}?json",
+        "QUERY_STRING": "json",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+
+
+class FpmCollector(Collector):
+    kind = "fpm"
+    metrics = (
+        FPM_UP, FPM_STATUS_TIMEOUTS, FPM_PROCESSES, FPM_TOTAL_PROCESSES, FPM_MAX_ACTIVE, FPM_MAX_CHILDREN,
+        FPM_MAX_CHILDREN_REACHED, FPM_LISTEN_QUEUE, FPM_LISTEN_QUEUE_MAX, FPM_LISTEN_QUEUE_LENGTH,
+        FPM_SLOW_REQUESTS, FPM_ACCEPTED, FPM_START_TIME,
+    )
+
+    def __init__(
+        self, target: PhpFpmTarget, endpoint: FpmEndpoint, *, interval: float, timeout: float
+    ) -> None:
+        super().__init__(target.name, interval=interval, timeout=timeout)
+        self.config = target
+        self.endpoint = endpoint
+        self.status_timeouts = 0
+        self._last_reached: float | None = None
+
+    async def collect(self) -> Observation:
+        s = self.new_samples()
+        try:
+            resp = await self.endpoint.request(
+                status_params(self.config.status_path), read_timeout=self.config.status_timeout
+            )
+        except fastcgi.FastCGITimeout:
+            self.status_timeouts += 1
+            return self._down(s, f"the socket accepts connections but the status page did not answer within "
+                                 f"{self.config.status_timeout:g}s: every worker is busy (pool saturated)")
+        except fastcgi.FastCGIConnectError:
+            return self._down(s, f"{self.config.address} refuses connections: PHP-FPM is not running there")
+        except fastcgi.FastCGIError as exc:
+            return self._down(s, f"the status request failed: {exc}")
+        if resp.status != 200:
+            return self._down(s, f"the status page answered HTTP {resp.status}: is pm.status_path = "
+                                 f"{self.config.status_path} set in the pool?")
+        try:
+            status: dict[str, Any] = json.loads(resp.body)
+        except ValueError:
+            return self._down(s, "the status page did not answer JSON")
+        return await self._up(s, status)
+
+    def _down(self, s: Samples, why: str) -> Observation:
+        s.add(FPM_UP, 0)
+        s.add(FPM_STATUS_TIMEOUTS, self.status_timeouts)
+        return Observation(s, [Check("fpm.up", Verdict.PROBLEM, why)])
+
+    async def _up(self, s: Samples, status: dict[str, Any]) -> Observation:
+        s.add(FPM_UP, 1)
+        s.add(FPM_STATUS_TIMEOUTS, self.status_timeouts)
+        for state in STATES:
+            s.add(FPM_PROCESSES, float(status.get(f"{state} processes", 0)), state=state)
+        for spec, key in _FIELDS:
+            if key in status:
+                s.add(spec, float(status[key]))
+        pool = str(status.get("pool", ""))
+        checks = [Check("fpm.up", Verdict.OK, f"pool {pool} answers its status page")]
+        checks.append(await self._max_children(s, pool))
+        reached = float(status.get("max children reached", 0))
+        queue = int(status.get("listen queue", 0))
+        if self._last_reached is not None and reached > self._last_reached:
+            checks.append(Check("fpm.max_children_reached", Verdict.PROBLEM,
+                                f"the pool hit pm.max_children {reached - self._last_reached:g} time(s) "
+                                "since the last collection: requests waited for a worker"))
+        else:
+            checks.append(Check("fpm.max_children_reached", Verdict.OK,
+                                f"pm.max_children reached {reached:g} time(s) since FPM started"))
+        self._last_reached = reached
+        if queue > 0:
+            checks.append(
+                Check("fpm.listen_queue", Verdict.PROBLEM, f"{queue} connection(s) wait for a worker")
+            )
+        return Observation(s, checks, {"pool": pool, "status": status})
+
+    async def _max_children(self, s: Samples, pool: str) -> Check:
+        path = self.config.pool_config
+        if path is None:
+            return Check("fpm.max_children", Verdict.NOTE, "pool_config is not set: pm.max_children unknown")
+        try:
+            settings = await asyncio.to_thread(read_pool, path, self.config.pool_name or pool)
+        except PoolConfigError as exc:
+            return Check("fpm.max_children", Verdict.PROBLEM, str(exc))
+        if settings.max_children is None:
+            why = f"{path}: [{settings.name}] sets no pm.max_children"
+            return Check("fpm.max_children", Verdict.PROBLEM, why)
+        s.add(FPM_MAX_CHILDREN, settings.max_children)
+        return Check("fpm.max_children", Verdict.OK, f"pm.max_children = {settings.max_children}")

@@ -1,0 +1,303 @@
+"""OPcache inside PHP-FPM, read by the PHP agent: memory, hit rate, restarts, the effective directives
+with the file that set each, and cached bytecode that no longer matches the source on disk.
+
+    cachewarden_opcache_enabled{target="www"} 1
+    cachewarden_opcache_validate_timestamps{target="www"} 0
+    cachewarden_opcache_setting_info{target="www",directive="validate_timestamps",value="0",
+                                     source="/etc/php/8.2/fpm/conf.d/99-opcache.ini"} 1
+    cachewarden_opcache_scripts_stale{target="www"} 12
+    cachewarden_opcache_drift_seconds{target="www"} 5400
+
+States where OPcache cannot be read (extension not loaded, `opcache.enable=0`, `opcache.restrict_api`
+excluding agent_dir, `opcache_get_status()` returning false) are reported through
+cachewarden_opcache_enabled / _status_available / _api_restricted and a check, not raised: the
+collection works, there is just nothing (or less) to measure. How stale/suspect/missing are decided is
+in exporter.collectors.drift; cachewarden_opcache_drift_exact says whether they are exact (1,
+validate_timestamps=1) or inferred (0). Cached scripts under a release directory other than the one
+`release_symlink` points to are counted in cachewarden_opcache_scripts_outside_release, apart from
+stale ones. Paths only ever appear in checks and details (stale/suspect/missing/outside_release lists
+for opcache.invalidate), never in labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from exporter.collectors.base import Check, Collector, Observation, Verdict
+from exporter.collectors.drift import CachedScript, DriftReport, DriftTracker
+from exporter.config import PhpFpmTarget
+from exporter.metrics import Samples, counter, gauge, info
+from exporter.php.agent import Agent, AgentError
+from exporter.php.ini import Setting, attribute
+from exporter.php.pool_config import PoolConfigError, PoolSettings, parse_pool_text
+from exporter.php.revision import as_label, read_disk_revision
+
+log = logging.getLogger(__name__)
+
+OPCACHE_ENABLED = gauge("cachewarden_opcache_enabled", "1 if OPcache caches scripts in this pool.")
+OPCACHE_STATUS_AVAILABLE = gauge(
+    "cachewarden_opcache_status_available", "1 if opcache_get_status() answered inside FPM."
+)
+OPCACHE_API_RESTRICTED = gauge(
+    "cachewarden_opcache_api_restricted", "1 if opcache.restrict_api keeps the agent from the OPcache API."
+)
+OPCACHE_MEMORY_USED = gauge("cachewarden_opcache_memory_used_bytes", "Shared memory holding bytecode.")
+OPCACHE_MEMORY_FREE = gauge("cachewarden_opcache_memory_free_bytes", "Shared memory still free.")
+OPCACHE_MEMORY_WASTED = gauge(
+    "cachewarden_opcache_memory_wasted_bytes", "Memory of invalidated scripts, reclaimed only by a restart."
+)
+OPCACHE_INTERNED_USED = gauge(
+    "cachewarden_opcache_interned_strings_used_bytes", "Interned strings buffer used."
+)
+OPCACHE_INTERNED_FREE = gauge(
+    "cachewarden_opcache_interned_strings_free_bytes", "Interned strings buffer free."
+)
+OPCACHE_CACHED_SCRIPTS = gauge("cachewarden_opcache_cached_scripts", "Scripts in the cache.")
+OPCACHE_CACHED_KEYS = gauge(
+    "cachewarden_opcache_cached_keys", "Hash table keys in use (scripts and aliases)."
+)
+OPCACHE_MAX_CACHED_KEYS = gauge(
+    "cachewarden_opcache_max_cached_keys", "Hash table size (from opcache.max_accelerated_files)."
+)
+OPCACHE_HITS = counter("cachewarden_opcache_hits_total", "Script loads served from the cache.")
+OPCACHE_MISSES = counter("cachewarden_opcache_misses_total", "Script loads that had to compile.")
+OPCACHE_RESTARTS = counter("cachewarden_opcache_restarts_total", "OPcache restarts by cause.", ("cause",))
+OPCACHE_START_TIME = gauge("cachewarden_opcache_start_time_seconds", "Unix time OPcache started.")
+OPCACHE_LAST_RESTART = gauge(
+    "cachewarden_opcache_last_restart_time_seconds", "Unix time of the last OPcache restart (0 if none)."
+)
+OPCACHE_VALIDATE_TIMESTAMPS = gauge(
+    "cachewarden_opcache_validate_timestamps",
+    "Effective opcache.validate_timestamps (0: never rechecks files).",
+)
+OPCACHE_REVALIDATE_FREQ = gauge(
+    "cachewarden_opcache_revalidate_freq_seconds", "Effective opcache.revalidate_freq."
+)
+OPCACHE_SETTING_INFO = info(
+    "cachewarden_opcache_setting_info",
+    "An effective OPcache directive and the file that set it (php.ini, conf.d, pool, or default).",
+    ("directive", "value", "source"),
+)
+OPCACHE_SCRIPTS_STALE = gauge(
+    "cachewarden_opcache_scripts_stale", "Cached scripts known to be older than their source file."
+)
+OPCACHE_SCRIPTS_SUSPECT = gauge(
+    "cachewarden_opcache_scripts_suspect", "Cached scripts whose source changed around caching time."
+)
+OPCACHE_SCRIPTS_MISSING = gauge(
+    "cachewarden_opcache_scripts_missing", "Cached scripts whose source file no longer exists."
+)
+OPCACHE_SCRIPTS_OUTSIDE_RELEASE = gauge(
+    "cachewarden_opcache_scripts_outside_release",
+    "Cached scripts under a release directory other than the one release_symlink points to.",
+)
+OPCACHE_DRIFT_SECONDS = gauge(
+    "cachewarden_opcache_drift_seconds",
+    "Time since the source of the oldest known-stale cached script changed on disk (0 if none).",
+)
+OPCACHE_DRIFT_EXACT = gauge(
+    "cachewarden_opcache_drift_exact", "1 if staleness is read from OPcache timestamps, 0 if inferred."
+)
+CODE_REVISION_INFO = info(
+    "cachewarden_code_revision_info", "The code revision FPM runs and the one on disk.", ("running", "disk")
+)
+CODE_REVISION_DRIFT = gauge("cachewarden_code_revision_drift", "1 if FPM runs another revision than disk.")
+
+RESTART_CAUSES = ("oom", "hash", "manual")
+
+
+def _pool_settings(target: PhpFpmTarget) -> PoolSettings | None:
+    """The pool section that applies to this target, for php_value attribution."""
+    if target.pool_config is None:
+        return None
+    try:
+        text = target.pool_config.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise PoolConfigError(f"{target.pool_config}: cannot read: {exc.strerror}") from None
+    pools = parse_pool_text(text, str(target.pool_config))
+    name = target.pool_name or (next(iter(pools)) if len(pools) == 1 else target.name)
+    if name not in pools:
+        raise PoolConfigError(f"{target.pool_config}: no [{name}] pool section; set pool_name")
+    return pools[name]
+
+
+class OpcacheCollector(Collector):
+    kind = "opcache"
+    metrics = (
+        OPCACHE_ENABLED, OPCACHE_STATUS_AVAILABLE, OPCACHE_API_RESTRICTED, OPCACHE_MEMORY_USED,
+        OPCACHE_MEMORY_FREE, OPCACHE_MEMORY_WASTED, OPCACHE_INTERNED_USED, OPCACHE_INTERNED_FREE,
+        OPCACHE_CACHED_SCRIPTS, OPCACHE_CACHED_KEYS, OPCACHE_MAX_CACHED_KEYS, OPCACHE_HITS, OPCACHE_MISSES,
+        OPCACHE_RESTARTS, OPCACHE_START_TIME, OPCACHE_LAST_RESTART, OPCACHE_VALIDATE_TIMESTAMPS,
+        OPCACHE_REVALIDATE_FREQ, OPCACHE_SETTING_INFO, OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT,
+        OPCACHE_SCRIPTS_MISSING, OPCACHE_SCRIPTS_OUTSIDE_RELEASE, OPCACHE_DRIFT_SECONDS, OPCACHE_DRIFT_EXACT,
+        CODE_REVISION_INFO, CODE_REVISION_DRIFT,
+    )
+
+    def __init__(self, target: PhpFpmTarget, agent: Agent, *, interval: float, timeout: float) -> None:
+        super().__init__(target.name, interval=interval, timeout=timeout)
+        self.config = target
+        self.agent = agent
+        self.drift = DriftTracker()
+
+    async def collect(self) -> Observation:
+        args: dict[str, Any] = {}
+        if self.config.release_symlink is not None:
+            args["release_symlink"] = str(self.config.release_symlink)
+        reply = await self.agent.run("status", args)
+        result: dict[str, Any] = reply.result
+        s = self.new_samples()
+        checks: list[Check] = []
+        details: dict[str, Any] = {}
+
+        settings = await self._settings(result, checks)
+        by_name = {st.directive: st for st in settings}
+        for st in settings:
+            s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
+        lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
+        checks.append(Check("opcache.settings", Verdict.OK, "effective OPcache directives and sources", lines))
+        vt = by_name["validate_timestamps"].value == "1"
+        s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if vt else 0)
+        freq = by_name["revalidate_freq"].value
+        if freq.isdigit():
+            s.add(OPCACHE_REVALIDATE_FREQ, int(freq))
+
+        status = result.get("status")
+        restricted = bool(result.get("restricted"))
+        s.add(OPCACHE_API_RESTRICTED, 1 if restricted else 0)
+        s.add(OPCACHE_STATUS_AVAILABLE, 1 if isinstance(status, dict) else 0)
+        if not result.get("loaded"):
+            s.add(OPCACHE_ENABLED, 0)
+            why = "the OPcache extension is not loaded in this pool"
+            checks.append(Check("opcache.status", Verdict.NOTE, why))
+        elif not isinstance(status, dict):
+            s.add(OPCACHE_ENABLED, 1 if by_name["enable"].value == "1" else 0)
+            why = ("opcache.restrict_api excludes agent_dir: put agent_dir under it to let cachewarden read "
+                   "OPcache" if restricted else "opcache_get_status() returned false")
+            checks.append(Check("opcache.status", Verdict.NOTE, f"OPcache status unavailable: {why}"))
+        elif not status.get("opcache_enabled"):
+            s.add(OPCACHE_ENABLED, 0)
+            checks.append(Check("opcache.status", Verdict.NOTE,
+                                f"OPcache is disabled (opcache.enable={by_name['enable'].value} set by "
+                                f"{by_name['enable'].source}): no bytecode is cached, so none can drift"))
+        else:
+            s.add(OPCACHE_ENABLED, 1)
+            self._statistics(s, status, checks)
+            report = self._drift(s, status, result, vt)
+            checks.extend(self._drift_checks(report, by_name))
+            details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
+                           outside_release=report.outside_release, exact=report.exact)
+        if self.config.revision_file is not None:
+            checks.append(await self._revision(s, self.config.revision_file))
+        return Observation(s, checks, details)
+
+    async def _settings(self, result: dict[str, Any], checks: list[Check]) -> list[Setting]:
+        try:
+            pool = await asyncio.to_thread(_pool_settings, self.config)
+        except PoolConfigError as exc:
+            checks.append(Check("opcache.pool_config", Verdict.PROBLEM, str(exc)))
+            pool = None
+        files: list[tuple[str, list[str]]] = []
+        for path, lines in result.get("ini_files") or []:
+            if lines is None:
+                checks.append(Check("opcache.ini_unreadable", Verdict.NOTE,
+                                    f"{path} is loaded by FPM but unreadable to it: its settings are "
+                                    "attributed to the next source"))
+            files.append((str(path), [str(x) for x in lines or []]))
+        raw = result.get("directives") or {}
+        directives = {str(k): "" if v is None else str(v) for k, v in raw.items()}
+        return attribute(directives, files, pool)
+
+    def _statistics(self, s: Samples, status: dict[str, Any], checks: list[Check]) -> None:
+        mem = status.get("memory_usage") or {}
+        interned = status.get("interned_strings_usage") or {}
+        stats = status.get("opcache_statistics") or {}
+        for spec, source, key in (
+            (OPCACHE_MEMORY_USED, mem, "used_memory"),
+            (OPCACHE_MEMORY_FREE, mem, "free_memory"),
+            (OPCACHE_MEMORY_WASTED, mem, "wasted_memory"),
+            (OPCACHE_INTERNED_USED, interned, "used_memory"),
+            (OPCACHE_INTERNED_FREE, interned, "free_memory"),
+            (OPCACHE_CACHED_SCRIPTS, stats, "num_cached_scripts"),
+            (OPCACHE_CACHED_KEYS, stats, "num_cached_keys"),
+            (OPCACHE_MAX_CACHED_KEYS, stats, "max_cached_keys"),
+            (OPCACHE_HITS, stats, "hits"),
+            (OPCACHE_MISSES, stats, "misses"),
+            (OPCACHE_START_TIME, stats, "start_time"),
+            (OPCACHE_LAST_RESTART, stats, "last_restart_time"),
+        ):
+            if key in source:
+                s.add(spec, float(source[key]))
+        for cause in RESTART_CAUSES:
+            s.add(OPCACHE_RESTARTS, float(stats.get(f"{cause}_restarts", 0)), cause=cause)
+        if status.get("cache_full"):
+            checks.append(Check("opcache.full", Verdict.PROBLEM,
+                                "OPcache is full: new scripts are compiled on every request until a restart "
+                                "(raise opcache.memory_consumption or opcache.max_accelerated_files)"))
+
+    def _drift(self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool) -> DriftReport:
+        stats = status.get("opcache_statistics") or {}
+        epoch = max(float(stats.get("start_time", 0)), float(stats.get("last_restart_time", 0)))
+        scripts = (CachedScript.from_row(row) for row in status.get("scripts") or [])
+        report = self.drift.update(
+            scripts, now=float(result["now"]), cache_epoch=epoch, validate_timestamps=vt,
+            release_dir=result.get("release_dir"),
+        )
+        s.add(OPCACHE_SCRIPTS_STALE, len(report.stale))
+        s.add(OPCACHE_SCRIPTS_SUSPECT, len(report.suspect))
+        s.add(OPCACHE_SCRIPTS_MISSING, len(report.missing))
+        s.add(OPCACHE_DRIFT_SECONDS, report.drift_seconds)
+        s.add(OPCACHE_DRIFT_EXACT, 1 if report.exact else 0)
+        if self.config.release_symlink is not None:
+            s.add(OPCACHE_SCRIPTS_OUTSIDE_RELEASE, len(report.outside_release))
+        return report
+
+    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting]) -> list[Check]:
+        vt, freq = by_name["validate_timestamps"], by_name["revalidate_freq"]
+        if report.exact:
+            consequence = (f"FPM serves the old code until its next check (revalidate_freq={freq.value} "
+                           f"set by {freq.source})")
+        else:
+            consequence = ("code changed on disk is not being served: "
+                           f"validate_timestamps=0 set by {vt.source}")
+        checks = [
+            Check.from_items("opcache.stale", report.stale,
+                             "no cached script is known to be older than its source",
+                             "{n} cached script(s) older than their source: " + consequence),
+            Check.from_items("opcache.missing", report.missing,
+                             "every cached script still exists on disk",
+                             "{n} cached script(s) whose file is gone are still served"),
+        ]
+        if report.suspect:
+            checks.append(Check("opcache.suspect", Verdict.NOTE,
+                                f"{len(report.suspect)} cached script(s) changed on disk around the time "
+                                "they were cached; whether FPM serves the new version is unknown",
+                                tuple(sorted(report.suspect)[:50]), len(report.suspect)))
+        if self.config.release_symlink is not None:
+            link = self.config.release_symlink
+            checks.append(Check.from_items(
+                "opcache.outside_release", report.outside_release,
+                f"every cached release script belongs to the release {link} points to",
+                "{n} cached script(s) belong to a release " + f"{link} no longer points to"))
+        return checks
+
+    async def _revision(self, s: Samples, path: Path) -> Check:
+        disk_raw = await asyncio.to_thread(read_disk_revision, path)
+        try:
+            reply = await self.agent.run("revision", {"path": str(path)})
+            running_raw = reply.result.get("value") if isinstance(reply.result, dict) else None
+        except AgentError as exc:
+            log.info("revision of %s/%s unreadable through FPM: %s", self.kind, self.target, exc)
+            running_raw = None
+        running, disk = as_label(running_raw), as_label(disk_raw)
+        s.add_info(CODE_REVISION_INFO, running=running, disk=disk)
+        drift = running_raw is not None and disk_raw is not None and running != disk
+        s.add(CODE_REVISION_DRIFT, 1 if drift else 0)
+        if running_raw is None or disk_raw is None:
+            return Check("code.revision", Verdict.NOTE, f"revision unknown (running {running}, disk {disk})")
+        if drift:
+            return Check("code.revision", Verdict.PROBLEM,
+                         f"FPM runs revision {running} but {path} on disk says {disk}")
+        return Check("code.revision", Verdict.OK, f"FPM runs revision {running}, the one on disk")

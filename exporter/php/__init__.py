@@ -1,0 +1,1 @@
+"""Talking to PHP-FPM: the FastCGI client, the per-target endpoint, the PHP agent and config readers."""

@@ -1,0 +1,74 @@
+<?php
+// OPcache status for metrics and drift: statistics, the effective directives, the opcache lines of
+// every ini file FPM loaded (in load order), and per cached script [path, hits, last_used_timestamp,
+// timestamp or null, file mtime or null if the file is gone]. Agent scripts themselves are left out;
+// they are normally never cached at all, being younger than opcache.file_update_protection.
+cachewarden_run(function (array $args): array {
+    $files = [];
+    $loaded = php_ini_loaded_file();
+    if ($loaded !== false) {
+        $files[] = $loaded;
+    }
+    $scanned = php_ini_scanned_files();
+    if ($scanned !== false) {
+        foreach (explode(',', $scanned) as $f) {
+            if (trim($f) !== '') {
+                $files[] = trim($f);
+            }
+        }
+    }
+    $ini_files = [];
+    foreach ($files as $f) {
+        $lines = @file($f, FILE_IGNORE_NEW_LINES);
+        $ini_files[] = [$f, $lines === false ? null : array_values(array_filter(
+            $lines,
+            fn (string $l): bool => str_contains($l, 'opcache.')
+        ))];
+    }
+    $loaded_ext = function_exists('opcache_get_status');
+    $restrict = (string) ini_get('opcache.restrict_api');
+    $out = [
+        'now' => microtime(true),
+        'loaded' => $loaded_ext,
+        'restricted' => $restrict !== '' && !str_starts_with(__FILE__, $restrict),
+        'directives' => array_filter(
+            ini_get_all(null, false),
+            fn (string $k): bool => str_starts_with($k, 'opcache.'),
+            ARRAY_FILTER_USE_KEY
+        ),
+        'ini_files' => $ini_files,
+        'status' => null,
+        'release_dir' => null,
+    ];
+    if (is_string($args['release_symlink'] ?? null)) {
+        $real = realpath($args['release_symlink']);
+        $out['release_dir'] = $real === false ? null : $real;
+    }
+    if (!$loaded_ext) {
+        return $out;
+    }
+    $status = @opcache_get_status(true);
+    if (!is_array($status)) {
+        $out['status'] = false;
+        return $out;
+    }
+    clearstatcache();
+    $scripts = [];
+    foreach ($status['scripts'] ?? [] as $path => $s) {
+        if (cachewarden_is_agent($path)) {
+            continue;
+        }
+        $mtime = @filemtime($path);
+        $scripts[] = [
+            $path,
+            $s['hits'],
+            $s['last_used_timestamp'],
+            $s['timestamp'] ?? null,
+            $mtime === false ? null : $mtime,
+        ];
+    }
+    unset($status['scripts']);
+    $status['scripts'] = $scripts;
+    $out['status'] = $status;
+    return $out;
+});

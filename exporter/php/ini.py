@@ -1,0 +1,89 @@
+"""Which file set each effective OPcache directive: php.ini, a conf.d file, the FPM pool, or the default.
+
+PHP loads php.ini, then the scanned conf.d files in alphabetical order; the last file that sets a
+directive wins. A pool's php_value/php_admin_value beats them all. The agent (running inside FPM, so it
+sees exactly the files FPM loaded) returns the `opcache.` lines of each loaded file in load order; this
+module parses those lines and names, for each directive, the file whose line produced the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.php.pool_config import PoolSettings
+
+DEFAULT_SOURCE = "default"
+
+# The directives exported as cachewarden_opcache_setting_info, without their `opcache.` prefix.
+DIRECTIVES = (
+    "enable",
+    "validate_timestamps",
+    "revalidate_freq",
+    "file_update_protection",
+    "memory_consumption",
+    "max_accelerated_files",
+)
+_BOOLEAN = {"enable", "validate_timestamps"}
+_TRUE = {"1", "on", "yes", "true"}
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    directive: str  # without the `opcache.` prefix
+    value: str
+    source: str  # a file path, or "default"
+
+
+def _strip_value(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value.split(";", 1)[0].strip()
+
+
+def parse_ini_lines(lines: Iterable[str]) -> dict[str, str]:
+    """`key=value` lines into a dict (the last occurrence wins); comments and sections are skipped."""
+    out: dict[str, str] = {}
+    for raw in lines:
+        line = raw.strip()
+        if not line or line[0] in ";#[":
+            continue
+        key, eq, value = line.partition("=")
+        if eq:
+            out[key.strip()] = _strip_value(value)
+    return out
+
+
+def normalize(directive: str, value: str) -> str:
+    """Booleans as "0"/"1" whichever spelling set them (ini_get reports "" for Off)."""
+    if directive in _BOOLEAN:
+        return "1" if value.strip().lower() in _TRUE else "0"
+    return value.strip()
+
+
+def attribute(
+    effective: Mapping[str, str],
+    files: Sequence[tuple[str, Sequence[str]]],
+    pool: PoolSettings | None = None,
+    directives: Sequence[str] = DIRECTIVES,
+) -> list[Setting]:
+    """Attribute each directive's effective value to its source.
+
+    `effective` maps `opcache.X` to the value ini_get reports inside FPM; `files` is (path, lines) in
+    load order. A directive the pool sets is the pool file's; else the last file that sets it; else
+    "default".
+    """
+    parsed = [(path, parse_ini_lines(lines)) for path, lines in files]
+    out = []
+    for d in directives:
+        key = f"opcache.{d}"
+        source = DEFAULT_SOURCE
+        for path, settings in parsed:
+            if key in settings:
+                source = path
+        if pool is not None and key in pool.ini:
+            source = pool.ini[key].file
+        value = normalize(d, effective.get(key, ""))
+        out.append(Setting(d, value, source))
+    return out

@@ -1,0 +1,205 @@
+"""A real php-fpm8.2 master for tests: its own php.ini, conf.d scan dir, pool file and socket in tmp_path.
+
+`start_fpm` writes the files and starts `php-fpm8.2 --nodaemonize -R` (tests run as root) with
+PHP_INI_SCAN_DIR pointing at the private conf.d, so the host's /etc/php configuration plays no part.
+The `php_fpm` fixture hands out a factory and stops every master it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from exporter.php import fastcgi
+from tests.support.wait import free_port, wait_for
+
+FPM_BINARY = "php-fpm8.2"
+STATUS_PATH = "/fpm-status"
+
+# A script that holds its worker until the file named by ?release= exists (or 30 s pass), so tests can
+# saturate a pool and let it go again without guessing durations.
+HOLD_SCRIPT = """<?php
+$release = $_GET['release'] ?? '';
+$deadline = microtime(true) + 30;
+while (!file_exists($release) && microtime(true) < $deadline) {
+    usleep(20000);
+    clearstatcache();
+}
+echo "released";
+"""
+
+
+def require_fpm() -> str:
+    path = shutil.which(FPM_BINARY)
+    if path is None:
+        pytest.skip(f"{FPM_BINARY} is not installed (apt-get install php8.2-fpm php8.2-opcache)")
+    return path
+
+
+@dataclass
+class Fpm:
+    """A running (or stopped) FPM master and the files that configure it."""
+
+    root: Path
+    address: str
+    pool_config: Path
+    php_ini: Path
+    conf_d: Path
+    docroot: Path
+    agent_dir: Path
+    pool: str = "app"
+    process: subprocess.Popen[bytes] | None = None
+    _env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return self.root / "fpm.log"
+
+    def start(self) -> None:
+        binary = require_fpm()
+        self.process = subprocess.Popen(
+            [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini)],
+            env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._accepts, timeout=15, message=f"php-fpm listening on {self.address}")
+
+    def _accepts(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            raise RuntimeError(f"php-fpm exited with {self.process.returncode}: {log[-2000:]}")
+        host, where = fastcgi.parse_address(self.address)
+        family = socket.AF_UNIX if host == "unix" else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            try:
+                s.connect(str(where) if host == "unix" else (host, int(where)))
+            except OSError:
+                return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def script(self, name: str, text: str, mtime: float | None = None) -> Path:
+        """Write a script into the docroot, optionally with an explicit mtime."""
+        path = self.docroot / name
+        path.write_text(text)
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+
+    async def get(self, script: str, query: str = "", *, timeout: float = 5.0) -> fastcgi.Response:
+        """Request a script (docroot-relative, or the status path) the way a web server would."""
+        filename = script if script == STATUS_PATH else str(self.docroot / script.lstrip("/"))
+        name = script if script.startswith("/") else "/" + script
+        params = {
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_FILENAME": filename,
+            "SCRIPT_NAME": name,
+            "REQUEST_URI": name + (f"?{query}" if query else ""),
+            "QUERY_STRING": query,
+            "DOCUMENT_ROOT": str(self.docroot),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        return await fastcgi.request(self.address, params, connect_timeout=2, read_timeout=timeout)
+
+    def get_sync(self, script: str, query: str = "", *, timeout: float = 5.0) -> fastcgi.Response:
+        """`get` for synchronous code; runs its own loop in a thread so it works inside async tests too."""
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.get(script, query, timeout=timeout)).result()
+
+
+def _ini(settings: Mapping[str, object]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+def start_fpm(
+    root: Path,
+    *,
+    opcache: Mapping[str, str | int] | None = None,
+    conf_d: Mapping[str, str] | None = None,
+    pool: Mapping[str, str | int] | None = None,
+    tcp: bool = False,
+    start: bool = True,
+) -> Fpm:
+    """Write a private FPM setup under `root` and start it.
+
+    `opcache` settings go into conf.d/10-opcache.ini (which loads the extension); `conf_d` adds more
+    files by name; `pool` adds or overrides pool directives (pm, pm.max_children, php_admin_value[...]).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    docroot, agent_dir, scan = root / "www", root / "agent", root / "conf.d"
+    for d in (docroot, agent_dir, scan):
+        d.mkdir(exist_ok=True)
+    php_ini = root / "php.ini"
+    php_ini.write_text(_ini({"display_errors": "Off", "log_errors": "On", "error_log": root / "php.log"}))
+    base_opcache = {"opcache.enable": 1, "opcache.memory_consumption": 64, "opcache.jit": "off"}
+    opcache_ini = _ini({**base_opcache, **(opcache or {})})
+    (scan / "10-opcache.ini").write_text("zend_extension=opcache.so\n" + opcache_ini)
+    for name, text in (conf_d or {}).items():
+        (scan / name).write_text(textwrap.dedent(text))
+    address = f"127.0.0.1:{free_port()}" if tcp else f"unix:{root / 'fpm.sock'}"
+    pool_settings: dict[str, str | int] = {
+        "listen": address.removeprefix("unix:"),
+        "pm": "static",
+        "pm.max_children": 2,
+        "pm.status_path": STATUS_PATH,
+        "catch_workers_output": "yes",
+        "request_terminate_timeout": 60,
+        **(pool or {}),
+    }
+    conf = root / "php-fpm.conf"
+    conf.write_text(
+        f"[global]\npid = {root / 'fpm.pid'}\nerror_log = {root / 'fpm.log'}\ndaemonize = no\n\n"
+        "[app]\n" + "".join(f"{k} = {v}\n" for k, v in pool_settings.items())
+    )
+    (docroot / "hold.php").write_text(HOLD_SCRIPT)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHP_INI_SCAN_DIR": str(scan)}
+    fpm = Fpm(root, address, conf, php_ini, scan, docroot, agent_dir, _env=env)
+    if start:
+        fpm.start()
+    return fpm
+
+
+FpmFactory = Callable[..., Fpm]
+
+
+@pytest.fixture
+def php_fpm(tmp_path: Path) -> Iterator[FpmFactory]:
+    """A factory `php_fpm(name="fpm", **start_fpm options) -> Fpm`; every master is stopped afterwards."""
+    started: list[Fpm] = []
+
+    def factory(name: str = "fpm", **options: object) -> Fpm:
+        fpm = start_fpm(tmp_path / name, **options)  # type: ignore[arg-type]
+        started.append(fpm)
+        return fpm
+
+    yield factory
+    for fpm in started:
+        fpm.stop()
