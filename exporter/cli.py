@@ -1,4 +1,4 @@
-"""The `cachewarden` command: `serve`, `check`, `--version`.
+"""The `cachewarden` command: `serve`, `check`, `render`, `--version`.
 
 Flags follow Prometheus exporters (`--config.file`, `--web.listen-address`, `--collector.X`,
 `--no-collector.X`). The configuration is validated before anything starts; a bad one exits 2 with
@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="collect everything once and report; exit 1 if problems are found")
     common(check)
     check.add_argument("--format", choices=["text", "json"], default="text")
+
+    render = sub.add_parser("render", help="write alert rules and Grafana dashboards for the thresholds")
+    render.add_argument("--config.file", dest="config_file", type=Path,
+                        help="YAML configuration file; its `alerts` section sets the thresholds "
+                             "(default: the built-in thresholds)")
+    render.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("."),
+                        help="writes OUTPUT_DIR/alerts and OUTPUT_DIR/grafana (default: .)")
     return parser
 
 
@@ -69,6 +76,8 @@ def _setup_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "render":
+        return _render(args.config_file, args.output_dir)
     try:
         config = load(args.config_file)
     except ConfigError as exc:
@@ -98,6 +107,20 @@ async def _check(config: Config, switches: dict[str, bool], fmt: str) -> int:
     else:
         sys.stdout.write(report.as_text())
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
+
+
+def _render(config_file: Path | None, output_dir: Path) -> int:
+    from exporter.render import render_all, write_files
+
+    try:
+        config = load(config_file) if config_file is not None else Config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    changed = write_files(render_all(config.alerts), output_dir)
+    for path in changed:
+        print(f"wrote {path}")
+    return EXIT_OK
 
 
 def _split_address(address: str) -> tuple[str, int]:
