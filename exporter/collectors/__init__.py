@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.collectors.base import Collector
 from exporter.config import Config
+from exporter.metrics import MetricSpec
 
 
 def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> list[Collector]:
@@ -50,3 +51,28 @@ def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Col
 
 
 KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats")
+
+
+def collector_classes() -> tuple[type[Collector], ...]:
+    """Every collector class, one line each: the list the metric reference is generated from."""
+    from exporter.collectors.fpm import FpmCollector
+    from exporter.collectors.opcache import OpcacheCollector
+    from exporter.collectors.views import ViewsCollector
+
+    return (ViewsCollector, FpmCollector, OpcacheCollector)
+
+
+def all_metric_specs() -> tuple[MetricSpec, ...]:
+    """Every metric cachewarden can expose: the scheduler's own and each collector class's, by name.
+
+    A name declared twice must be the same spec; two different families under one name would break
+    the exposition, so that raises here (and in the README test) rather than at scrape time.
+    """
+    from exporter.scheduler import SELF_METRICS
+
+    by_name: dict[str, MetricSpec] = {}
+    for spec in (*SELF_METRICS, *(s for cls in collector_classes() for s in cls.metrics)):
+        seen = by_name.setdefault(spec.name, spec)
+        if seen != spec:
+            raise ValueError(f"{spec.name} is declared twice with different help, kind or labels")
+    return tuple(by_name.values())
