@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -222,15 +223,32 @@ class PhpFpmTarget(_Model):
 class RedisTarget(_Secret):
     name: TargetName
     url: str = "redis://127.0.0.1:6379/0"
+    laravel: TargetName | None = None  # the Laravel app this server belongs to: replaces .env discovery
+    # A password read from a Laravel app's .env by exporter.discovery; private, so never in repr or dumps.
+    _discovered_password: str | None = PrivateAttr(default=None)
 
     _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
+
+    def password(self) -> str | None:
+        return self._discovered_password or super().password()
 
 
 class DatabaseTarget(_Secret):
     name: TargetName
     url: str
+    laravel: TargetName | None = None  # the Laravel app this database belongs to: replaces .env discovery
+    top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
+    slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
+    digest_text_length: int = Field(default=120, ge=16, le=1000)
+    statement_timeout: Duration = 5.0  # for the exporter's own queries
+    lock_timeout: Duration = 1.0
+    connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)
+    _discovered_password: str | None = PrivateAttr(default=None)
 
     _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
+
+    def password(self) -> str | None:
+        return self._discovered_password or super().password()
 
     @field_validator("url")
     @classmethod

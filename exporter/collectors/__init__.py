@@ -27,6 +27,30 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
         out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
+    out.extend(_datastore_collectors(config, redis=on("redis"), sql=on("sql"), app_stats=on("app_stats")))
+    return out
+
+
+def _datastore_collectors(config: Config, *, redis: bool, sql: bool, app_stats: bool) -> list[Collector]:
+    # Explicit targets first, then those derived from Laravel apps' .env files (explicit ones win).
+    from exporter.collectors.app_stats import AppStatsCollector
+    from exporter.collectors.redis_server import RedisCollector
+    from exporter.collectors.sql import SqlCollector
+    from exporter.discovery import discovered_databases, discovered_redis
+
+    opts = config.collectors
+    out: list[Collector] = []
+    if redis:
+        o = opts.redis
+        out.extend(RedisCollector(t, interval=o.interval, timeout=o.timeout)
+                   for t in (*config.redis, *discovered_redis(config)))
+    if sql:
+        o = opts.sql
+        out.extend(SqlCollector(t, interval=o.interval, timeout=o.timeout)
+                   for t in (*config.databases, *discovered_databases(config)))
+    if app_stats:
+        o = opts.app_stats
+        out.extend(AppStatsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.app_stats)
     return out
 
 

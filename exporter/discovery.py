@@ -1,0 +1,107 @@
+"""Database and Redis targets derived from a Laravel app's `.env`: pointing cachewarden at a root is enough.
+
+The linking rule, per app and per kind (database, Redis):
+- an explicit `databases` (or `redis`) entry with `laravel: APP` replaces discovery for that app and kind;
+- an explicit entry whose name equals a derived name wins over the derived target;
+- otherwise the app's `.env` yields `APP` (database: DB_*), and `APP` and `APP-cache` (Redis: REDIS_DB and
+  REDIS_CACHE_DB, one target when both are the same database).
+A database is derived only when the `.env` names one (DB_CONNECTION, DB_HOST or DB_DATABASE), Redis only
+when REDIS_HOST is set or a cache, session or queue driver is `redis`. SQLite and SQL Server apps get
+no database target. Passwords stay inside the target objects, never in URLs, logs or repr().
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from exporter.config import Config, DatabaseTarget, LaravelTarget, RedisTarget
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", DatabaseTarget, RedisTarget)
+
+_SCHEMES = {"mysql": "mysql+asyncmy", "mariadb": "mysql+asyncmy", "pgsql": "postgresql+asyncpg"}
+_DEFAULT_PORTS = {"mysql+asyncmy": "3306", "postgresql+asyncpg": "5432"}
+_REDIS_DRIVER_KEYS = ("CACHE_DRIVER", "CACHE_STORE", "SESSION_DRIVER", "QUEUE_CONNECTION")
+
+
+def _value(env: dict[str, str], key: str) -> str | None:
+    """A variable as Laravel's env() reads it: `null`, `(null)` and empty mean unset."""
+    value = env.get(key, "").strip()
+    return None if value.lower() in ("", "null", "(null)") else value
+
+
+def database_for(app: LaravelTarget) -> DatabaseTarget | None:
+    env = app.env
+    if not any(_value(env, k) for k in ("DB_CONNECTION", "DB_HOST", "DB_DATABASE")):
+        return None
+    connection = (_value(env, "DB_CONNECTION") or "mysql").lower()
+    scheme = _SCHEMES.get(connection)
+    if scheme is None:
+        log.info("laravel/%s: DB_CONNECTION=%s is not watched (MariaDB/MySQL and PostgreSQL are)",
+                 app.name, connection)
+        return None
+    user = quote(_value(env, "DB_USERNAME") or "root", safe="")
+    host = _value(env, "DB_HOST") or "127.0.0.1"
+    port = _value(env, "DB_PORT") or _DEFAULT_PORTS[scheme]
+    database = quote(_value(env, "DB_DATABASE") or "", safe="")
+    url = f"{scheme}://{user}@{host}:{port}/{database}"
+    if scheme == "mysql+asyncmy" and (socket := _value(env, "DB_SOCKET")):
+        url += f"?unix_socket={quote(socket, safe='/')}"
+    target = _build(DatabaseTarget, app, app.name, url)
+    if target is not None:
+        target._discovered_password = _value(env, "DB_PASSWORD")
+    return target
+
+
+def redis_for(app: LaravelTarget) -> list[RedisTarget]:
+    env = app.env
+    uses_redis = any((_value(env, k) or "").lower() == "redis" for k in _REDIS_DRIVER_KEYS)
+    if not (_value(env, "REDIS_HOST") or uses_redis):
+        return []
+    host = _value(env, "REDIS_HOST") or "127.0.0.1"
+    port = _value(env, "REDIS_PORT") or "6379"
+    databases = {app.name: _value(env, "REDIS_DB") or "0"}
+    cache_db = _value(env, "REDIS_CACHE_DB") or "1"
+    if cache_db != databases[app.name]:
+        databases[f"{app.name}-cache"] = cache_db
+    out = []
+    for name, db in databases.items():
+        target = _build(RedisTarget, app, name, f"redis://{host}:{port}/{db}")
+        if target is not None:
+            target._discovered_password = _value(env, "REDIS_PASSWORD")
+            out.append(target)
+    return out
+
+
+def _build(cls: type[T], app: LaravelTarget, name: str, url: str) -> T | None:
+    try:
+        return cls(name=name, url=url, laravel=app.name)
+    except ValidationError as exc:
+        # The .env is the app's, not ours: a value we cannot use is reported, not fatal.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        kind = "database" if cls is DatabaseTarget else "Redis"
+        log.warning("laravel/%s: no %s target %r derived from .env (%s)", app.name, kind, name, problems)
+        return None
+
+
+def discovered_databases(config: Config) -> list[DatabaseTarget]:
+    """Targets for every Laravel app not already covered by an explicit `databases` entry."""
+    linked = {t.laravel for t in config.databases}
+    names = {t.name for t in config.databases}
+    return [
+        t for app in config.laravel if app.name not in linked
+        if (t := database_for(app)) is not None and t.name not in names
+    ]
+
+
+def discovered_redis(config: Config) -> list[RedisTarget]:
+    linked = {t.laravel for t in config.redis}
+    names = {t.name for t in config.redis}
+    return [
+        t for app in config.laravel if app.name not in linked for t in redis_for(app) if t.name not in names
+    ]

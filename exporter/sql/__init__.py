@@ -1,0 +1,1 @@
+"""Reading a SQL server's health: a bounded engine and one module of queries per dialect."""

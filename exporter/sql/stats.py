@@ -1,0 +1,58 @@
+"""What one reading of a SQL server yields, whatever the dialect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Every statement the exporter sends names this identifier (a column alias or a user variable), which
+# survives digest normalisation in both MariaDB/MySQL and PostgreSQL: that is how its own statements are
+# kept out of the digests it reports.
+PROBE_MARK = "cachewarden_probe"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementOptions:
+    top_n: int
+    slow_threshold: float  # seconds of mean time
+    text_length: int
+    listed: int  # how many slow / unindexed statements a check lists
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One normalised statement shape, summed over schemas and users."""
+
+    digest: str
+    schema: str
+    text: str
+    calls: float
+    seconds: float
+    rows_examined: float | None = None  # MariaDB/MySQL only
+    no_index_used: float | None = None  # MariaDB/MySQL only
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.seconds / self.calls if self.calls else 0.0
+
+
+@dataclass(slots=True)
+class DbStats:
+    version: str
+    connections: dict[str, int]  # by state, every state of the dialect present
+    max_connections: int
+    longest_transaction_seconds: float = 0.0
+    max_used_connections: int | None = None
+    aborted: dict[str, int] = field(default_factory=dict)  # by kind
+    slow_queries: int | None = None
+    full_scans: int | None = None
+    # None when statement statistics can be read; otherwise why not (shown as a NOTE).
+    statements_unavailable: str | None = None
+    top: list[Digest] = field(default_factory=list)
+    slow: list[Digest] = field(default_factory=list)
+    slow_total: int = 0
+    no_index: list[Digest] = field(default_factory=list)
+    no_index_total: int = 0
+
+    @property
+    def connections_total(self) -> int:
+        return sum(self.connections.values())

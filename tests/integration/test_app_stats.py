@@ -1,0 +1,67 @@
+"""The application cache collector against a real aiohttp server answering like an app's stats endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from exporter.collectors.app_stats import (
+    APP_CACHE_ENTRIES,
+    APP_CACHE_HIT_RATIO,
+    APP_CACHE_HITS,
+    APP_CACHE_TAG_INVALIDATIONS,
+    AppStatsCollector,
+    BadStatsError,
+)
+from exporter.config import AppStatsTarget
+from exporter.scheduler import Scheduler
+
+pytestmark = pytest.mark.integration
+
+
+async def stats_server(aiohttp_server: AiohttpServer, body: Any) -> str:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if isinstance(body, bytes):
+            return web.Response(body=body, content_type="application/json")
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/cache-stats", handler)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/cache-stats"))
+
+
+async def test_fields_become_series_and_the_ratio_is_computed_not_trusted(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    url = await stats_server(aiohttp_server, {
+        "hits": 30, "misses": 10, "sets": 12, "deletes": 1, "tag_invalidations": 4, "entries": 9,
+        "tags": 2, "hit_rate": 12.5, "driver": "redis",
+    })
+    collector = AppStatsCollector(AppStatsTarget(name="shop", url=url), interval=5, timeout=2)
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    assert obs.samples.value(APP_CACHE_HITS) == 30
+    assert obs.samples.value(APP_CACHE_TAG_INVALIDATIONS) == 4
+    assert obs.samples.value(APP_CACHE_ENTRIES) == 9
+    assert obs.samples.value(APP_CACHE_HIT_RATIO) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[1, 2]", b'{"hits": "many"}'])
+async def test_a_body_that_is_not_a_stats_object_fails_the_collector(
+    aiohttp_server: AiohttpServer, body: bytes,
+) -> None:
+    url = await stats_server(aiohttp_server, body)
+    collector = AppStatsCollector(AppStatsTarget(name="shop", url=url), interval=5, timeout=2)
+    try:
+        with pytest.raises(BadStatsError):
+            await collector.collect()
+        [status] = await Scheduler([collector]).collect_all()
+    finally:
+        await collector.close()
+    assert status.up is False and status.error is not None and "BadStatsError" in status.error

@@ -1,0 +1,218 @@
+"""The SQL collector against MariaDB: a private server with performance_schema ON, and the shared one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from exporter.collectors.base import Verdict
+from exporter.collectors.sql import (
+    DB_CONNECTIONS,
+    DB_SLOW_QUERIES,
+    DB_STATEMENT_CALLS,
+    DB_STATEMENT_INFO,
+    DB_STATEMENT_STATS_AVAILABLE,
+    DB_UP,
+    SqlCollector,
+)
+from exporter.config import DatabaseTarget
+from exporter.metrics import Samples
+from exporter.report import build_report
+from exporter.scheduler import Scheduler
+from exporter.status_page import render_status_page
+from tests.support.mariadb import PrivateMariaDB, mariadb_server
+from tests.support.wait import free_port
+
+__all__ = ["mariadb_server"]  # a fixture, used by name
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def schema(mariadb_server: PrivateMariaDB) -> str:
+    """A database of its own per test, with an indexed and an unindexed column."""
+    name = f"t_{secrets.token_hex(4)}"
+    mariadb_server.sql(
+        f"CREATE DATABASE {name}; CREATE TABLE {name}.orders (id INT PRIMARY KEY, customer INT, note TEXT,"
+        f" KEY by_customer (customer)); INSERT INTO {name}.orders VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')"
+    )
+    return name
+
+
+@pytest.fixture
+async def make_collector() -> AsyncIterator[Callable[..., SqlCollector]]:
+    made: list[SqlCollector] = []
+
+    def make(url: str, **kwargs: object) -> SqlCollector:
+        c = SqlCollector(DatabaseTarget(name="main", url=url, **kwargs), interval=10, timeout=5)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.close()
+
+
+def info_texts(samples: Samples) -> dict[str, str]:
+    """digest -> text of every _info series."""
+    return {lv[1]: lv[3] for spec, lv, _ in samples.values if spec is DB_STATEMENT_INFO}
+
+
+async def run_as_app(server: PrivateMariaDB, database: str, *statements: str) -> None:
+    """Statements from a separate client connection, as an application would send them."""
+    engine = create_async_engine(server.url(database=database))
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def test_sleeping_statements_count_as_slow_and_lead_the_digests(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    mariadb_server.sql("SET GLOBAL long_query_time = 0.1")
+    collector = make_collector(mariadb_server.url(database=schema))
+    before = (await collector.collect()).samples
+    marker = f"sleepy_{secrets.token_hex(3)}"  # a column alias: a statement shape no other test sends
+    await run_as_app(mariadb_server, schema, *[f"SELECT SLEEP(0.2) AS {marker}"] * 3)
+    obs = await collector.collect()
+
+    assert obs.samples.value(DB_UP) == 1
+    assert obs.samples.value(DB_SLOW_QUERIES) - before.value(DB_SLOW_QUERIES) == 3  # type: ignore[operator]
+    texts = info_texts(obs.samples)
+    [digest] = [d for d, t in texts.items() if marker in t]
+    assert obs.samples.value(DB_STATEMENT_CALLS, digest=digest) == 3
+    slow = next(c for c in obs.checks if c.name == "slow statements")
+    assert slow.verdict is Verdict.PROBLEM
+    assert any(marker in item and item.startswith("20") for item in slow.items)  # "200.x ms × 3: …"
+
+
+async def test_a_query_on_an_unindexed_column_is_listed_as_missing_an_index(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    await run_as_app(mariadb_server, schema, "SELECT id FROM orders WHERE note = 'b'",
+                     "SELECT id FROM orders WHERE customer = 2")
+    obs = await make_collector(mariadb_server.url(database=schema)).collect()
+    missing = next(c for c in obs.checks if c.name == "missing indexes")
+    assert missing.verdict is Verdict.PROBLEM
+    assert any("`note` = ?" in item for item in missing.items)
+    assert not any("`customer` = ?" in item for item in missing.items)
+
+
+async def test_own_statements_stay_out_of_the_digests(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    mariadb_server.sql("TRUNCATE TABLE performance_schema.events_statements_summary_by_digest")
+    collector = make_collector(mariadb_server.url(database=schema), top_n=500)
+    for _ in range(3):
+        obs = await collector.collect()
+    exporter_digests = {
+        r[0] for r in mariadb_server.sql(
+            "SELECT DIGEST FROM performance_schema.events_statements_summary_by_digest "
+            f"WHERE SCHEMA_NAME = '{schema}'"
+        )
+    }
+    assert exporter_digests, "the exporter's statements were not recorded at all"
+    assert exporter_digests.isdisjoint(info_texts(obs.samples))
+
+
+async def test_idle_connections_raise_the_connection_count_by_their_number(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    collector = make_collector(mariadb_server.url(database=schema))
+
+    def total(s: Samples) -> float:
+        return sum(s.value(DB_CONNECTIONS, state=st) or 0 for st in ("active", "idle"))
+
+    before = total((await collector.collect()).samples)
+    engine = create_async_engine(mariadb_server.url(database=schema), pool_size=5)
+    held = []
+    try:
+        for _ in range(5):
+            conn = await engine.connect()
+            await conn.execute(text("SELECT 1"))
+            held.append(conn)
+        after = (await collector.collect()).samples
+    finally:
+        for conn in held:
+            await conn.close()
+        await engine.dispose()
+    assert total(after) - before == 5
+    assert after.value(DB_CONNECTIONS, state="idle") >= 5  # type: ignore[operator]
+
+
+async def test_the_exporter_never_holds_more_than_two_connections(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    mariadb_server.sql("CREATE USER IF NOT EXISTS 'cw_pool'@'127.0.0.1'; "
+                       "GRANT PROCESS ON *.* TO 'cw_pool'@'127.0.0.1'; "
+                       "GRANT SELECT ON performance_schema.* TO 'cw_pool'@'127.0.0.1'")
+    collector = make_collector(mariadb_server.url(user="cw_pool"))
+    results = await asyncio.gather(*(collector.collect() for _ in range(8)))
+    assert all(r.samples.value(DB_UP) == 1 for r in results)
+    [[count]] = mariadb_server.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'cw_pool'")
+    assert 1 <= int(count) <= 2
+
+
+async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password(
+    mariadb_server: PrivateMariaDB, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    mariadb_server.sql("CREATE USER IF NOT EXISTS 'cw_locked'@'127.0.0.1' IDENTIFIED BY 'right-pw-1234'")
+    wrong = "wrong-pw-9d1e77"
+    (tmp_path / "pw").write_text(wrong + "\n")
+    collector = SqlCollector(
+        DatabaseTarget(name="main", url=mariadb_server.url(user="cw_locked"), password_file=tmp_path / "pw"),
+        interval=10, timeout=5,
+    )
+    scheduler = Scheduler([collector])
+    try:
+        with caplog.at_level(logging.DEBUG):
+            [status] = await scheduler.collect_all()
+        obs = status.observation
+        assert obs is not None and obs.samples.value(DB_UP) == 0
+        [check] = obs.checks
+        assert check.verdict is Verdict.PROBLEM
+        assert "Access denied for user 'cw_locked'" in check.summary
+        report = build_report(scheduler.statuses())
+        page = render_status_page(report, started_at=0)
+        assert "Access denied" in page
+        for shown in (page, report.as_text(), str(report.as_dict()), caplog.text, repr(collector)):
+            assert wrong not in shown
+    finally:
+        await scheduler.close()
+
+
+async def test_an_unreachable_server_is_down_with_a_problem(
+    make_collector: Callable[..., SqlCollector],
+) -> None:
+    obs = await make_collector(f"mysql+asyncmy://root@127.0.0.1:{free_port()}/x").collect()
+    assert obs.samples.value(DB_UP) == 0
+    assert obs.checks[0].verdict is Verdict.PROBLEM
+    assert "2003" in obs.checks[0].summary  # asyncmy's "can't connect" code
+
+
+async def test_without_performance_schema_statement_stats_are_a_note(
+    make_collector: Callable[..., SqlCollector],
+) -> None:
+    # The shared server runs MariaDB's default: performance_schema OFF.
+    probe = subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1", "-P3306", "-uroot", "-N", "-e",
+                            "SELECT @@performance_schema"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0 or probe.stdout.strip() != "0":
+        pytest.skip("no MariaDB with performance_schema OFF on 127.0.0.1:3306")
+    obs = await make_collector("mysql+asyncmy://root@127.0.0.1:3306/test").collect()
+    assert obs.samples.value(DB_UP) == 1
+    assert obs.samples.value(DB_STATEMENT_STATS_AVAILABLE) == 0
+    assert obs.samples.value(DB_SLOW_QUERIES) is not None
+    note = next(c for c in obs.checks if c.name == "statement statistics")
+    assert note.verdict is Verdict.NOTE and "performance_schema is OFF" in note.summary
+    assert all(c.ok for c in obs.checks)
