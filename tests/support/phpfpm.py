@@ -22,15 +22,18 @@ from pathlib import Path
 import pytest
 
 from exporter.php import fastcgi
-from tests.support.wait import free_port, wait_for
+from tests.support.wait import async_wait_for, free_port, wait_for
 
 FPM_BINARY = "php-fpm8.2"
 STATUS_PATH = "/fpm-status"
 
-# A script that holds its worker until the file named by ?release= exists (or 30 s pass), so tests can
-# saturate a pool and let it go again without guessing durations.
+# A script that creates the file named by ?started= and then holds its worker until the file named by
+# ?release= exists (or 30 s pass), so tests can saturate a pool and let it go without guessing durations.
 HOLD_SCRIPT = """<?php
 $release = $_GET['release'] ?? '';
+if (isset($_GET['started'])) {
+    touch($_GET['started']);
+}
 $deadline = microtime(true) + 30;
 while (!file_exists($release) && microtime(true) < $deadline) {
     usleep(20000);
@@ -103,6 +106,21 @@ class Fpm:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def hold(self, tag: str) -> tuple[asyncio.Task[fastcgi.Response], Path]:
+        """Occupy one worker until the returned release file is touched; returns once it is occupied."""
+        started, release = self.root / f"{tag}.started", self.root / f"{tag}.release"
+        task = asyncio.create_task(self.get("hold.php", f"started={started}&release={release}", timeout=40))
+        return task, release
+
+    async def wait_held(self, tag: str) -> None:
+        """Poll (without blocking the loop the holder runs on) until the worker is occupied."""
+        started = self.root / f"{tag}.started"
+
+        async def held() -> bool:
+            return started.exists()
+
+        await async_wait_for(held, timeout=10, message=f"worker held by {tag}")
 
     def script(self, name: str, text: str, mtime: float | None = None) -> Path:
         """Write a script into the docroot, optionally with an explicit mtime."""

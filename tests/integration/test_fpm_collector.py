@@ -1,0 +1,114 @@
+"""The fpm collector against real php-fpm8.2 pools: status metrics, saturation, down and recovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exporter.collectors import build_collectors
+from exporter.collectors.base import Verdict
+from exporter.collectors.fpm import (
+    FPM_LISTEN_QUEUE_MAX,
+    FPM_MAX_CHILDREN,
+    FPM_MAX_CHILDREN_REACHED,
+    FPM_PROCESSES,
+    FPM_STATUS_TIMEOUTS,
+    FPM_UP,
+    FpmCollector,
+)
+from exporter.config import parse
+from exporter.scheduler import Scheduler
+from tests.support import phpfpm
+from tests.support.phpfpm import Fpm, FpmFactory
+from tests.support.wait import async_wait_for
+
+pytestmark = pytest.mark.integration
+php_fpm = phpfpm.php_fpm
+
+
+def target(name: str, fpm: Fpm, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "address": fpm.address, "agent_dir": str(fpm.agent_dir),
+            "pool_config": str(fpm.pool_config), **extra}
+
+
+def fpm_collector(fpm: Fpm, **extra: Any) -> FpmCollector:
+    config = parse({"php_fpm": [target("www", fpm, **extra)]})
+    collectors = build_collectors(config, {"opcache": False})
+    assert isinstance(collectors[0], FpmCollector)
+    return collectors[0]
+
+
+async def test_status_page_and_pool_config_give_the_contract_metrics(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm(pool={"pm.max_children": 3})
+    obs = await fpm_collector(fpm).collect()
+    s = obs.samples
+    assert s.value(FPM_UP) == 1
+    assert s.value(FPM_MAX_CHILDREN) == 3
+    assert s.value(FPM_PROCESSES, state="active") == 1  # the worker answering the status request
+    assert s.value(FPM_PROCESSES, state="idle") == 2
+    assert s.value(FPM_STATUS_TIMEOUTS) == 0
+    assert obs.details["pool"] == "app"
+    assert all(c.ok for c in obs.checks)
+
+
+async def test_saturated_pool_counts_status_timeouts_then_max_children_reached(php_fpm: FpmFactory) -> None:
+    # TCP, because FPM measures its listen queue only on TCP sockets; dynamic, because a static pool
+    # never counts "max children reached".
+    fpm = php_fpm(tcp=True, pool={"pm": "dynamic", "pm.max_children": 2, "pm.start_servers": 1,
+                                  "pm.min_spare_servers": 1, "pm.max_spare_servers": 1})
+    collector = fpm_collector(fpm, status_timeout="400ms")
+    first, release_first = fpm.hold("first")
+    await fpm.wait_held("first")
+    second, release_second = fpm.hold("second")
+    await fpm.wait_held("second")
+    try:
+        async def saturation_seen() -> bool:
+            obs = await collector.collect()
+            assert obs.samples.value(FPM_UP) == 0
+            assert obs.checks[0].verdict is Verdict.PROBLEM
+            assert "saturated" in obs.checks[0].summary
+            # Timed-out status requests stay queued; FPM samples its queue once a second.
+            return "max_children" in fpm.log.read_text() and collector.status_timeouts >= 3
+
+        await async_wait_for(saturation_seen, timeout=20, interval=0, message="saturation seen by FPM")
+    finally:
+        release_first.touch()
+        release_second.touch()
+        await first
+        await second
+
+    async def recovered() -> bool:
+        s = (await collector.collect()).samples
+        return s.value(FPM_UP) == 1 and (s.value(FPM_MAX_CHILDREN_REACHED) or 0) > 0 and (
+            s.value(FPM_LISTEN_QUEUE_MAX) or 0) > 0
+
+    await async_wait_for(recovered, timeout=20, message="max children reached and listen queue max > 0")
+    s = (await collector.collect()).samples
+    assert (s.value(FPM_STATUS_TIMEOUTS) or 0) >= 3  # the counter survives recovery
+
+
+async def test_pool_down_is_reported_others_keep_collecting_and_it_recovers(php_fpm: FpmFactory) -> None:
+    down, other = php_fpm("down"), php_fpm("other")
+    config = parse({"php_fpm": [target("down", down), target("other", other)]})
+    scheduler = Scheduler(build_collectors(config))
+    down.stop()
+    await scheduler.collect_all()
+
+    st = scheduler.status("fpm", "down")
+    assert st.up is True  # the collector worked; the pool is what is down
+    assert st.observation is not None
+    assert st.observation.samples.value(FPM_UP) == 0
+    assert "refuses connections" in st.observation.checks[0].summary
+    assert not st.healthy
+    assert scheduler.status("opcache", "down").up is False  # the agent cannot run without FPM
+    other_fpm = scheduler.status("fpm", "other")
+    assert other_fpm.observation is not None
+    assert other_fpm.observation.samples.value(FPM_UP) == 1
+    assert scheduler.status("opcache", "other").up is True
+
+    down.start()
+    st = await scheduler.collect("fpm", "down")
+    assert st.observation is not None
+    assert st.observation.samples.value(FPM_UP) == 1
+    assert (await scheduler.collect("opcache", "down")).up is True

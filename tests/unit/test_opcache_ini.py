@@ -1,0 +1,36 @@
+"""Attributing each effective OPcache directive to the file that set it."""
+
+from __future__ import annotations
+
+from exporter.php.ini import attribute, parse_ini_lines
+from exporter.php.pool_config import parse_pool_text
+
+
+def test_ini_lines_skip_comments_and_sections_and_unquote() -> None:
+    lines = ["; opcache.enable=0", "[opcache]", "opcache.enable = 1", 'opcache.restrict_api = "/srv"',
+             "opcache.revalidate_freq=60 ; every minute", "# opcache.x=1"]
+    assert parse_ini_lines(lines) == {"opcache.enable": "1", "opcache.restrict_api": "/srv",
+                                      "opcache.revalidate_freq": "60"}
+
+
+def test_the_last_file_that_sets_a_directive_is_its_source() -> None:
+    files = [
+        ("/etc/php/8.2/fpm/php.ini", ["opcache.validate_timestamps=1"]),
+        ("/etc/php/8.2/fpm/conf.d/10-opcache.ini", ["opcache.memory_consumption=256"]),
+        ("/etc/php/8.2/fpm/conf.d/99-disable.ini", ["opcache.validate_timestamps=1"]),
+        ("/etc/php/8.2/fpm/conf.d/99-opcache.ini", ["opcache.validate_timestamps=Off"]),
+    ]
+    effective = {"opcache.validate_timestamps": "", "opcache.memory_consumption": "256"}
+    by = {s.directive: s for s in attribute(effective, files)}
+    assert (by["validate_timestamps"].value, by["validate_timestamps"].source) == (
+        "0", "/etc/php/8.2/fpm/conf.d/99-opcache.ini")
+    assert by["memory_consumption"].source == "/etc/php/8.2/fpm/conf.d/10-opcache.ini"
+    assert by["revalidate_freq"].source == "default"
+
+
+def test_the_pool_beats_every_ini_file() -> None:
+    text = "[www]\nphp_admin_value[opcache.validate_timestamps] = 0\n"
+    pool = parse_pool_text(text, "/pool.d/www.conf")["www"]
+    files = [("/conf.d/99-opcache.ini", ["opcache.validate_timestamps=1"])]
+    by = {s.directive: s for s in attribute({"opcache.validate_timestamps": "0"}, files, pool)}
+    assert by["validate_timestamps"].source == "/pool.d/www.conf"
