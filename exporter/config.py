@@ -331,7 +331,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     # cachewarden itself
     "CachewardenCollectorDown": _rule(0, "5m", "warning"),
     "CachewardenHealFailing": _rule(0, "1m", "warning"),  # failed runs in 30m
-    "CachewardenHealIneffective": _rule(0, "1m", "warning"),  # runs that did not fix it in 1h
+    "CachewardenHealIneffective": _rule(0, "1m", "warning"),  # plans given up as not fixing anything
 }
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.
