@@ -64,4 +64,6 @@ async def test_a_body_that_is_not_a_stats_object_fails_the_collector(
         [status] = await Scheduler([collector]).collect_all()
     finally:
         await collector.close()
-    assert status.up is False and status.error is not None and "BadStatsError" in status.error
+    assert status.up is False
+    assert status.error is not None
+    assert "BadStatsError" in status.error

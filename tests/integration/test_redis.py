@@ -134,7 +134,8 @@ async def test_a_stopped_server_is_down_alone_and_reconnected_when_it_returns(
         redis_server.stop()
         statuses = {s.target: s for s in await scheduler.collect_all()}
         down = statuses["cache"].observation
-        assert down is not None and down.samples.value(REDIS_UP) == 0
+        assert down is not None
+        assert down.samples.value(REDIS_UP) == 0
         assert [c.verdict for c in down.checks] == [Verdict.PROBLEM]
         assert "Connection" in down.checks[0].summary
         if statuses["shared"].observation is not None:  # the shared server may be absent on a bare host
@@ -165,7 +166,8 @@ async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password
         with caplog.at_level(logging.DEBUG):
             [status] = await scheduler.collect_all()
         obs = status.observation
-        assert obs is not None and obs.samples.value(REDIS_UP) == 0
+        assert obs is not None
+        assert obs.samples.value(REDIS_UP) == 0
         assert obs.checks[0].verdict is Verdict.PROBLEM
         assert "password" in obs.checks[0].summary.lower() or "auth" in obs.checks[0].summary.lower()
         report = build_report(scheduler.statuses())

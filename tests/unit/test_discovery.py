@@ -39,7 +39,8 @@ def app_config(tmp_path: Path, env: str, **sections: Any) -> Config:
 def test_a_laravel_root_alone_yields_its_database_and_both_redis_databases(tmp_path: Path) -> None:
     config = app_config(tmp_path, LARAVEL_ENV)
     [db] = discovered_databases(config)
-    assert (db.name, db.url, db.laravel) == ("shop", "mysql+asyncmy://shop_user@db.internal:3307/shop", "shop")
+    assert (db.name, db.laravel) == ("shop", "shop")
+    assert db.url == "mysql+asyncmy://shop_user@db.internal:3307/shop"
     assert db.password() == "p@ss:w/rd-31"
     redis = {t.name: t for t in discovered_redis(config)}
     assert {n: t.url for n, t in redis.items()} == {
@@ -53,7 +54,8 @@ def test_passwords_stay_out_of_repr_and_dumps(tmp_path: Path) -> None:
     targets = [*discovered_databases(config), *discovered_redis(config)]
     for t in targets:
         for shown in (repr(t), str(t), str(t.model_dump()), t.model_dump_json(), t.url):
-            assert "p@ss:w/rd-31" not in shown and "redis-pw-77" not in shown
+            assert "p@ss:w/rd-31" not in shown
+            assert "redis-pw-77" not in shown
 
 
 def test_postgres_null_passwords_and_a_shared_redis_database(tmp_path: Path) -> None:
@@ -61,14 +63,16 @@ def test_postgres_null_passwords_and_a_shared_redis_database(tmp_path: Path) -> 
                                   "DB_PASSWORD=\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\n"
                                   "REDIS_DB=1\nREDIS_CACHE_DB=1\n")
     [db] = discovered_databases(config)
-    assert db.url == "postgresql+asyncpg://app@127.0.0.1:5432/shop" and db.password() is None
+    assert db.url == "postgresql+asyncpg://app@127.0.0.1:5432/shop"
+    assert db.password() is None
     [redis] = discovered_redis(config)
     assert (redis.name, redis.url, redis.password()) == ("shop", "redis://127.0.0.1:6379/1", None)
 
 
 def test_an_env_without_database_or_redis_settings_yields_nothing(tmp_path: Path) -> None:
     config = app_config(tmp_path, "APP_NAME=Shop\nCACHE_DRIVER=file\n")
-    assert discovered_databases(config) == [] and discovered_redis(config) == []
+    assert discovered_databases(config) == []
+    assert discovered_redis(config) == []
 
 
 def test_sqlite_apps_get_no_database_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -84,7 +88,8 @@ def test_explicit_entries_linked_to_the_app_replace_discovery(tmp_path: Path) ->
         databases=[{"name": "primary", "url": "mysql+asyncmy://exporter@10.0.0.9/shop", "laravel": "shop"}],
         redis=[{"name": "sessions", "url": "redis://10.0.0.8:6379/0", "laravel": "shop"}],
     )
-    assert discovered_databases(config) == [] and discovered_redis(config) == []
+    assert discovered_databases(config) == []
+    assert discovered_redis(config) == []
 
 
 def test_an_explicit_entry_with_a_derived_name_wins_and_unlinked_ones_do_not_stop_discovery(
