@@ -177,7 +177,8 @@ def test_dashboards_have_stable_uids_variables_units_and_heal_annotations() -> N
         assert path == f"grafana/dashboards/{d['uid']}.json"
         assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "job", "target"]
         heal = [a for a in d["annotations"]["list"] if a.get("name") == "Heal runs"]
-        assert heal and "cachewarden_heal_runs_total" in heal[0]["expr"]
+        assert heal, f"{d['uid']} has no heal-run annotations"
+        assert "cachewarden_heal_runs_total" in heal[0]["expr"]
         ids = [p["id"] for p in d["panels"]]
         assert len(ids) == len(set(ids))
         for p in d["panels"]:

@@ -1,0 +1,174 @@
+"""Real Prometheus for tests (Debian's `prometheus`), and a real `cachewarden serve` process for it to scrape.
+
+Each server gets a free port, its own storage under the test's tmp_path, and a 1 s scrape and rule
+evaluation interval, so several test runs can coexist and alerts move within seconds. Both are context
+managers that stop their process whatever the test did.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.wait import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def require_binary(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (apt-get install {package})")
+    return path
+
+
+def http_json(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
+              timeout: float = 5.0) -> Any:
+    req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310 - local test servers
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Prometheus:
+    url: str
+    log: Path
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector; raises with Prometheus' own error text on a bad query."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            body = http_json(url)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"query {expr!r} rejected: {exc.read().decode(errors='replace')}") from None
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Pending and firing alerts, as Prometheus' /api/v1/alerts lists them."""
+        alerts: list[dict[str, Any]] = http_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+        return alerts
+
+    def firing(self, alertname: str) -> list[dict[str, Any]]:
+        return [a for a in self.alerts() if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+    def rule_health(self) -> list[tuple[str, str, str]]:
+        """(rule name, health, last error) of every loaded rule."""
+        groups = http_json(f"{self.url}/api/v1/rules")["data"]["groups"]
+        return [(r["name"], r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]]
+
+    def target_health(self) -> list[str]:
+        targets = http_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"]
+        return [t["health"] for t in targets]
+
+
+@contextmanager
+def run_prometheus(
+    root: Path,
+    *,
+    scrape: Sequence[str],
+    rule_files: Sequence[Path] = (),
+    alertmanager: str | None = None,
+    interval: str = "1s",
+) -> Iterator[Prometheus]:
+    """Prometheus scraping `scrape` (host:port of cachewarden processes, job "cachewarden") every
+    `interval`, evaluating `rule_files` as often, and sending alerts to `alertmanager` (host:port)."""
+    binary = require_binary("prometheus", "prometheus")
+    root.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "cachewarden", "static_configs": [{"targets": list(scrape)}]}],
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config_file = root / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = root / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config_file}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    server = Prometheus(f"http://127.0.0.1:{port}", log)
+    try:
+        wait_for(lambda: check_alive(proc, log) and http_ok(f"{server.url}/-/ready"), timeout=30,
+                 message="prometheus ready")
+        yield server
+    finally:
+        stop_process(proc)
+
+
+@dataclass
+class Cachewarden:
+    address: str  # host:port
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+@contextmanager
+def run_cachewarden(config: dict[str, Any], root: Path) -> Iterator[Cachewarden]:
+    """`cachewarden serve` as its own process, as Prometheus scrapes it in production."""
+    root.mkdir(parents=True, exist_ok=True)
+    config_file = root / "cachewarden.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    address = f"127.0.0.1:{free_port()}"
+    log = root / "cachewarden.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
+             "--web.listen-address", address],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+    served = Cachewarden(address, log)
+    try:
+        wait_for(lambda: check_alive(proc, log) and http_ok(f"{served.url}/healthz"), timeout=30,
+                 message="cachewarden serve answering /healthz")
+        yield served
+    finally:
+        stop_process(proc)
+
+
+def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+    return True
