@@ -26,30 +26,23 @@ at least 0. Times are the PHP host's clock (the agent's `now`), the same clock t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class CachedScript:
-    """One entry of OPcache's script list as the agent reports it."""
+class CachedScript(NamedTuple):
+    """One entry of OPcache's script list as the agent reports it.
+
+    A tuple rather than a dataclass: tens of thousands are built per collection, and tuples of plain
+    values are cheap to build and are left alone by the garbage collector.
+    """
 
     path: str
     hits: int
     last_used: float
     timestamp: float | None  # the cached version's mtime; only with validate_timestamps=1
     mtime: float | None  # the file's mtime now; None if the file is gone
-
-    @classmethod
-    def from_row(cls, row: Sequence[object]) -> CachedScript:
-        path, hits, last_used, timestamp, mtime = row
-        return cls(
-            str(path),
-            int(hits),  # type: ignore[call-overload]
-            float(last_used),  # type: ignore[arg-type]
-            None if timestamp is None else float(timestamp),  # type: ignore[arg-type]
-            None if mtime is None else float(mtime),  # type: ignore[arg-type]
-        )
 
 
 @dataclass(slots=True)
@@ -62,11 +55,10 @@ class DriftReport:
     drift_seconds: float = 0.0
 
 
-@dataclass(slots=True)
-class _Seen:
-    cached_since: float
-    cached_by: float
-    hits: int
+# What is known about one cached path: (cached_since, cached_by, hits at the last look). Plain tuples:
+# a collection handles tens of thousands, and NamedTuple construction alone would double its cost.
+_Seen = tuple[float, float, int]
+ScriptRow = tuple[str, int, float, float | None, float | None]
 
 
 def _under(path: str, directory: str) -> bool:
@@ -91,14 +83,17 @@ class DriftTracker:
 
     def update(
         self,
-        scripts: Iterable[CachedScript],
+        scripts: Iterable[ScriptRow],
         *,
         now: float,
         cache_epoch: float,
         validate_timestamps: bool,
         release_dir: str | None = None,
     ) -> DriftReport:
-        """Classify `scripts` as seen at `now`; `cache_epoch` is max(start_time, last_restart_time)."""
+        """Classify `scripts` (CachedScript-shaped rows) as seen at `now`.
+
+        `cache_epoch` is max(start_time, last_restart_time) of OPcache.
+        """
         restarted = self._epoch is None or cache_epoch != self._epoch
         if restarted:
             self._seen.clear()
@@ -108,28 +103,30 @@ class DriftTracker:
         releases = release_dir.rstrip("/").rsplit("/", 1)[0] if release_dir else None
         seen: dict[str, _Seen] = {}
         oldest_stale_mtime: float | None = None
-        for s in scripts:
-            known = self._seen.get(s.path)
-            if known is None or s.hits < known.hits:
-                known = _Seen(since_new, now, s.hits)
-            else:
-                known.hits = s.hits
-            seen[s.path] = known
-            if release_dir and releases and _under(s.path, releases) and not _under(s.path, release_dir):
-                report.outside_release.append(s.path)
-            if s.mtime is None:
-                report.missing.append(s.path)
+        exact = validate_timestamps
+        previous = self._seen
+        for path, hits, _, timestamp, mtime in scripts:
+            known = previous.get(path)
+            if known is None or hits < known[2]:
+                known = (since_new, now, hits)
+            elif hits != known[2]:
+                known = (known[0], known[1], hits)
+            seen[path] = known
+            if releases and release_dir and _under(path, releases) and not _under(path, release_dir):
+                report.outside_release.append(path)
+            if mtime is None:
+                report.missing.append(path)
                 continue
-            if validate_timestamps and s.timestamp is not None:
-                is_stale = s.mtime != s.timestamp
+            if exact and timestamp is not None:
+                is_stale = mtime != timestamp
             else:
-                is_stale = s.mtime > known.cached_by
-                if not is_stale and s.mtime > known.cached_since:
-                    report.suspect.append(s.path)
+                is_stale = mtime > known[1]
+                if not is_stale and mtime > known[0]:
+                    report.suspect.append(path)
             if is_stale:
-                report.stale.append(s.path)
-                if oldest_stale_mtime is None or s.mtime < oldest_stale_mtime:
-                    oldest_stale_mtime = s.mtime
+                report.stale.append(path)
+                if oldest_stale_mtime is None or mtime < oldest_stale_mtime:
+                    oldest_stale_mtime = mtime
         self._seen = seen  # paths that left the list are forgotten
         self._epoch, self._previous = cache_epoch, now
         if oldest_stale_mtime is not None:

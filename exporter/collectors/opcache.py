@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
-from exporter.collectors.drift import CachedScript, DriftReport, DriftTracker
+from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
 from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.php.agent import Agent, AgentError
@@ -124,6 +125,14 @@ def _pool_settings(target: PhpFpmTarget) -> PoolSettings | None:
     return pools[name]
 
 
+def _cached_scripts(columns: dict[str, list[Any]]) -> Iterator[ScriptRow]:
+    """The agent's column-wise script list as rows; unequal columns mean a broken answer."""
+    if not columns:
+        return iter(())
+    fields = (columns[k] for k in ("path", "hits", "last_used", "timestamp", "mtime"))
+    return zip(*fields, strict=True)
+
+
 class OpcacheCollector(Collector):
     kind = "opcache"
     metrics = (
@@ -157,7 +166,7 @@ class OpcacheCollector(Collector):
         for st in settings:
             s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
         lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
-        checks.append(Check("opcache.settings", Verdict.OK, "effective OPcache directives and sources", lines))
+        checks.append(Check("opcache.settings", Verdict.OK, "effective directives and their sources", lines))
         vt = by_name["validate_timestamps"].value == "1"
         s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if vt else 0)
         freq = by_name["revalidate_freq"].value
@@ -240,7 +249,7 @@ class OpcacheCollector(Collector):
     def _drift(self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool) -> DriftReport:
         stats = status.get("opcache_statistics") or {}
         epoch = max(float(stats.get("start_time", 0)), float(stats.get("last_restart_time", 0)))
-        scripts = (CachedScript.from_row(row) for row in status.get("scripts") or [])
+        scripts = _cached_scripts(status.get("scripts") or {})
         report = self.drift.update(
             scripts, now=float(result["now"]), cache_epoch=epoch, validate_timestamps=vt,
             release_dir=result.get("release_dir"),

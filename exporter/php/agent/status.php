@@ -1,7 +1,7 @@
 <?php
 // OPcache status for metrics and drift: statistics, the effective directives, the opcache lines of
-// every ini file FPM loaded (in load order), and per cached script [path, hits, last_used_timestamp,
-// timestamp or null, file mtime or null if the file is gone]. Agent scripts themselves are left out;
+// every ini file FPM loaded (in load order), and per cached script: path, hits, last_used_timestamp,
+// timestamp or null, file mtime or null if the file is gone], as one list per field. Agent scripts themselves are left out;
 // they are normally never cached at all, being younger than opcache.file_update_protection.
 cachewarden_run(function (array $args): array {
     $files = [];
@@ -53,19 +53,18 @@ cachewarden_run(function (array $args): array {
         return $out;
     }
     clearstatcache();
-    $scripts = [];
+    // Column-wise: five flat lists parse much faster than one small list per script.
+    $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => []];
     foreach ($status['scripts'] ?? [] as $path => $s) {
         if (cachewarden_is_agent($path)) {
             continue;
         }
         $mtime = @filemtime($path);
-        $scripts[] = [
-            $path,
-            $s['hits'],
-            $s['last_used_timestamp'],
-            $s['timestamp'] ?? null,
-            $mtime === false ? null : $mtime,
-        ];
+        $scripts['path'][] = $path;
+        $scripts['hits'][] = $s['hits'];
+        $scripts['last_used'][] = $s['last_used_timestamp'];
+        $scripts['timestamp'][] = $s['timestamp'] ?? null;
+        $scripts['mtime'][] = $mtime === false ? null : $mtime;
     }
     unset($status['scripts']);
     $status['scripts'] = $scripts;
