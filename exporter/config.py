@@ -270,13 +270,127 @@ class AppStatsTarget(_Model):
         return v
 
 
+def _octal_mode(value: Any) -> Any:
+    """A file mode written as "0644"/"644" (YAML may also hand over 0644 already parsed as an integer)."""
+    if isinstance(value, str):
+        if not re.fullmatch(r"0?[0-7]{3}", value.strip()):
+            raise ValueError(f"not an octal file mode: {value!r} (use e.g. \"0644\")")
+        return int(value.strip(), 8)
+    return value
+
+
+FileMode = Annotated[int, BeforeValidator(_octal_mode), Field(ge=0, le=0o777)]
+MetricName = Annotated[str, Field(pattern=r"^cachewarden_[a-z0-9_]+$")]
+_OWNER = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$"
+
+
+class HealCondition(_Model):
+    """A re-measured metric (summed over its series) that says the alert's cause is gone."""
+
+    metric: MetricName
+    max: float | None = None  # clear when the sum is at most this
+    min: float | None = None  # clear when the sum is at least this
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of max or min")
+        return self
+
+
+class HealPlan(_Model):
+    """The ordered steps (gentlest first) for one alertname, and when its condition counts as cleared."""
+
+    steps: list[str] = Field(min_length=1, max_length=10)
+    clear_when: list[HealCondition] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _known_actions(cls, v: list[str]) -> list[str]:
+        from exporter.heal.names import ACTIONS
+
+        unknown = [s for s in v if s not in ACTIONS]
+        if unknown:
+            raise ValueError(f"unknown action(s) {unknown}; known: {sorted(ACTIONS)}")
+        if len({ACTIONS[s].section for s in v}) > 1:
+            raise ValueError("every step of a plan must act on the same kind of target")
+        return v
+
+
+class WarmCommand(_Model):
+    argv: list[str] = Field(min_length=1)  # run without a shell
+    cwd: Path | None = None
+    timeout: Duration = 60.0
+
+
+class WarmUrl(_Model):
+    url: str
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class HealWarm(_Model):
+    """What `cache.warm` runs for one Laravel target."""
+
+    target: TargetName
+    commands: list[WarmCommand] = []
+    urls: list[WarmUrl] = []
+
+
 class HealConfig(_Model):
     enabled: bool = True
     token_file: Path | None = None
-    token_env: str = "CACHEWARDEN_HEAL_TOKEN"
+    token_env: str = "CACHEWARDEN_HEAL_TOKEN"  # noqa: S105 - a variable name, not a secret
+    dry_run: bool = False  # every run only lists what it would do
+    allow_cidrs: list[str] = []  # e.g. 10.0.0.0/8; empty: any address that holds the token
+    max_body_bytes: Annotated[int, Field(gt=0, le=16 << 20)] = 1 << 20
+    # Shared lock, dedup and cooldown state, so that a fleet of sidecars heals once.
+    redis_url: str | None = None
+    redis_password_file: Path | None = None
+    redis_password_env: str | None = None
+    dedup_ttl: Duration = 86400.0
+    lock_ttl: Duration = 600.0  # a crashed sidecar's lock expires after this
+    cooldown: Duration = 120.0  # per (action, target), after a step that changed something
+    # This many runs of a plan within the window that did not clear its alert stop it from acting.
+    ineffective_runs: Annotated[int, Field(ge=1)] = 3
+    ineffective_window: Duration = 3600.0
+    recent_runs: Annotated[int, Field(ge=1, le=10000)] = 200
+    php_cli: Path | None = None  # compile views with this `php` binary when no FPM pool serves the app
+    views_owner: Annotated[str | None, Field(pattern=_OWNER)] = None  # "user" or "user:group"
+    views_mode: FileMode = 0o644  # directories get the same bits plus x wherever r is set
+    warm: list[HealWarm] = []
+    plans: dict[str, HealPlan] = {}  # by alertname; merged over the shipped defaults
+
+    _no_password = field_validator("redis_url")(
+        lambda cls, v: v if v is None else _refuse_url_password(v)
+    )
+
+    @field_validator("allow_cidrs")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        bad = []
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                bad.append(cidr)
+        if bad:
+            raise ValueError(f"not a network in CIDR notation: {bad}")
+        return v
 
     def token(self) -> str | None:
         return read_secret(self.token_file, self.token_env) or None
+
+    def redis_password(self) -> str | None:
+        return read_secret(self.redis_password_file, self.redis_password_env)
 
 
 Severity = Literal["critical", "warning", "info"]

@@ -1,0 +1,80 @@
+"""What every heal action is: a name, the target it acts on, and a `run` that can also only describe.
+
+An action acts on one configured target, named exactly. In a dry run it lists precisely the operations
+it would perform, computed the same way as a real run, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from exporter.collectors.base import Observation
+from exporter.config import Config, LaravelTarget, PhpFpmTarget
+from exporter.heal.names import ACTIONS
+from exporter.heal.phpexec import PhpExecutor
+
+# How many operations a run record lists; the counts are always complete.
+LIST_CAP = 200
+
+
+@dataclass(slots=True)
+class ActionOutcome:
+    """What a step did (or would do), what it deliberately left alone, and what went wrong."""
+
+    done: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done[:LIST_CAP], "done_total": len(self.done),
+            "refused": self.refused[:LIST_CAP], "refused_total": len(self.refused),
+            "errors": self.errors[:LIST_CAP], "errors_total": len(self.errors),
+        }
+
+
+class ActionError(Exception):
+    """The action could not run at all (missing configuration, PHP unreachable, …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    config: Config
+    php: PhpExecutor
+
+
+class Action(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, ctx: ActionContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def section(self) -> str:
+        return ACTIONS[self.name].section
+
+    @property
+    def measures(self) -> str | None:
+        return ACTIONS[self.name].measures
+
+    def laravel(self, target: str) -> LaravelTarget:
+        for t in self.ctx.config.laravel:
+            if t.name == target:
+                return t
+        raise ActionError(f"no laravel target named {target!r}")
+
+    def php_fpm(self, target: str) -> PhpFpmTarget:
+        for t in self.ctx.config.php_fpm:
+            if t.name == target:
+                return t
+        raise ActionError(f"no php_fpm target named {target!r}")
+
+    @abc.abstractmethod
+    async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
+        """Act on `target` using the findings of a fresh `observation`; in a dry run, only list."""

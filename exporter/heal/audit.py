@@ -1,0 +1,120 @@
+"""The heal's audit trail: a JSON log line per request and per run, metrics, and a Redis stream.
+
+The metrics reach `/metrics` through the same snapshot mechanism as the collectors: `HealMetrics` is a
+snapshot source whose buffers the app's registry adapter merges in. Series that can be zero exist at
+zero from the start, for every configured target and every known action, result, outcome and plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from exporter.metrics import Samples, counter, gauge
+
+log = logging.getLogger("cachewarden.heal.audit")
+
+SELF_TARGET = "cachewarden"
+STREAM = "cachewarden:heal:audit"
+STREAM_MAXLEN = 10_000
+
+HEAL_RUNS = counter(
+    "cachewarden_heal_runs_total",
+    "Heal steps by action and result (verified, unverified, failed, dry_run, already_healthy, "
+    "cooldown, ineffective); target is the healed target.",
+    ("action", "result"),
+)
+HEAL_REQUESTS = counter(
+    "cachewarden_heal_requests_total", "Requests to /heal by outcome; target is always 'cachewarden'.",
+    ("outcome",),
+)
+HEAL_ALERTS = counter(
+    "cachewarden_heal_alerts_total",
+    "Alerts received on /heal by what was decided for each; target is always 'cachewarden'.",
+    ("decision",),
+)
+HEAL_DURATION = gauge(
+    "cachewarden_heal_duration_seconds",
+    "How long the last run of the action took on the target, re-measurement included.", ("action",),
+)
+HEAL_INEFFECTIVE = gauge(
+    "cachewarden_heal_ineffective",
+    "1 while the plan has run heal.ineffective_runs times within the window without clearing its "
+    "alert and is no longer acted on.", ("plan",),
+)
+
+RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective")
+REQUEST_OUTCOMES = ("accepted", "manual", "unauthorized", "forbidden", "disabled", "bad_request",
+                    "too_large", "unsupported_media_type", "conflict", "unavailable")
+ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "locked",
+                   "cooldown", "ineffective", "disabled")
+HEAL_METRICS = (HEAL_RUNS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE)
+
+
+class HealMetrics:
+    """Counters and gauges of the heal, exposed as snapshot buffers."""
+
+    def __init__(self, action_targets: Mapping[str, Iterable[str]],
+                 plan_targets: Mapping[str, Iterable[str]]) -> None:
+        self.runs: Counter[tuple[str, str, str]] = Counter()  # (target, action, result)
+        self.requests: Counter[str] = Counter()
+        self.alerts: Counter[str] = Counter()
+        self.durations: dict[tuple[str, str], float] = {}
+        self.ineffective: dict[tuple[str, str], bool] = {}
+        for action, targets in action_targets.items():
+            for t in targets:
+                for result in RUN_RESULTS:
+                    self.runs[(t, action, result)] += 0
+                self.durations[(t, action)] = 0.0
+        for plan, targets in plan_targets.items():
+            for t in targets:
+                self.ineffective[(t, plan)] = False
+
+    def snapshot(self) -> list[Samples]:
+        own = Samples(SELF_TARGET)
+        for outcome in sorted(set(REQUEST_OUTCOMES) | set(self.requests)):
+            own.add(HEAL_REQUESTS, self.requests[outcome], outcome=outcome)
+        for decision in sorted(set(ALERT_DECISIONS) | set(self.alerts)):
+            own.add(HEAL_ALERTS, self.alerts[decision], decision=decision)
+        by_target: dict[str, Samples] = {}
+
+        def buf(target: str) -> Samples:
+            return by_target.setdefault(target, Samples(target))
+
+        for (target, action, result), n in sorted(self.runs.items()):
+            buf(target).add(HEAL_RUNS, n, action=action, result=result)
+        for (target, action), seconds in sorted(self.durations.items()):
+            buf(target).add(HEAL_DURATION, seconds, action=action)
+        for (target, plan), stuck in sorted(self.ineffective.items()):
+            buf(target).add(HEAL_INEFFECTIVE, 1.0 if stuck else 0.0, plan=plan)
+        return [own, *by_target.values()]
+
+
+class Audit:
+    """Writes every audit event to the log, and to a Redis stream when heal.redis_url is set."""
+
+    def __init__(self, metrics: HealMetrics, redis: Redis | None = None) -> None:
+        self.metrics = metrics
+        self._redis = redis
+        self._stream_failing = False
+
+    async def event(self, kind: str, fields: dict[str, Any]) -> None:
+        record = {"event": kind, **fields}
+        line = json.dumps(record, default=str, sort_keys=True)
+        log.info("%s", line)
+        if self._redis is None:
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                await self._redis.xadd(STREAM, {"event": line}, maxlen=STREAM_MAXLEN, approximate=True)
+            self._stream_failing = False
+        except Exception as exc:  # the audit stream must never break a heal
+            if not self._stream_failing:
+                log.warning("cannot append to the Redis stream %s: %s", STREAM, type(exc).__name__)
+            self._stream_failing = True

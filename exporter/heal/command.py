@@ -1,0 +1,64 @@
+"""`cachewarden heal ACTION --target T [--dry-run]`: one action, run locally through the same code path.
+
+Locks and cooldowns are shared with running sidecars when heal.redis_url is set. Exit status: 0 when
+the run was verified (or was a dry run, or found nothing to fix), 1 when it was not or could not run,
+2 for an unknown action or target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from exporter.config import Config
+from exporter.heal.runner import HealRunner, NotRun, Rejected
+from exporter.heal.runs import Run
+from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
+
+
+def run_as_text(run: Run) -> str:
+    lines = [f"heal {' -> '.join(run.steps)} on {run.target}: {run.result}"
+             + (" (dry run)" if run.dry_run else "")]
+    if run.note:
+        lines.append(f"  note: {run.note}")
+    for r in run.records:
+        lines.append(f"  step {r.action}: {r.result} ({r.duration * 1000:.0f} ms)")
+        if r.error:
+            lines.append(f"    error: {r.error}")
+        if r.outcome:
+            lines.extend(f"    {d}" for d in r.outcome.done)
+            lines.extend(f"    left alone: {d}" for d in r.outcome.refused)
+            lines.extend(f"    error: {d}" for d in r.outcome.errors)
+        if r.unmet:
+            lines.append(f"    still: {', '.join(r.unmet)}")
+    return "\n".join(lines) + "\n"
+
+
+async def heal_command(config: Config, switches: dict[str, bool], action: str, target: str,
+                       dry_run: bool, fmt: str) -> int:
+    from exporter.collectors import build_collectors
+    from exporter.scheduler import Scheduler
+
+    scheduler = Scheduler(build_collectors(config, switches))
+    heal = config.heal
+    store: Store = (RedisStore.from_url(heal.redis_url, heal.redis_password()) if heal.redis_url
+                    else MemoryStore())
+    runner = HealRunner(config, scheduler, store)
+    try:
+        run = await runner.run_action(action, target, dry_run, "cli")
+    except Rejected as exc:
+        print(f"cachewarden heal: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGS
+    except NotRun as exc:
+        run = exc.run
+    except STORE_ERRORS as exc:
+        print(f"cachewarden heal: the heal coordination store is unavailable ({type(exc).__name__})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await scheduler.close()
+        await store.close()
+    sys.stdout.write(json.dumps(run.as_dict(), indent=2) + "\n" if fmt == "json" else run_as_text(run))
+    return EXIT_OK if run.succeeded else EXIT_FAILED

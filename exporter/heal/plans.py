@@ -1,0 +1,85 @@
+"""Heal plans: which actions an alert may trigger, in which order, and when its condition is gone.
+
+The shipped defaults cover every alert that has a safe fix; `heal.plans` in the configuration adds
+plans or replaces a default by alertname. An alert without a plan is never acted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exporter.collectors.base import Observation
+from exporter.config import HealCondition, HealConfig, HealPlan
+
+
+def _plan(steps: Sequence[str], **clear: float) -> HealPlan:
+    conditions = []
+    for key, value in clear.items():
+        metric, _, bound = key.rpartition("__")
+        conditions.append(HealCondition(metric=metric, **{bound: value}))
+    return HealPlan(steps=list(steps), clear_when=conditions)
+
+
+_OPCACHE_STEPS = ("opcache.invalidate", "opcache.reset")  # drop what is known stale, then everything
+
+DEFAULT_PLANS: dict[str, HealPlan] = {
+    "CachewardenViewsStale": _plan(["views.recompile"], cachewarden_views_stale__max=0),
+    "CachewardenViewsOrphaned": _plan(["views.remove_orphans"], cachewarden_views_orphaned__max=0),
+    "CachewardenViewsUncompiled": _plan(["views.recompile"], cachewarden_views_uncompiled__max=0),
+    "CachewardenViewsDirNotWritable": _plan(["views.fix_permissions"], cachewarden_views_dir_writable__min=1),
+    "CachewardenOpcacheStaleScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_stale__max=0),
+    "CachewardenOpcacheMissingScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_missing__max=0),
+    "CachewardenCodeRevisionDrift": _plan(_OPCACHE_STEPS, cachewarden_code_revision_drift__max=0),
+}
+
+# What a manual run of a single action is verified against; cache.warm has no collector and is
+# verified by its own result.
+ACTION_CONDITIONS: dict[str, HealPlan] = {
+    "views.remove_orphans": DEFAULT_PLANS["CachewardenViewsOrphaned"],
+    "views.recompile": _plan(["views.recompile"], cachewarden_views_stale__max=0,
+                             cachewarden_views_uncompiled__max=0),
+    "views.fix_permissions": DEFAULT_PLANS["CachewardenViewsDirNotWritable"],
+    "opcache.invalidate": _plan(["opcache.invalidate"], cachewarden_opcache_scripts_stale__max=0,
+                                cachewarden_opcache_scripts_suspect__max=0,
+                                cachewarden_opcache_scripts_missing__max=0),
+    "opcache.reset": _plan(["opcache.reset"], cachewarden_opcache_scripts_stale__max=0,
+                           cachewarden_opcache_scripts_suspect__max=0,
+                           cachewarden_opcache_scripts_missing__max=0),
+}
+
+
+def resolve_plans(heal: HealConfig) -> dict[str, HealPlan]:
+    return {**DEFAULT_PLANS, **heal.plans}
+
+
+def metric_sum(observation: Observation, name: str) -> float | None:
+    """The sum of every series of one metric in a collection, or None if it was not recorded."""
+    values = [v for spec, _, v in observation.samples.values if spec.name == name]
+    return sum(values) if values else None
+
+
+def cleared(conditions: Sequence[HealCondition], observation: Observation | None) -> bool:
+    """True when every condition holds in `observation`; an unmeasured metric never counts as cleared."""
+    if observation is None:
+        return False
+    for cond in conditions:
+        value = metric_sum(observation, cond.metric)
+        if value is None:
+            return False
+        if cond.max is not None and value > cond.max:
+            return False
+        if cond.min is not None and value < cond.min:
+            return False
+    return True
+
+
+def unmet(conditions: Sequence[HealCondition], observation: Observation | None) -> list[str]:
+    """The conditions that do not hold, as `metric=value` texts for the run record."""
+    out = []
+    for cond in conditions:
+        value = metric_sum(observation, cond.metric) if observation else None
+        if value is None or (cond.max is not None and value > cond.max) or (
+            cond.min is not None and value < cond.min
+        ):
+            out.append(f"{cond.metric}={'unmeasured' if value is None else f'{value:g}'}")
+    return out

@@ -1,0 +1,175 @@
+"""The `/heal` endpoints and the heal's lifecycle inside the aiohttp app.
+
+Status codes are chosen for Alertmanager: 2xx for everything it should not resend now (accepted,
+duplicate, resolved, skipped because of a lock, a cooldown, a disabled heal), 4xx for requests that
+will never succeed as sent (no or wrong token 401, address or unconfigured token 403, 413, 415, bad
+payload 400/422), 5xx only when the coordination store is unreachable, a failure worth a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from exporter.config import Config
+from exporter.heal import guards
+from exporter.heal.audit import Audit
+from exporter.heal.names import ACTIONS
+from exporter.heal.runner import HealRunner, NotRun, Rejected
+from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+from exporter.heal.webhook import PayloadError, parse_payload
+from exporter.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+HEAL_RUNNER = web.AppKey("heal_runner", HealRunner)
+_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+_TRUE = ("1", "true", "yes")
+
+
+class HealGuard:
+    """The request-level guards with the secrets and networks read once at start-up."""
+
+    def __init__(self, config: Config) -> None:
+        heal = config.heal
+        self.token = heal.token()
+        self.networks = guards.parse_networks(heal.allow_cidrs)
+        self.max_body = heal.max_body_bytes
+
+    def check(self, request: web.Request) -> guards.Refusal | None:
+        if self.token is None:
+            # 403, not 503: nothing will change until someone configures a token, so Alertmanager
+            # must not retry; the body says why.
+            return guards.Refusal(403, "disabled", "heal is disabled: no token is configured "
+                                  "(heal.token_file or the heal.token_env variable)")
+        return (guards.check_address(request.remote, self.networks)
+                or guards.check_token(request.headers.get("Authorization"), self.token))
+
+
+HEAL_GUARD = web.AppKey("heal_guard", HealGuard)
+
+
+def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
+               store_factory: Callable[[], Store] | None = None) -> HealRunner:
+    """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
+    redis_store = RedisStore.from_url(config.heal.redis_url, config.heal.redis_password()) \
+        if config.heal.redis_url and store_factory is None else None
+    store: Store = redis_store or (store_factory() if store_factory else MemoryStore())
+    runner = HealRunner(config, scheduler, store)
+    if redis_store is not None:
+        runner.audit = Audit(runner.metrics, redis_store.client)
+    app[HEAL_RUNNER] = runner
+    app[HEAL_GUARD] = HealGuard(config)
+    app.router.add_post("/heal", handle_post)
+    app.router.add_get("/heal", handle_list)
+    app.router.add_get("/heal/runs/{run_id}", handle_run)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await runner.close()
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return runner
+
+
+async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response:
+    runner = request.app[HEAL_RUNNER]
+    runner.metrics.requests[refusal.outcome] += 1
+    await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
+                                              "outcome": refusal.outcome, "status": refusal.status})
+    return refusal.response()
+
+
+async def handle_post(request: web.Request) -> web.Response:
+    refusal = request.app[HEAL_GUARD].check(request)
+    if refusal is not None:
+        return await _refuse(request, refusal)
+    if "action" in request.query:
+        return await _manual(request)
+    return await _webhook(request)
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    runner = request.app[HEAL_RUNNER]
+    started = time.monotonic()
+    try:
+        data = await guards.read_json_body(request, request.app[HEAL_GUARD].max_body)
+        alerts = parse_payload(data)
+    except guards.Refusal as refusal:
+        return await _refuse(request, refusal)
+    except PayloadError as exc:
+        invalid = guards.Refusal(422, "bad_request", f"not an Alertmanager v4 payload: {exc}")
+        return await _refuse(request, invalid)
+    who = request.remote or "unknown"
+    decisions = []
+    try:
+        for alert in alerts:
+            decisions.append(await runner.accept_alert(alert, who))
+    except STORE_ERRORS as exc:
+        # Typically Redis (heal.redis_url) unreachable: nothing was started, a retry may succeed.
+        log.warning("heal coordination store unavailable: %s", type(exc).__name__)
+        return await _refuse(request, guards.Refusal(503, "unavailable", "the heal coordination store "
+                                                     "is unavailable; retry later"))
+    runner.metrics.requests["accepted"] += 1
+    body = {"status": "ok", "dry_run": runner.config.heal.dry_run,
+            "decisions": [d.as_dict() for d in decisions]}
+    await runner.audit.event("heal_request", {
+        "who": who, "method": "POST", "outcome": "accepted", "status": 200,
+        "alerts": [d.as_dict() for d in decisions],
+        "duration_seconds": round(time.monotonic() - started, 6)})
+    return web.json_response(body)
+
+
+async def _manual(request: web.Request) -> web.Response:
+    runner = request.app[HEAL_RUNNER]
+    if not runner.config.heal.enabled:
+        return await _refuse(request, guards.Refusal(403, "disabled", "heal is disabled (heal.enabled)"))
+    q = request.query
+    dry_run = q.get("dry_run", "").lower() in _TRUE
+    try:
+        run = await runner.run_action(q.get("action", ""), q.get("target", ""), dry_run,
+                                      request.remote or "unknown")
+    except Rejected as exc:
+        return await _refuse(request, guards.Refusal(400, "bad_request", str(exc)))
+    except NotRun as exc:
+        runner.metrics.requests["conflict"] += 1
+        return web.json_response({"status": "not_run", "run": exc.run.as_dict()}, status=409)
+    except STORE_ERRORS:
+        return await _refuse(request, guards.Refusal(503, "unavailable", "the heal coordination store "
+                                                     "is unavailable; retry later"))
+    runner.metrics.requests["manual"] += 1
+    return web.json_response({"status": "finished", "run": run.as_dict()})
+
+
+async def handle_list(request: web.Request) -> web.Response:
+    refusal = request.app[HEAL_GUARD].check(request)
+    if refusal is not None:
+        return await _refuse(request, refusal)
+    runner = request.app[HEAL_RUNNER]
+    heal = runner.config.heal
+    body: dict[str, Any] = {
+        "enabled": heal.enabled,
+        "dry_run": heal.dry_run,
+        "actions": {name: {"target_section": info.section, "measured_by": info.measures}
+                    for name, info in ACTIONS.items()},
+        "plans": {name: plan.model_dump() for name, plan in sorted(runner.plans.items())},
+        "runs": [r.as_dict() for r in runner.recent_runs()],
+    }
+    return web.json_response(body)
+
+
+async def handle_run(request: web.Request) -> web.Response:
+    refusal = request.app[HEAL_GUARD].check(request)
+    if refusal is not None:
+        return await _refuse(request, refusal)
+    run_id = request.match_info["run_id"]
+    run = request.app[HEAL_RUNNER].run(run_id) if _RUN_ID.match(run_id) else None
+    if run is None:
+        return web.json_response({"error": "no such run (only recent runs are kept)"}, status=404)
+    return web.json_response(run.as_dict())

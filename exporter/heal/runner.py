@@ -1,0 +1,317 @@
+"""Deciding what to do with an alert or a manual request, and running it step by step.
+
+One code path serves the webhook, manual calls and `cachewarden heal`: admit (plan, exact target,
+dedup, ineffective, locks, cooldown), then measure afresh, run the plan's steps gentlest first,
+re-measure after each, stop as soon as the condition is gone, and record and audit the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.collectors.base import Observation
+from exporter.config import Config, HealCondition
+from exporter.heal.actions import build_actions
+from exporter.heal.actions.base import Action, ActionContext, ActionError
+from exporter.heal.audit import Audit, HealMetrics
+from exporter.heal.dedup import Deduplicator
+from exporter.heal.locks import ActionLocks
+from exporter.heal.names import ACTIONS
+from exporter.heal.phpexec import PhpExecutor
+from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet
+from exporter.heal.runs import Run, StepRecord
+from exporter.heal.store import Store
+from exporter.heal.webhook import Alert
+from exporter.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """A manual request that names no known action or target (HTTP 400 / exit 2)."""
+
+
+class NotRun(Exception):
+    """A manual run that was not started: locked, cooling down or ineffective (HTTP 409 / exit 1)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(run.result)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    alertname: str
+    target: str | None
+    fingerprint: str
+    decision: str  # one of audit.ALERT_DECISIONS
+    run_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"alertname": self.alertname, "target": self.target, "fingerprint": self.fingerprint,
+                "decision": self.decision, "run_id": self.run_id}
+
+
+def targets_of(config: Config, section: str) -> list[str]:
+    targets: list[Any] = getattr(config, section)
+    return [t.name for t in targets]
+
+
+class HealRunner:
+    def __init__(self, config: Config, scheduler: Scheduler, store: Store, *,
+                 php: PhpExecutor | None = None, audit: Audit | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        heal = config.heal
+        self.config = config
+        self.scheduler = scheduler
+        self.store = store
+        self.plans = resolve_plans(heal)
+        self.actions: dict[str, Action] = build_actions(ActionContext(config, php or PhpExecutor(config)))
+        self.metrics = HealMetrics(
+            {a: targets_of(config, info.section) for a, info in ACTIONS.items()},
+            {p: targets_of(config, ACTIONS[plan.steps[0]].section) for p, plan in self.plans.items()},
+        )
+        self.audit = audit or Audit(self.metrics)
+        self.dedup = Deduplicator(store, heal.dedup_ttl)
+        self.locks = ActionLocks(store, heal.lock_ttl, heal.cooldown)
+        self._clock = clock
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- what is known -------------------------------------------------------------------------
+
+    def recent_runs(self) -> list[Run]:
+        return list(reversed(self._runs.values()))
+
+    def run(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def _remember(self, run: Run) -> None:
+        self._runs[run.id] = run
+        while len(self._runs) > self.config.heal.recent_runs:
+            self._runs.popitem(last=False)
+
+    def _target_ok(self, action: str, target: str | None) -> bool:
+        # Exact match against the configuration: a label is never turned into a path.
+        return target is not None and target in targets_of(self.config, ACTIONS[action].section)
+
+    # --- admission -------------------------------------------------------------------------------
+
+    async def accept_alert(self, alert: Alert, requested_by: str) -> Decision:
+        """Decide for one alert and, if it is to be acted on, start its run in the background."""
+        def decided(decision: str, run_id: str | None = None) -> Decision:
+            self.metrics.alerts[decision] += 1
+            return Decision(alert.alertname, alert.target, alert.fingerprint, decision, run_id)
+
+        if not alert.firing:
+            return decided("resolved")
+        plan = self.plans.get(alert.alertname)
+        if plan is None:
+            return decided("no_plan")
+        if not self._target_ok(plan.steps[0], alert.target):
+            return decided("unknown_target")
+        assert alert.target is not None
+        if not self.config.heal.enabled:
+            return decided("disabled")
+        run = Run(alert.target, list(plan.steps), self.config.heal.dry_run, requested_by,
+                  plan=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+        if not await self.dedup.first_delivery(alert.fingerprint, alert.starts_at, run.id):
+            return decided("duplicate")
+        refusal = await self._admit(run)
+        if refusal is not None:
+            if refusal != "ineffective":
+                # Not acted on yet: let a later resend of the same alert try again.
+                await self.dedup.forget(alert.fingerprint, alert.starts_at, run.id)
+            await self._refused(run, refusal)
+            return decided(refusal, run.id)
+        self._remember(run)
+        task = asyncio.create_task(self._execute(run), name=f"heal-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return decided("started", run.id)
+
+    async def run_action(self, action: str, target: str, dry_run: bool, requested_by: str) -> Run:
+        """A manual run of one action, awaited to its end."""
+        if action not in self.actions:
+            raise Rejected(f"unknown action {action!r}; known: {sorted(self.actions)}")
+        if not self._target_ok(action, target):
+            raise Rejected(f"no {ACTIONS[action].section} target named {target!r}")
+        run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by)
+        refusal = await self._admit(run)
+        if refusal is not None:
+            await self._refused(run, refusal)
+            raise NotRun(run)
+        self._remember(run)
+        await self._execute(run)
+        return run
+
+    async def _admit(self, run: Run) -> str | None:
+        if run.plan is not None and await self._ineffective(run.plan, run.target):
+            return "ineffective"
+        if run.dry_run:
+            return None  # a dry run changes nothing, so it needs neither lock nor cooldown
+        if not await self.locks.acquire(run.steps, run.target, run.id):
+            return "locked"
+        cooling = [s for s in run.steps if await self.locks.cooling_down(s, run.target)]
+        if len(cooling) == len(set(run.steps)):
+            await self.locks.release(run.steps, run.target, run.id)
+            return "cooldown"
+        return None
+
+    async def _refused(self, run: Run, why: str) -> None:
+        run.state, run.result, run.finished_at = "finished", why, self._clock()
+        if why in ("cooldown", "ineffective"):
+            self.metrics.runs[(run.target, run.steps[0], why)] += 1
+        await self.audit.event("heal_refused", _audit_fields(run))
+
+    # --- ineffective plans -------------------------------------------------------------------------
+
+    def _events_key(self, plan: str, target: str) -> str:
+        return f"uncleared:{plan}:{target}"
+
+    async def _ineffective(self, plan: str, target: str) -> bool:
+        heal = self.config.heal
+        key = self._events_key(plan, target)
+        n = await self.store.count_events(key, self._clock(), heal.ineffective_window)
+        stuck = n >= heal.ineffective_runs
+        self.metrics.ineffective[(target, plan)] = stuck
+        return stuck
+
+    async def _account_plan(self, run: Run) -> None:
+        assert run.plan is not None
+        key = self._events_key(run.plan, run.target)
+        if run.verified or run.result == "already_healthy":
+            await self.store.clear_events(key)
+            self.metrics.ineffective[(run.target, run.plan)] = False
+        elif run.result in ("unverified", "failed"):
+            heal = self.config.heal
+            n = await self.store.add_event(key, self._clock(), heal.ineffective_window)
+            if n >= heal.ineffective_runs:
+                self.metrics.ineffective[(run.target, run.plan)] = True
+                log.warning("heal plan %s on %s did not clear its condition %d times within %gs; "
+                            "it is no longer acted on", run.plan, run.target, n, heal.ineffective_window)
+
+    # --- execution ---------------------------------------------------------------------------------
+
+    async def _measure(self, kind: str | None, target: str, run: Run) -> Observation | None:
+        if kind is None:
+            return None
+        try:
+            status = await self.scheduler.collect(kind, target)
+        except KeyError:
+            run.note = f"no {kind} collector for {target!r}: results cannot be verified"
+            return None
+        if not status.up:
+            run.note = f"the {kind} collector failed on {target!r}: {status.error}"
+        return status.observation if status.up else None
+
+    def _conditions(self, run: Run) -> list[HealCondition]:
+        if run.plan is not None:
+            return self.plans[run.plan].clear_when
+        plan = ACTION_CONDITIONS.get(run.steps[0])
+        return plan.clear_when if plan else []
+
+    async def _execute(self, run: Run) -> None:
+        run.state = "running"
+        await self.audit.event("heal_started", _audit_fields(run))
+        try:
+            await self._steps(run)
+        except asyncio.CancelledError:
+            run.result, run.note = "failed", "interrupted by shutdown"
+            raise
+        except Exception as exc:  # a bug in one run must not take the sidecar down
+            log.exception("heal run %s failed", run.id)
+            run.result, run.note = "failed", f"internal error: {type(exc).__name__}"
+        finally:
+            run.state, run.finished_at = "finished", self._clock()
+            if not run.dry_run:
+                with contextlib.suppress(Exception):
+                    await self.locks.release(run.steps, run.target, run.id)
+                if run.plan is not None:
+                    with contextlib.suppress(Exception):
+                        await self._account_plan(run)
+            await asyncio.shield(self.audit.event("heal_finished", _audit_fields(run)))
+
+    async def _steps(self, run: Run) -> None:
+        kind = ACTIONS[run.steps[0]].measures
+        conditions = self._conditions(run)
+        observation = await self._measure(kind, run.target, run)
+        if kind is not None and cleared(conditions, observation):
+            run.result = "already_healthy"
+            self.metrics.runs[(run.target, run.steps[0], "already_healthy")] += 1
+            return
+        any_ran = False
+        for step in run.steps:
+            record = StepRecord(step, "unverified")
+            run.records.append(record)
+            started = time.monotonic()
+            if not run.dry_run and await self.locks.cooling_down(step, run.target):
+                record.result = "cooldown"
+                self.metrics.runs[(run.target, step, "cooldown")] += 1
+                continue
+            try:
+                record.outcome = await self.actions[step].run(run.target, observation, run.dry_run)
+            except ActionError as exc:
+                record.result, record.error = "failed", str(exc)
+            except OSError as exc:
+                record.result, record.error = "failed", f"{type(exc).__name__}: {exc.strerror or exc}"
+            if record.error is not None:
+                pass
+            elif run.dry_run:
+                record.result = "dry_run"
+            elif record.outcome is not None:
+                any_ran = True
+                if record.outcome.done:
+                    await self.locks.start_cooldown(step, run.target)
+                if kind is None:
+                    run.verified = record.outcome.ok
+                else:
+                    observation = await self._measure(kind, run.target, run)
+                    run.verified = cleared(conditions, observation)
+                    record.unmet = unmet(conditions, observation)
+                if run.verified:
+                    record.result = "verified"
+                elif not record.outcome.ok:
+                    record.result = "failed"
+            record.duration = time.monotonic() - started
+            self.metrics.runs[(run.target, step, record.result)] += 1
+            self.metrics.durations[(run.target, step)] = record.duration
+            if run.verified:
+                break
+        if run.dry_run:
+            run.result = "dry_run"
+        elif run.verified:
+            run.result = "verified"
+        else:
+            run.result = "unverified" if any_ran else "failed"
+
+    async def close(self) -> None:
+        """Cancel runs still in progress (their locks expire after lock_ttl if release fails)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def wait_idle(self) -> None:
+        """Wait for every background run to finish (tests and the benchmark use it)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _audit_fields(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.id, "who": run.requested_by, "plan": run.plan, "steps": run.steps,
+        "target": run.target, "fingerprint": run.fingerprint, "starts_at": run.starts_at,
+        "dry_run": run.dry_run, "state": run.state, "result": run.result, "verified": run.verified,
+        "duration_seconds": round(run.duration, 6), "note": run.note,
+        "step_results": [{"action": r.action, "result": r.result, "done": len(r.outcome.done)
+                          if r.outcome else 0, "error": r.error} for r in run.records],
+    }
