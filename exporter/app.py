@@ -21,6 +21,7 @@ from exporter import __version__
 from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
+from exporter.heal.routes import setup_heal
 from exporter.metrics import SnapshotCollector
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
@@ -55,6 +56,8 @@ def create_app(
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/", handle_status_page)
     app.cleanup_ctx.append(_collection(run_collectors))
+    # After the collection context, so that on shutdown heal runs stop before the collectors close.
+    registry.register(SnapshotCollector(setup_heal(app, config, scheduler).metrics))
     return app
 
 

@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
     check.add_argument("--format", choices=["text", "json"], default="text")
 
+    heal = sub.add_parser("heal", help="run one heal action on one target now; exit 1 unless verified")
+    common(heal)
+    heal.add_argument("action", help="e.g. views.recompile (GET /heal lists them)")
+    heal.add_argument("--target", required=True, help="a target name from the configuration")
+    heal.add_argument("--dry-run", action="store_true", help="only list what the action would do")
+    heal.add_argument("--format", choices=["text", "json"], default="text")
+
     render = sub.add_parser("render", help="write alert rules and Grafana dashboards for the thresholds")
     render.add_argument("--config.file", dest="config_file", type=Path,
                         help="YAML configuration file; its `alerts` section sets the thresholds "
@@ -89,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config, switches, args.listen_address or config.listen_address)
     if args.command == "check":
         return asyncio.run(_check(config, switches, args.format))
+    if args.command == "heal":
+        from exporter.heal.command import heal_command
+
+        return asyncio.run(
+            heal_command(config, switches, args.action, args.target, args.dry_run, args.format)
+        )
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 
