@@ -1,0 +1,71 @@
+"""Two cachewarden apps sharing a real Redis: one alert delivered to both heals exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from exporter.app import create_app
+from exporter.config import parse
+from exporter.heal.audit import STREAM
+from exporter.heal.routes import HEAL_RUNNER
+from tests.support.healing import AUTH, alert, an_hour_ago, make_app_dir, payload, token_file, write_compiled
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def redis() -> Redis:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except OSError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (the test script starts one)")
+    yield client
+    await client.aclose()
+
+
+async def test_two_sidecars_sharing_redis_heal_one_alert_once(
+        redis: Redis, tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    target = f"shop-{uuid.uuid4().hex[:8]}"  # unique, so concurrent test runs never share keys
+    root = make_app_dir(tmp_path / "shop")
+    compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
+    config = parse({"laravel": [{"name": target, "root": str(root)}],
+                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": REDIS_URL}})
+    clients = [await aiohttp_client(create_app(config, run_collectors=False)) for _ in range(2)]
+    body = json.dumps(payload(alert("CachewardenViewsOrphaned", target, fingerprint=uuid.uuid4().hex)))
+    last_audit = (await redis.xrevrange(STREAM, count=1) or [(b"0-0", {})])[0][0]
+
+    responses = await asyncio.gather(*(
+        c.post("/heal", data=body, headers={"Content-Type": "application/json", **AUTH})
+        for c in clients for _ in range(5)))
+
+    decisions = [(await r.json())["decisions"][0]["decision"] for r in responses]
+    assert all(r.status == 200 for r in responses)
+    assert sorted(decisions) == ["duplicate"] * 9 + ["started"]
+    runners = [c.server.app[HEAL_RUNNER] for c in clients]  # type: ignore[index]
+    for runner in runners:
+        await runner.wait_idle()
+    runs = [run for runner in runners for run in runner.recent_runs()]
+    assert len(runs) == 1
+    assert runs[0].result == "verified"
+    assert not compiled.exists()
+    events = await redis.xrange(STREAM, min=f"({last_audit.decode()}", max="+")
+    records = [json.loads(fields[b"event"]) for _, fields in events]
+    finished = [e for e in records if e["event"] == "heal_finished" and e["target"] == target]
+    assert [e["result"] for e in finished] == ["verified"]

@@ -1,0 +1,79 @@
+"""Building blocks for the heal tests: a Laravel-shaped app directory, compiled views, payloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from exporter.config import Config, parse
+
+TOKEN = "s3cret-heal-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def make_app_dir(root: Path) -> Path:
+    """A Laravel-shaped directory: resources/views and storage/framework/views."""
+    (root / "resources" / "views").mkdir(parents=True)
+    (root / "storage" / "framework" / "views").mkdir(parents=True)
+    return root
+
+
+def views_dir(root: Path) -> Path:
+    return root / "resources" / "views"
+
+
+def compiled_dir(root: Path) -> Path:
+    return root / "storage" / "framework" / "views"
+
+
+def write_compiled(root: Path, source: str, body: str = "<?php echo 'x'; ?>",
+                   mtime: float | None = None) -> Path:
+    """A compiled view the way Laravel 8.83 names and ends it."""
+    path = compiled_dir(root) / (hashlib.sha1(f"v2{source}".encode()).hexdigest() + ".php")  # noqa: S324
+    path.write_text(f"{body}<?php /**PATH {source} ENDPATH**/ ?>")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def write_view(root: Path, name: str, text: str, mtime: float | None = None) -> Path:
+    path = views_dir(root) / f"{name}.blade.php"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def heal_config(root: Path | None, token_file: Path | None, **heal: Any) -> Config:
+    data: dict[str, Any] = {"heal": {"token_file": str(token_file) if token_file else None,
+                                     "token_env": "CACHEWARDEN_TEST_NO_SUCH_VARIABLE", **heal}}
+    if root is not None:
+        data["laravel"] = [{"name": "shop", "root": str(root)}]
+    return parse(data)
+
+
+def token_file(tmp_path: Path, token: str = TOKEN) -> Path:
+    path = tmp_path / "heal-token"
+    path.write_text(token + "\n")
+    return path
+
+
+def alert(alertname: str, target: str = "shop", *, status: str = "firing", fingerprint: str = "fp-1",
+          starts_at: str = "2026-01-01T00:00:00Z", **labels: str) -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": alertname, "target": target, **labels},
+            "annotations": {}, "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint}
+
+
+def payload(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
+    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "receiver": "cachewarden",
+            "status": status, "alerts": list(alerts), "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager"}
+
+
+def an_hour_ago() -> float:
+    return time.time() - 3600

@@ -1,0 +1,65 @@
+"""`cachewarden heal ACTION --target T [--dry-run]`: the same code path as /heal, with exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.cli import main
+from tests.support.healing import an_hour_ago, make_app_dir, write_compiled
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    root = make_app_dir(tmp_path / "shop")
+    compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(yaml.safe_dump({"laravel": [{"name": "shop", "root": str(root)}]}))
+    return config, compiled
+
+
+def test_dry_run_lists_and_exits_0_without_deleting(setup: tuple[Path, Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", "views.remove_orphans", "--target", "shop", "--dry-run", "--format", "json",
+                 "--config.file", str(config)])
+
+    run = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert run["result"] == "dry_run"
+    assert run["step_results"][0]["done"] == [f"would delete {compiled}"]
+    assert compiled.exists()
+
+
+def test_run_deletes_verifies_and_exits_0(setup: tuple[Path, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", "views.remove_orphans", "--target", "shop", "--config.file", str(config)])
+
+    assert code == 0
+    assert "verified" in capsys.readouterr().out
+    assert not compiled.exists()
+
+
+def test_recompile_without_php_fails_with_exit_1(setup: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = setup
+    (tmp_path / "shop/resources/views/new.blade.php").write_text("hi")
+
+    code = main(["heal", "views.recompile", "--target", "shop", "--config.file", str(config)])
+
+    assert code == 1
+    assert "no PHP to compile views" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("action", "target"), [("views.nope", "shop"), ("views.recompile", "../shop")])
+def test_unknown_action_or_target_exits_2(setup: tuple[Path, Path], action: str, target: str) -> None:
+    config, compiled = setup
+
+    assert main(["heal", action, "--target", target, "--config.file", str(config)]) == 2
+    assert compiled.exists()

@@ -1,0 +1,179 @@
+"""The runner with scripted collectors and actions: escalation, early stop, ineffective plans, locks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.collectors.base import Collector, Observation
+from exporter.config import Config
+from exporter.heal.actions.base import Action, ActionContext, ActionOutcome
+from exporter.heal.runner import HealRunner, NotRun
+from exporter.heal.store import MemoryStore
+from exporter.heal.webhook import Alert
+from exporter.metrics import gauge
+from exporter.scheduler import Scheduler
+from tests.support.healing import heal_config, make_app_dir
+
+STALE = gauge("cachewarden_views_stale", "scripted")
+
+
+class ScriptedViews(Collector):
+    """A views collector whose `cachewarden_views_stale` value the test sets."""
+
+    kind = "views"
+    metrics = (STALE,)
+
+    def __init__(self, stale: float) -> None:
+        super().__init__("shop", interval=60, timeout=5)
+        self.stale = stale
+
+    async def collect(self) -> Observation:
+        s = self.new_samples()
+        s.add(STALE, self.stale)
+        return Observation(s)
+
+
+class ScriptedAction(Action):
+    """Records its calls; sets the collector's value to `fixes_to` (None: changes nothing)."""
+
+    def __init__(self, name: str, ctx: ActionContext, views: ScriptedViews, fixes_to: float | None,
+                 gate: asyncio.Event | None = None) -> None:
+        super().__init__(ctx)
+        self.name = name  # type: ignore[misc]
+        self.views, self.fixes_to, self.gate = views, fixes_to, gate
+        self.calls: list[bool] = []
+
+    async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
+        self.calls.append(dry_run)
+        if self.gate is not None:
+            await self.gate.wait()
+        if not dry_run and self.fixes_to is not None:
+            self.views.stale = self.fixes_to
+        return ActionOutcome(done=["did it"])
+
+
+def plan_config(tmp_path: Path, **heal: Any) -> Config:
+    return heal_config(make_app_dir(tmp_path / "shop"), None, plans={
+        "Stale": {"steps": ["views.recompile", "views.remove_orphans"],
+                  "clear_when": [{"metric": "cachewarden_views_stale", "max": 0}]}}, **heal)
+
+
+def runner_with(config: Config, views: ScriptedViews, store: MemoryStore | None = None,
+                **actions: float | None) -> tuple[HealRunner, dict[str, ScriptedAction]]:
+    runner = HealRunner(config, Scheduler([views]), store or MemoryStore())
+    ctx = next(iter(runner.actions.values())).ctx
+    scripted = {name: ScriptedAction(name, ctx, views, fix) for name, fix in actions.items()}
+    runner.actions.update(scripted)
+    return runner, scripted
+
+
+def firing(starts_at: str = "t0") -> Alert:
+    return Alert("firing", "Stale", "shop", "fp", starts_at)
+
+
+async def test_plan_stops_after_the_first_step_that_clears_the_condition(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views,
+                               **{"views.recompile": 0, "views.remove_orphans": 0})
+
+    decision = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    run = runner.run(decision.run_id or "")
+    assert run is not None
+    assert run.result == "verified"
+    assert [r.action for r in run.records] == ["views.recompile"]
+    assert acts["views.remove_orphans"].calls == []
+
+
+async def test_plan_escalates_only_when_the_gentle_step_did_not_clear(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, _ = runner_with(plan_config(tmp_path), views,
+                            **{"views.recompile": None, "views.remove_orphans": 0})
+
+    decision = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    run = runner.run(decision.run_id or "")
+    assert run is not None
+    assert run.result == "verified"
+    assert [(r.action, r.result) for r in run.records] == [("views.recompile", "unverified"),
+                                                           ("views.remove_orphans", "verified")]
+    assert run.records[0].unmet == ["cachewarden_views_stale=3"]
+
+
+async def test_already_healthy_target_runs_no_step(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=0)
+    runner, acts = runner_with(plan_config(tmp_path), views, **{"views.recompile": 0})
+
+    decision = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    assert runner.run(decision.run_id or "").result == "already_healthy"  # type: ignore[union-attr]
+    assert acts["views.recompile"].calls == []
+
+
+async def test_plan_that_never_clears_becomes_ineffective_and_stops_acting(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    now = [0.0]
+    store = MemoryStore(monotonic=lambda: now[0])
+    config = plan_config(tmp_path, ineffective_runs=2, cooldown=10)
+    runner, acts = runner_with(config, views, store,
+                               **{"views.recompile": None, "views.remove_orphans": None})
+
+    results = []
+    for i in range(3):
+        decision = await runner.accept_alert(firing(f"t{i}"), "test")
+        await runner.wait_idle()
+        results.append(decision.decision)
+        now[0] += 11  # past the cooldown, on the store's clock
+
+    assert results == ["started", "started", "ineffective"]
+    assert len(acts["views.recompile"].calls) == 2
+    assert runner.metrics.ineffective[("shop", "Stale")] is True
+
+
+async def test_second_alert_for_a_target_being_healed_is_skipped_as_locked(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views, **{"views.recompile": 0})
+    gate = asyncio.Event()
+    acts["views.recompile"].gate = gate
+
+    first = await runner.accept_alert(firing("a"), "test")
+    second = await runner.accept_alert(Alert("firing", "Stale", "shop", "other", "b"), "test")
+    gate.set()
+    await runner.wait_idle()
+
+    assert (first.decision, second.decision) == ("started", "locked")
+    # The locked alert's dedup claim was given back, so its resend is acted on.
+    third = await runner.accept_alert(Alert("firing", "Stale", "shop", "other", "b"), "test")
+    await runner.wait_idle()
+    assert third.decision in ("started", "cooldown")
+
+
+async def test_manual_run_during_cooldown_is_not_run(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, _ = runner_with(plan_config(tmp_path), views, **{"views.recompile": 0})
+    await runner.run_action("views.recompile", "shop", False, "test")
+    views.stale = 3
+
+    with pytest.raises(NotRun) as info:
+        await runner.run_action("views.recompile", "shop", False, "test")
+
+    assert info.value.run.result == "cooldown"
+
+
+async def test_store_claim_is_once_until_expiry() -> None:
+    now = [100.0]
+    store = MemoryStore(monotonic=lambda: now[0])
+
+    assert await store.claim("k", "a", 10)
+    assert not await store.claim("k", "b", 10)
+    await store.release("k", "b")  # not the holder: no effect
+    assert not await store.claim("k", "b", 10)
+    now[0] += 10.5
+    assert await store.claim("k", "b", 10)
