@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from exporter.fs.footer import TailReader, read_footer, read_tail
 from exporter.fs.view_sources import CANCEL_CHECK_EVERY, NS_PER_S, ScanCancelled, iter_sources
 
-# Cache value layout: signature (mtime_ns << 40 | size) << 33 | source id << 1 | generation bit.
+# Cache value layout: signature (mtime_ns << 40 | size) << 32 | source id.
 _SIZE_MASK = (1 << 40) - 1
 _ID_MASK = (1 << 32) - 1
 NO_SOURCE = _ID_MASK  # the source id recorded for a file without a readable footer
@@ -92,7 +92,6 @@ class CompiledViewScanner:
         self._lock = threading.Lock()
         self._root: str | None = None  # the resolved views dir the cache and table were built against
         self._cache: dict[int, int] = {}  # inode -> packed value, see the layout above
-        self._generation = 0
         self._ids: dict[str, int] = {}  # source key -> id; keys are relative to the root, or absolute
         self._keys: list[str] = []
         self.footer_reads = 0  # footers read since creation: how well the incremental scan works
@@ -128,11 +127,15 @@ class CompiledViewScanner:
                 mtimes.append(0)
             return sid
 
+        sources = 0
         for rel, mtime in iter_sources(root, cancelled, result.unreadable):
-            sid = intern(rel)
+            sid = ids.get(rel)
+            if sid is None:
+                sid = intern(rel)
             state[sid] = _WALKED | _RESOLVED
             mtimes[sid] = mtime
-            result.sources += 1
+            sources += 1
+        result.sources = sources
 
         compiled_dir = self._compiled_dir
         try:
@@ -153,10 +156,12 @@ class CompiledViewScanner:
 
     def _scan_compiled(self, result: ViewScan, dir_uid: int, prefix: str, intern: Callable[[str], int],
                        state: bytearray, mtimes: array[int], cancelled: threading.Event) -> None:
-        cache, keys, reader = self._cache, self._keys, self._reader
-        generation = self._generation ^ 1
-        touched = 0
-        seen = 0
+        # The hot loop of every scan: locals only, and one stat per unchanged file.
+        cache, keys, reader, ids = self._cache, self._keys, self._reader, self._ids
+        unreadable, foreign, footerless = result.unreadable, result.foreign_owned, result.footerless
+        orphaned, stale = result.orphaned, result.stale
+        touched = array("Q")  # inodes seen, to forget the files that are gone
+        compiled = external = reads = seen = 0
         with os.scandir(self._compiled_dir) as listing:
             for entry in listing:
                 seen += 1
@@ -170,58 +175,64 @@ class CompiledViewScanner:
                 except FileNotFoundError:
                     continue  # deleted between the listing and the stat: the race, not an error
                 except OSError:
-                    result.compiled += 1
-                    result.unreadable.append(path)
+                    compiled += 1
+                    unreadable.append(path)
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 signature = st.st_mtime_ns << 40 | st.st_size & _SIZE_MASK
                 packed = cache.get(st.st_ino)
-                if packed is not None and packed >> 33 == signature:
-                    sid = packed >> 1 & _ID_MASK
-                    if packed & 1 != generation:
-                        cache[st.st_ino] = packed ^ 1
+                if packed is not None and packed >> 32 == signature:
+                    sid = packed & _ID_MASK
                 else:
-                    result.footer_reads += 1
+                    reads += 1
                     try:
                         source = read_footer(path, st.st_size, reader)
                     except FileNotFoundError:
                         continue
                     except OSError:
                         # Not cached: a permission fixed later shows without the file changing.
-                        result.compiled += 1
-                        result.unreadable.append(path)
+                        compiled += 1
+                        unreadable.append(path)
                         continue
-                    sid = NO_SOURCE if source is None else intern(self._key_of(source, prefix))
-                    cache[st.st_ino] = (signature << 33) | (sid << 1) | generation
-                touched += 1
-                result.compiled += 1
+                    if source is None:
+                        sid = NO_SOURCE
+                    else:
+                        if source.startswith(prefix):
+                            key = source[len(prefix):]
+                        else:
+                            key = self._key_of(source, prefix)
+                        known = ids.get(key)
+                        sid = intern(key) if known is None else known
+                    cache[st.st_ino] = signature << 32 | sid
+                touched.append(st.st_ino)
+                compiled += 1
                 if st.st_uid != dir_uid:
-                    result.foreign_owned.append(path)
+                    foreign.append(path)
                 if sid == NO_SOURCE:
-                    result.footerless.append(path)
+                    footerless.append(path)
                     continue
                 s = state[sid]
                 if not s & _RESOLVED:
                     s = self._resolve(sid, prefix, state, mtimes)
                 state[sid] = s | _COMPILED
                 if s & _MISSING:
-                    result.orphaned.append(path)
+                    orphaned.append(path)
                     continue
                 if s & _EXTERNAL:
-                    result.external += 1
+                    external += 1
                 if mtimes[sid] >= st.st_mtime_ns // NS_PER_S:
-                    result.stale.append(StaleView(path, self._full_path(keys[sid], prefix), mtimes[sid]))
-        self.footer_reads += result.footer_reads
-        if len(cache) > touched:  # files were removed: drop their entries
-            for ino in [ino for ino, packed in cache.items() if packed & 1 != generation]:
+                    stale.append(StaleView(path, self._full_path(keys[sid], prefix), mtimes[sid]))
+        result.compiled, result.external, result.footer_reads = compiled, external, reads
+        self.footer_reads += reads
+        if len(cache) > len(touched):  # files were removed: forget them
+            live = set(touched)
+            for ino in [ino for ino in cache if ino not in live]:
                 del cache[ino]
-        self._generation = generation
 
     @staticmethod
     def _key_of(source: str, prefix: str) -> str:
-        if source.startswith(prefix):
-            return source[len(prefix):]
+        """The table key of a source outside the root as written, e.g. through a symlink."""
         # A footer written through a symlink (views path configured without realpath) still names
         # one of this app's sources if it resolves under the root.
         resolved = os.path.realpath(source)
@@ -251,10 +262,10 @@ class CompiledViewScanner:
         self._keys = [self._keys[sid] for sid in live]
         self._ids = {key: sid for sid, key in enumerate(self._keys)}
         renumber[NO_SOURCE] = NO_SOURCE
-        cleared = ~(_ID_MASK << 1)
+        cleared = ~_ID_MASK
         # An entry whose source is not live belongs to a file gone since a cancelled scan: dropped.
         self._cache = {
-            ino: packed & cleared | new << 1
+            ino: packed & cleared | new
             for ino, packed in self._cache.items()
-            if (new := renumber.get(packed >> 1 & _ID_MASK)) is not None
+            if (new := renumber.get(packed & _ID_MASK)) is not None
         }

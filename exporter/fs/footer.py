@@ -16,6 +16,8 @@ LONG_TAIL_BYTES = 4096 + 64  # PATH_MAX plus the markers
 
 _OPEN = b"/**PATH "
 _CLOSE = b" ENDPATH**/"
+_ENDING = _CLOSE + b" ?>"
+_SLASH = ord("/")
 
 TailReader = Callable[[str, int, int], bytes]
 
@@ -32,14 +34,16 @@ def read_tail(path: str, size: int, length: int) -> bytes:
 
 def parse_footer(tail: bytes) -> str | None:
     """The source path named by the footer ending `tail`, or None when the tail ends otherwise."""
-    end = tail.rfind(_CLOSE)
-    if end < 0 or tail[end + len(_CLOSE):].strip() != b"?>":
-        return None  # no footer at the very end: half-written, truncated, or not a compiled view
+    if tail.endswith(_ENDING):  # exactly as Laravel writes it: the common case, kept cheap
+        end = len(tail) - len(_ENDING)
+    else:
+        end = tail.rfind(_CLOSE)
+        if end < 0 or tail[end + len(_CLOSE):].strip() != b"?>":
+            return None  # no footer at the very end: half-written, truncated, or not a compiled view
     start = tail.rfind(_OPEN, 0, end)
-    if start < 0:
+    if start < 0 or tail[start + len(_OPEN)] != _SLASH:
         return None
-    path = tail[start + len(_OPEN):end]
-    return os.fsdecode(path) if path.startswith(b"/") else None
+    return tail[start + len(_OPEN):end].decode("utf-8", "surrogateescape")  # as os.fsdecode does
 
 
 def read_footer(path: str, size: int, reader: TailReader = read_tail) -> str | None:
