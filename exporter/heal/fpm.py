@@ -13,11 +13,15 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from exporter.collectors.base import Collector
+from exporter.collectors.fpm import FpmCollector
+from exporter.collectors.opcache import OpcacheCollector
 from exporter.config import PhpFpmTarget
 from exporter.php.agent import Agent, parse_envelope, request_params
 from exporter.php.endpoint import FpmEndpoint
@@ -49,15 +53,30 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-class HealFpm:
-    """One endpoint per pool, so the heal's own requests to a pool go one at a time."""
+def fpm_endpoints(collectors: Iterable[Collector]) -> dict[str, FpmEndpoint]:
+    """The endpoint each PHP-FPM target's collectors share, by target name."""
+    out: dict[str, FpmEndpoint] = {}
+    for c in collectors:
+        if isinstance(c, FpmCollector):
+            out.setdefault(c.target, c.endpoint)
+        elif isinstance(c, OpcacheCollector):
+            out.setdefault(c.target, c.agent.endpoint)
+    return out
 
-    def __init__(self) -> None:
-        self._endpoints: dict[str, FpmEndpoint] = {}
+
+class HealFpm:
+    """One endpoint per pool, so the heal's own requests to a pool go one at a time.
+
+    `shared` holds the collectors' endpoints: the heal borrows the same object (and so the same lock)
+    the FPM and OPcache collectors use, so cachewarden as a whole never takes two workers of a pool.
+    """
+
+    def __init__(self, shared: dict[str, FpmEndpoint] | None = None) -> None:
+        self._endpoints: dict[str, FpmEndpoint] = dict(shared or {})
 
     def endpoint(self, pool: PhpFpmTarget) -> FpmEndpoint:
         if pool.name not in self._endpoints:
-            self._endpoints[pool.name] = FpmEndpoint(pool.address)
+            self._endpoints[pool.name] = FpmEndpoint(pool.address, connect_timeout=pool.connect_timeout)
         return self._endpoints[pool.name]
 
     def agent(self, pool: PhpFpmTarget, timeout: float) -> Agent:

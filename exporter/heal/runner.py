@@ -22,6 +22,7 @@ from exporter.heal.actions import build_actions
 from exporter.heal.actions.base import Action, ActionContext, ActionError
 from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.dedup import Deduplicator
+from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS
 from exporter.heal.phpexec import PhpExecutor
@@ -73,7 +74,8 @@ class HealRunner:
         self.scheduler = scheduler
         self.store = store
         self.plans = resolve_plans(heal)
-        self.actions: dict[str, Action] = build_actions(ActionContext(config, php or PhpExecutor(config)))
+        self.actions: dict[str, Action] = build_actions(ActionContext(
+            config, php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))))
         self.metrics = HealMetrics(
             {a: targets_of(config, info.section) for a, info in ACTIONS.items()},
             {p: targets_of(config, ACTIONS[plan.steps[0]].section) for p, plan in self.plans.items()},

@@ -35,3 +35,4 @@ class FpmEndpoint:
                 )
             finally:
                 self._in_flight -= 1
+
