@@ -1,0 +1,3 @@
+<div class="alert alert-{{ $type ?? 'info' }}" role="alert">
+    {{ $message }}
+</div>
