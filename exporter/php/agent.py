@@ -49,15 +49,19 @@ def compose_script(action: str, token: str) -> str:
     """The file written for one run: the envelope, then the action's body."""
     if action not in ACTIONS:
         raise ValueError(f"unknown agent action {action!r}")
+    return compose_source(_source(action), token)
+
+
+def compose_source(script: str, token: str) -> str:
+    """The envelope (token check, JSON answer), then `script`'s body."""
     digest = hashlib.sha256(token.encode()).hexdigest()
     envelope = _source("envelope").replace("@TOKEN_SHA256@", digest)
-    body = _source(action).removeprefix("<?php")
-    return envelope.rstrip() + "\n" + body
+    return envelope.rstrip() + "\n" + script.removeprefix("<?php")
 
 
 def _write_script(agent_dir: Path, text: str) -> Path:
     path = agent_dir / f"cachewarden-{secrets.token_hex(16)}.php"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         os.fchmod(fd, 0o644)  # the umask must not make it unreadable to FPM's user
         os.write(fd, text.encode())
@@ -101,8 +105,14 @@ class Agent:
 
     async def run(self, action: str, args: dict[str, Any] | None = None) -> AgentReply:
         """The action's answer; raises AgentError or fastcgi.FastCGIError when there is none."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown agent action {action!r}")
+        return await self.run_source(action, _source(action), args)
+
+    async def run_source(self, name: str, script: str, args: dict[str, Any] | None = None) -> AgentReply:
+        """Run a PHP script body (`<?php …`) inside the envelope; `name` only labels errors."""
         token = secrets.token_urlsafe(32)
-        text = compose_script(action, token)
+        text = compose_source(script, token)
         body = json.dumps({"token": token, "args": args or {}}).encode()
         path = await asyncio.to_thread(_write_script, self.agent_dir, text)
         try:
@@ -111,7 +121,7 @@ class Agent:
             )
         finally:
             await asyncio.to_thread(_remove, path)
-        return parse_envelope(action, resp)
+        return parse_envelope(name, resp)
 
 
 def parse_envelope(action: str, resp: fastcgi.Response) -> AgentReply:
