@@ -1,21 +1,24 @@
 """MariaDB and MySQL: global status, InnoDB transactions and performance_schema statement digests.
 
 Privileges needed: PROCESS (global status, information_schema.INNODB_TRX) and SELECT ON
-performance_schema.* (see docs/datastores.md). Every statement carries the `cachewarden_probe` mark so
-that it can be left out of the digests reported.
+performance_schema.* (see docs/datastores.md). Every statement carries the `cachewarden_probe` mark;
+the digest hashes of the exporter's own statement shapes are learned from it once per server version
+and left out of the digests reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import operator
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.config import DatabaseTarget
-from exporter.sql.stats import PROBE_MARK, DbStats, Digest, StatementOptions
+from exporter.sql.stats import PROBE_MARK, DbStats, Digest, KnownDigests, StatementOptions
 
 _STATUS_NAMES = (
     "THREADS_CONNECTED", "THREADS_RUNNING", "MAX_USED_CONNECTIONS", "ABORTED_CONNECTS", "ABORTED_CLIENTS",
@@ -31,34 +34,37 @@ _OWN_UNMARKED = (
 )
 _OWN_SESSION_SETUP = ("SET SESSION MAX_STATEMENT_TIME = ? , SESSION `lock_wait_timeout` = ?",
                       "SET SESSION `max_execution_time` = ? , SESSION `lock_wait_timeout` = ?")
-_NOT_OWN = (
-    f"DIGEST_TEXT NOT LIKE '%{PROBE_MARK}%' "
-    "AND TRIM(DIGEST_TEXT) NOT IN (" + ", ".join(f"'{d}'" for d in _OWN_UNMARKED) + ") "
-    + " ".join(f"AND DIGEST_TEXT NOT LIKE '{d}%'" for d in _OWN_SESSION_SETUP)
+_OWN_TEXT = (
+    f"DIGEST_TEXT LIKE '%{PROBE_MARK}%' "
+    "OR TRIM(DIGEST_TEXT) IN (" + ", ".join(f"'{d}'" for d in _OWN_UNMARKED) + ") "
+    + " ".join(f"OR DIGEST_TEXT LIKE '{d}%'" for d in _OWN_SESSION_SETUP)
 )
+_DIGEST_TABLE = "performance_schema.events_statements_summary_by_digest"
 
-# One pass over the digest table, which costs the server far more than every other query together
-# (each row's text is rebuilt from its tokens): the top N by total time, the slowest by mean time and
-# the heaviest unindexed ones, with both totals, ranked by window functions in a single scan.
-_DIGESTS = text(f"""
-    SELECT * FROM (
-        SELECT DIGEST AS {PROBE_MARK}, COALESCE(SCHEMA_NAME, '') AS schema_name,
-               LEFT(DIGEST_TEXT, :text_length) AS text, COUNT_STAR AS calls,
-               SUM_TIMER_WAIT / 1e12 AS seconds, SUM_ROWS_EXAMINED AS rows_examined,
-               SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED AS no_index_used,
-               AVG_TIMER_WAIT > :threshold_ps AS is_slow,
-               SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED > 0 AS is_unindexed,
-               ROW_NUMBER() OVER (ORDER BY SUM_TIMER_WAIT DESC) AS by_total,
-               ROW_NUMBER() OVER (ORDER BY AVG_TIMER_WAIT DESC) AS by_mean,
-               ROW_NUMBER() OVER (ORDER BY SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED > 0 DESC,
-                                  SUM_TIMER_WAIT DESC) AS by_unindexed,
-               SUM(AVG_TIMER_WAIT > :threshold_ps) OVER () AS slow_total,
-               SUM(SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED > 0) OVER () AS unindexed_total
-        FROM performance_schema.events_statements_summary_by_digest
-        WHERE DIGEST IS NOT NULL AND {_NOT_OWN}
-    ) ranked
-    WHERE by_total <= :top_n OR (is_slow AND by_mean <= :listed) OR (is_unindexed AND by_unindexed <= :listed)
-""")  # noqa: S608 - built from this module's constants only
+# Reading the digest table costs the server more than every other query together, and what it costs
+# is fixed by the engine: for every row it reads, performance_schema rebuilds the statement text from
+# the stored tokens whatever the columns selected (PFS_digest_row::make_row), and the table has no
+# index (MariaDB 10.11, MySQL 5.7), so any statement on it is one full pass. Window functions or a
+# filter on the text on top of that pass cost more than the pass itself. So: one pass of bare numbers
+# per reading, ranked here, and a lookup pass only for digests whose text has not been learned yet.
+# Both statements are built from this module's constants only (hence the S608 waivers).
+_DIGEST_NUMBERS = text(
+    f"SELECT DIGEST AS {PROBE_MARK}, COALESCE(SCHEMA_NAME, ''), COUNT_STAR, SUM_TIMER_WAIT, "  # noqa: S608
+    f"SUM_ROWS_EXAMINED, SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED FROM {_DIGEST_TABLE} "
+    "WHERE DIGEST IS NOT NULL"
+)
+# The texts of some digests, each flagged when it is one of the exporter's own shapes; with :learn,
+# also every own shape in the table, so that none is ever counted among the slow or unindexed ones.
+_DIGEST_TEXTS = text(
+    f"SELECT DIGEST AS {PROBE_MARK}, LEFT(DIGEST_TEXT, :text_length), ({_OWN_TEXT}) "  # noqa: S608
+    f"FROM {_DIGEST_TABLE} WHERE DIGEST IN :digests OR (:learn AND ({_OWN_TEXT}))"
+).bindparams(bindparam("digests", expanding=True))
+# The lookup's own shape can only be learned by a pass after the one that first ran it.
+_LEARNING_PASSES = 2
+# Own shapes not yet learned may rank among the candidates; looking up this many more per list means
+# one lookup normally settles a reading (the exporter has fewer statement shapes than this).
+_LOOKUP_MARGIN = 16
+_LOOKUPS = 3  # per reading; candidates whose text is still unknown after that are left out
 _VARIABLES = text(f"SELECT @@max_connections AS {PROBE_MARK}, @@performance_schema, VERSION()")
 _LONGEST_TRX = text(
     "SELECT COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, trx_started, NOW(6))), 0) / 1e6 AS cachewarden_probe "
@@ -122,6 +128,9 @@ async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
         full_scans=status.get("SELECT_SCAN", 0),
         longest_transaction_seconds=float((await conn.execute(_LONGEST_TRX)).scalar_one()),
     )
+    if not opts.read_digests:
+        stats.digests_fresh = False
+        return stats
     if not int(performance_schema):
         stats.statements_unavailable = (
             "performance_schema is OFF, so statement digests are not measured "
@@ -140,34 +149,90 @@ async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
 
 
 async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: DbStats) -> None:
-    rows = (await conn.execute(_DIGESTS, {
-        "text_length": opts.text_length, "threshold_ps": opts.slow_threshold * 1e12,
-        "top_n": opts.top_n, "listed": opts.listed,
-    })).all()
-    if not rows:
-        return
-    stats.top = _merged([r for r in sorted(rows, key=lambda r: r.by_total) if r.by_total <= opts.top_n])
-    stats.slow = _merged([r for r in sorted(rows, key=lambda r: r.by_mean) if r.is_slow])
-    stats.no_index = _merged([r for r in sorted(rows, key=lambda r: r.by_unindexed) if r.is_unindexed])
-    stats.slow_total, stats.no_index_total = int(rows[0].slow_total), int(rows[0].unindexed_total)
-
-
-def _merged(rows: Any) -> list[Digest]:
-    """Digests in row order; one digest seen in several schemas is summed into its first row, so the
-    `digest` label stays unique."""
-    out: dict[str, Digest] = {}
-    for r in rows:
-        d = Digest(
-            digest=str(r[0]), schema=r.schema_name, text=" ".join(str(r.text).split()), calls=float(r.calls),
-            seconds=float(r.seconds), rows_examined=float(r.rows_examined),
-            no_index_used=float(r.no_index_used),
+    known = opts.known
+    known.forget_if_not(stats.version)
+    digests = _merged((await conn.execute(_DIGEST_NUMBERS)).all(), known.own)
+    for _ in range(_LOOKUPS):
+        learn = known.learning_passes < _LEARNING_PASSES
+        wanted = _untold(_Ranking(digests, opts, 0), known)
+        if not wanted and not learn:
+            break
+        wanted |= _untold(_Ranking(digests, opts, _LOOKUP_MARGIN), known)
+        # Two values at least: MariaDB files `IN (?)` and `IN (...)` under different digests.
+        padded = sorted(wanted) + [""] * max(0, 2 - len(wanted))
+        result = await conn.execute(
+            _DIGEST_TEXTS, {"digests": padded, "text_length": opts.text_length, "learn": int(learn)}
         )
-        if (seen := out.get(d.digest)) is None:
-            out[d.digest] = d
-        else:
-            out[d.digest] = Digest(
-                seen.digest, seen.schema, seen.text, seen.calls + d.calls, seen.seconds + d.seconds,
-                (seen.rows_examined or 0) + (d.rows_examined or 0),
-                (seen.no_index_used or 0) + (d.no_index_used or 0),
-            )
-    return list(out.values())
+        seen: set[str] = set()
+        for digest, digest_text, own in result:
+            seen.add(digest)
+            if own:
+                known.own.add(digest)
+                digests.pop(digest, None)
+            else:
+                known.texts[digest] = " ".join(str(digest_text).split())
+        for digest in wanted - seen:  # gone since the pass of numbers (table truncated or full)
+            digests.pop(digest, None)
+        known.learning_passes += learn
+    ranking = _Ranking(digests, opts, 0)
+    stats.top = _told(ranking.top, known)
+    stats.slow, stats.slow_total = _told(ranking.slow, known), ranking.slow_total
+    stats.no_index, stats.no_index_total = _told(ranking.no_index, known), ranking.no_index_total
+    # Only the texts of digests reported stay remembered: the memory is bounded by top_n + 2 * listed.
+    reported = {d.digest for d in (*stats.top, *stats.slow, *stats.no_index)}
+    known.texts = {digest: text for digest, text in known.texts.items() if digest in reported}
+
+
+# One digest's numbers as read: (digest, schema, calls, picoseconds, rows examined, no-index uses).
+# Plain tuples: thousands are read and ranked per reading, and only the few reported become Digests.
+_Numbers = tuple[str, str, int, int, int, int]
+_TOTAL = operator.itemgetter(3)
+
+
+def _mean(n: _Numbers) -> float:
+    return n[3] / n[2] if n[2] else 0.0
+
+
+class _Ranking:
+    """The candidates of one reading, each list `margin` longer than reported."""
+
+    def __init__(self, digests: dict[str, _Numbers], opts: StatementOptions, margin: int) -> None:
+        slow_ps = opts.slow_threshold * 1e12
+        everything = digests.values()
+        slow = [n for n in everything if n[3] > slow_ps * n[2]]
+        no_index = [n for n in everything if n[5]]
+        self.top = heapq.nlargest(opts.top_n + margin, everything, key=_TOTAL)
+        self.slow = heapq.nlargest(opts.listed + margin, slow, key=_mean)
+        self.no_index = heapq.nlargest(opts.listed + margin, no_index, key=_TOTAL)
+        self.slow_total, self.no_index_total = len(slow), len(no_index)
+
+    def digests(self) -> set[str]:
+        return {n[0] for n in (*self.top, *self.slow, *self.no_index)}
+
+
+def _untold(ranking: _Ranking, known: KnownDigests) -> set[str]:
+    return {d for d in ranking.digests() if d not in known.texts}
+
+
+def _told(ranked: list[_Numbers], known: KnownDigests) -> list[Digest]:
+    return [
+        Digest(digest, schema, text, float(calls), picoseconds / 1e12, float(rows_examined), float(no_index))
+        for digest, schema, calls, picoseconds, rows_examined, no_index in ranked
+        if (text := known.texts.get(digest)) is not None
+    ]
+
+
+def _merged(rows: Iterable[Any], own: set[str]) -> dict[str, _Numbers]:
+    """Digests other than the exporter's own; one digest seen in several schemas is summed under the
+    schema where it spent the most time, so the `digest` label stays unique."""
+    out: dict[str, _Numbers] = {}
+    for row in rows:
+        digest = row[0]
+        if digest in own:
+            continue
+        if (seen := out.get(digest)) is None:
+            out[digest] = tuple(row)
+            continue
+        schema = row[1] if row[3] > seen[3] else seen[1]
+        out[digest] = (digest, schema, seen[2] + row[2], seen[3] + row[3], seen[4] + row[4], seen[5] + row[5])
+    return out

@@ -10,12 +10,29 @@ from dataclasses import dataclass, field
 PROBE_MARK = "cachewarden_probe"
 
 
+@dataclass(slots=True)
+class KnownDigests:
+    """What earlier readings of one server learned about digest hashes, which keep their meaning while
+    the server version stays the same: the exporter's own statement shapes and the others' texts."""
+
+    version: str = ""
+    own: set[str] = field(default_factory=set)
+    texts: dict[str, str] = field(default_factory=dict)  # digest -> truncated text
+    learning_passes: int = 0  # full passes that looked for own shapes
+
+    def forget_if_not(self, version: str) -> None:
+        if version != self.version:
+            self.version, self.own, self.texts, self.learning_passes = version, set(), {}, 0
+
+
 @dataclass(frozen=True, slots=True)
 class StatementOptions:
     top_n: int
     slow_threshold: float  # seconds of mean time
     text_length: int
     listed: int  # how many slow / unindexed statements a check lists
+    read_digests: bool = True  # False: leave the digest fields empty and `digests_fresh` False
+    known: KnownDigests = field(default_factory=KnownDigests, compare=False)  # MariaDB/MySQL only
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,14 @@ class DbStats:
     slow_total: int = 0
     no_index: list[Digest] = field(default_factory=list)
     no_index_total: int = 0
+    digests_fresh: bool = True  # False when this reading skipped the statement digests
+
+    def carry_digests_from(self, earlier: DbStats) -> None:
+        """Take the statement digests of an earlier reading, for a reading that skipped them."""
+        if self.statements_unavailable is None:
+            self.statements_unavailable = earlier.statements_unavailable
+        self.top, self.slow, self.slow_total = earlier.top, earlier.slow, earlier.slow_total
+        self.no_index, self.no_index_total = earlier.no_index, earlier.no_index_total
 
     @property
     def connections_total(self) -> int:
