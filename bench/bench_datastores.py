@@ -4,7 +4,10 @@ Targets:
 - cachewarden's collection takes at most the wall time and the CPU time of prometheus-redis-exporter and
   prometheus-mysqld-exporter (--collect.perf_schema.eventsstatements) scraping the same servers, combined;
 - the statements cachewarden sends cost the database server under 5 ms per scrape, read from
-  performance_schema (its statements run as a user of their own, summed per user).
+  performance_schema (its statements run as a user of their own, summed per user). Statement digests
+  are read every `digest_interval` (60 s) and the rest every collection (15 s), so the bench measures
+  both kinds of collection and judges the average over one digest interval; the cost of a single
+  collection that reads the digests is printed beside it.
 
 The bench starts its own MariaDB (performance_schema ON, digests_size raised to hold the 5,000 shapes),
 its own redis-server and both peer exporters on free ports, and stops them all. Run as
@@ -36,6 +39,8 @@ from tests.support.mariadb import PrivateMariaDB
 from tests.support.wait import free_port, wait_for
 
 SERVER_TIME_TARGET_MS = 5.0
+SCRAPE_INTERVAL = 15.0  # the exporter's default collection interval, and Prometheus' usual scrape
+DIGEST_INTERVAL: float = DatabaseTarget.model_fields["digest_interval"].default
 TABLES, COLUMNS = 10, 20
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -106,14 +111,19 @@ def server_time_ms(server: PrivateMariaDB, user: str) -> float:
     return int(ps) / 1e9
 
 
-async def cachewarden_rounds(server: PrivateMariaDB, redis_port: int, rounds: int) -> dict[str, list[float]]:
+async def measured_rounds(
+    server: PrivateMariaDB, redis_port: int, rounds: int, *, digest_interval: float
+) -> dict[str, list[float]]:
+    """`rounds` collections of Redis + MariaDB after a warm-up one (connections are opened once and
+    kept, as in the running exporter); every one reads the digests if `digest_interval` is tiny, none
+    after the warm-up if it is the default."""
     redis = RedisCollector(RedisTarget(name="cache", url=f"redis://127.0.0.1:{redis_port}/0"),
-                           interval=15, timeout=10)
-    sql = SqlCollector(DatabaseTarget(name="main", url=server.url(user="cw_bench")),
-                       interval=15, timeout=10)
+                           interval=SCRAPE_INTERVAL, timeout=10)
+    sql = SqlCollector(DatabaseTarget(name="main", url=server.url(user="cw_bench"),
+                                      digest_interval=digest_interval),
+                       interval=SCRAPE_INTERVAL, timeout=10)
     out: dict[str, list[float]] = {"wall": [], "cpu": [], "server_ms": []}
     try:
-        # Connections are opened once and kept, as in the running exporter: the first round is a warm-up.
         for i in range(rounds + 1):
             before = server_time_ms(server, "cw_bench")
             cpu0, t0 = time.process_time(), time.perf_counter()
@@ -123,9 +133,10 @@ async def cachewarden_rounds(server: PrivateMariaDB, redis_port: int, rounds: in
             if r.samples.value(REDIS_UP) != 1 or s.samples.value(DB_UP) != 1:
                 raise RuntimeError("cachewarden could not collect: " + "; ".join(
                     c.summary for c in (*r.checks, *s.checks) if not c.ok))
+            digests = sum(1 for spec, _, _ in s.samples.values if spec is DB_STATEMENT_CALLS)
+            if digests != DatabaseTarget.model_fields["top_n"].default:
+                raise RuntimeError(f"cachewarden exported {digests} digests, not top_n")
             if i == 0:
-                digests = sum(1 for spec, _, _ in s.samples.values if spec is DB_STATEMENT_CALLS)
-                print(f"cachewarden exports {digests} digests (top_n)")
                 continue
             out["wall"].append(wall)
             out["cpu"].append(cpu)
@@ -134,6 +145,12 @@ async def cachewarden_rounds(server: PrivateMariaDB, redis_port: int, rounds: in
         await redis.close()
         await sql.close()
     return out
+
+
+async def cachewarden_rounds(server: PrivateMariaDB, redis_port: int, rounds: int) -> dict[str, list[float]]:
+    with_digests = await measured_rounds(server, redis_port, rounds, digest_interval=1e-6)
+    between = await measured_rounds(server, redis_port, rounds, digest_interval=DIGEST_INTERVAL)
+    return {**with_digests, **{f"{k}_between": v for k, v in between.items()}}
 
 
 def report(name: str, measured: float, target: float, unit: str) -> bool:
@@ -191,13 +208,24 @@ def main() -> int:
 
     wall, cpu = statistics.median(ours["wall"]) * 1000, statistics.median(ours["cpu"]) * 1000
     p_wall, p_cpu = statistics.median(peer_wall) * 1000, statistics.median(peer_cpu) * 1000
-    server_ms = statistics.median(ours["server_ms"])
+    full_ms = statistics.median(ours["server_ms"])
+    between_ms = statistics.median(ours["server_ms_between"])
+    # At the default intervals one collection in `per_digest_read` reads the digest table.
+    per_digest_read = max(1, round(DIGEST_INTERVAL / SCRAPE_INTERVAL))
+    amortised_ms = (full_ms + (per_digest_read - 1) * between_ms) / per_digest_read
     print(f"rounds {args.rounds} (medians); peers: wall {p_wall:.1f} ms, cpu {p_cpu:.1f} ms")
+    print("wall and CPU time below are those of a collection that reads the digests, the costlier kind")
     results = [
         report("collection wall time vs peers combined", wall, p_wall, "ms"),
         report("collection CPU time vs peers combined", cpu, p_cpu, "ms"),
-        report("database server time per scrape", server_ms, SERVER_TIME_TARGET_MS, "ms"),
     ]
+    print(f"database server time of one collection with a digest read: {full_ms:.2f} ms "
+          f"(not judged: the target is a cost per scrape)")
+    print(f"database server time of one collection between digest reads: {between_ms:.2f} ms")
+    print(f"amortised at the defaults (collection every {SCRAPE_INTERVAL:g} s, digests every "
+          f"{DIGEST_INTERVAL:g} s: 1 read in {per_digest_read} collections)")
+    results.append(report("database server time per scrape, amortised", amortised_ms,
+                          SERVER_TIME_TARGET_MS, "ms"))
     return 0 if all(results) else 1
 
 

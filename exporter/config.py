@@ -240,6 +240,8 @@ class DatabaseTarget(_Secret):
     top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
     slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
     digest_text_length: int = Field(default=120, ge=16, le=1000)
+    # Reading the digest table is the costliest query by far: done this often, other values every collection.
+    digest_interval: Duration = 60.0
     statement_timeout: Duration = 5.0  # for the exporter's own queries
     lock_timeout: Duration = 1.0
     connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)

@@ -7,13 +7,17 @@
 
 Statement digests are capped at the `top_n` heaviest by total time and their text appears only in the
 `_info` series, truncated: digest tables are what make unbounded SQL exporters exhaust Prometheus.
+Reading them is also what costs the server most, so on MariaDB/MySQL they are read every
+`digest_interval` and the last reading is exported again in between.
 An unreachable server or a refused login yields `cachewarden_db_up 0` and a PROBLEM check whose text
 never contains the password.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -97,17 +101,31 @@ class SqlCollector(Collector):
         )
         self._warn_ratio = target.connections_warn_ratio
         self._last_error: str | None = None
+        self._digest_interval = target.digest_interval
+        self._digests_due = 0.0  # time.monotonic() from which the next reading includes the digests
+        self._digest_reading: DbStats | None = None
 
     async def collect(self) -> Observation:
+        due = self._digest_reading is None or time.monotonic() >= self._digests_due
+        options = dataclasses.replace(self._options, read_digests=due)
         try:
             async with self._bounded.engine.connect() as conn:
-                stats = await self._bounded.read(conn, self._options)
+                stats = await self._bounded.read(conn, options)
         except (SQLAlchemyError, OSError) as exc:
             return self._unreachable(describe_error(exc, self._password))
         if self._last_error is not None:
             log.info("sql/%s reachable again", self.target)
         self._last_error = None
+        self._keep_or_reuse_digests(stats)
         return Observation(self._samples(stats), self._checks(stats), _details(stats))
+
+    def _keep_or_reuse_digests(self, stats: DbStats) -> None:
+        """Statement digests are read every `digest_interval`; in between, the last reading stands in."""
+        if stats.digests_fresh:
+            self._digest_reading = stats
+            self._digests_due = time.monotonic() + self._digest_interval
+        elif self._digest_reading is not None:
+            stats.carry_digests_from(self._digest_reading)
 
     def _unreachable(self, error: str) -> Observation:
         if error != self._last_error:  # once per distinct failure, not every interval

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from exporter.collectors.base import Verdict
 from exporter.collectors.sql import (
     DB_CONNECTIONS,
+    DB_NO_INDEX_STATEMENTS,
     DB_SLOW_QUERIES,
     DB_STATEMENT_CALLS,
     DB_STATEMENT_INFO,
@@ -34,6 +35,7 @@ from tests.support.wait import free_port
 __all__ = ["mariadb_server"]  # a fixture, used by name
 
 pytestmark = pytest.mark.integration
+READ_DIGESTS_EVERY_TIME = 1e-6  # seconds: due again by the next collection
 
 
 @pytest.fixture
@@ -59,6 +61,8 @@ async def make_collector() -> AsyncIterator[Callable[..., SqlCollector]]:
     made: list[SqlCollector] = []
 
     def make(url: str, **kwargs: object) -> SqlCollector:
+        # Digests are read on every collection unless a test is about their interval.
+        kwargs.setdefault("digest_interval", READ_DIGESTS_EVERY_TIME)
         c = SqlCollector(DatabaseTarget(name="main", url=url, **kwargs), interval=10, timeout=5)  # type: ignore[arg-type]
         made.append(c)
         return c
@@ -127,6 +131,49 @@ async def test_own_statements_stay_out_of_the_digests(
     exporter_digests = {r[0] for r in mariadb_server.sql(f"{by_schema}'{schema}'")}
     assert exporter_digests, "the exporter's statements were not recorded at all"
     assert exporter_digests.isdisjoint(info_texts(obs.samples))
+
+
+async def test_own_unindexed_statements_are_not_counted_among_those_missing_an_index(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    mariadb_server.sql("TRUNCATE TABLE performance_schema.events_statements_summary_by_digest")
+    await run_as_app(mariadb_server, "", f"SELECT id FROM {schema}.orders WHERE note = 'a'")  # noqa: S608
+    collector = make_collector(mariadb_server.url(database=schema))
+    for _ in range(3):
+        obs = await collector.collect()
+    # One statement, so that nothing runs between it and the last reading: the exporter's statements
+    # are those in its own schema, the application's ran with no default schema.
+    unindexed = mariadb_server.sql(
+        "SELECT DIGEST, COALESCE(SCHEMA_NAME, '') FROM performance_schema.events_statements_summary_by_digest"
+        " WHERE SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED > 0"
+    )
+    exporter_unindexed = {d for d, s in unindexed if s == schema}
+    assert exporter_unindexed, "no statement of the exporter ran without an index: nothing to leave out"
+    assert obs.samples.value(DB_NO_INDEX_STATEMENTS) == len({d for d, s in unindexed if s != schema})
+
+
+async def test_between_digest_reads_the_last_digests_stand_in_and_the_digest_table_is_not_read(
+    mariadb_server: PrivateMariaDB, schema: str, make_collector: Callable[..., SqlCollector]
+) -> None:
+    mariadb_server.sql("SET GLOBAL long_query_time = 0.1")
+    collector = make_collector(mariadb_server.url(database=schema), digest_interval="1h")
+    first = (await collector.collect()).samples
+    marker = f"unseen_{secrets.token_hex(3)}"
+    await run_as_app(mariadb_server, schema, f"SELECT SLEEP(0.2) AS {marker}")
+    reads_of_the_digest_table = (
+        "SELECT COALESCE(SUM(COUNT_STAR), 0) FROM performance_schema.events_statements_summary_by_digest"  # noqa: S608
+        f" WHERE SCHEMA_NAME = '{schema}' AND DIGEST_TEXT LIKE '%events_statements_summary_by_digest%'"
+    )
+    [[reads_before]] = mariadb_server.sql(reads_of_the_digest_table)
+
+    second = (await collector.collect()).samples
+
+    [[reads_after]] = mariadb_server.sql(reads_of_the_digest_table)
+    assert reads_after == reads_before
+    assert second.value(DB_SLOW_QUERIES) - first.value(DB_SLOW_QUERIES) == 1  # type: ignore[operator]
+    assert second.value(DB_STATEMENT_STATS_AVAILABLE) == 1
+    assert info_texts(second) == info_texts(first)
+    assert not any(marker in t for t in info_texts(second).values())
 
 
 async def test_idle_connections_raise_the_connection_count_by_their_number(
