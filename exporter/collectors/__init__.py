@@ -79,23 +79,27 @@ KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats")
 
 def collector_classes() -> tuple[type[Collector], ...]:
     """Every collector class, one line each: the list the metric reference is generated from."""
+    from exporter.collectors.app_stats import AppStatsCollector
     from exporter.collectors.fpm import FpmCollector
     from exporter.collectors.opcache import OpcacheCollector
+    from exporter.collectors.redis_server import RedisCollector
+    from exporter.collectors.sql import SqlCollector
     from exporter.collectors.views import ViewsCollector
 
-    return (ViewsCollector, FpmCollector, OpcacheCollector)
+    return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector)
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:
-    """Every metric cachewarden can expose: the scheduler's own and each collector class's, by name.
+    """Every metric cachewarden can expose: the scheduler's, the heal's and each collector class's.
 
     A name declared twice must be the same spec; two different families under one name would break
     the exposition, so that raises here (and in the README test) rather than at scrape time.
     """
+    from exporter.heal.audit import HEAL_METRICS
     from exporter.scheduler import SELF_METRICS
 
     by_name: dict[str, MetricSpec] = {}
-    for spec in (*SELF_METRICS, *(s for cls in collector_classes() for s in cls.metrics)):
+    for spec in (*SELF_METRICS, *(s for cls in collector_classes() for s in cls.metrics), *HEAL_METRICS):
         seen = by_name.setdefault(spec.name, spec)
         if seen != spec:
             raise ValueError(f"{spec.name} is declared twice with different help, kind or labels")
