@@ -16,11 +16,15 @@ _env = jinja2.Environment(
 )
 
 
-def _ago(ts: float) -> str:
-    if not ts:
-        return "never"
+def _since(ts: float) -> str:
     seconds = max(0, int(time.time() - ts))
-    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
+
+
+def _ago(ts: float) -> str:
+    return f"{_since(ts)} ago" if ts else "never"
 
 
 _env.filters["ago"] = _ago
@@ -28,5 +32,5 @@ _env.filters["ago"] = _ago
 
 def render_status_page(report: Report, *, started_at: float) -> str:
     return _env.get_template("status.html.j2").render(
-        report=report, version=__version__, uptime=_ago(started_at)
+        report=report, version=__version__, uptime=_since(started_at)
     )
