@@ -264,11 +264,9 @@ class HealRunner:
                 record.result, record.error = "failed", str(exc)
             except OSError as exc:
                 record.result, record.error = "failed", f"{type(exc).__name__}: {exc.strerror or exc}"
-            if record.error is not None:
-                pass
-            elif run.dry_run:
+            if record.error is None and run.dry_run:
                 record.result = "dry_run"
-            elif record.outcome is not None:
+            elif record.error is None and record.outcome is not None:
                 any_ran = True
                 if record.outcome.done:
                     await self.locks.start_cooldown(step, run.target)
@@ -288,7 +286,9 @@ class HealRunner:
             if run.verified:
                 break
         if run.dry_run:
-            run.result = "dry_run"
+            # A dry run that could not even plan a step (no PHP, unreadable directory) has failed:
+            # the real run would fail the same way.
+            run.result = "failed" if any(r.error for r in run.records) else "dry_run"
         elif run.verified:
             run.result = "verified"
         else:

@@ -57,6 +57,20 @@ def test_recompile_without_php_fails_with_exit_1(setup: tuple[Path, Path], tmp_p
     assert "no PHP to compile views" in capsys.readouterr().out
 
 
+def test_dry_run_that_cannot_plan_its_step_fails_with_exit_1(setup: tuple[Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = setup
+    (tmp_path / "shop/resources/views/new.blade.php").write_text("hi")
+
+    code = main(["heal", "views.recompile", "--target", "shop", "--dry-run", "--format", "json",
+                 "--config.file", str(config)])
+
+    run = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert run["result"] == "failed"
+    assert "no PHP to compile views" in run["step_results"][0]["error"]
+
+
 @pytest.mark.parametrize(("action", "target"), [("views.nope", "shop"), ("views.recompile", "../shop")])
 def test_unknown_action_or_target_exits_2(setup: tuple[Path, Path], action: str, target: str) -> None:
     config, compiled = setup
