@@ -33,22 +33,26 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
 
 def _datastore_collectors(config: Config, *, redis: bool, sql: bool, app_stats: bool) -> list[Collector]:
     # Explicit targets first, then those derived from Laravel apps' .env files (explicit ones win).
-    from exporter.collectors.app_stats import AppStatsCollector
-    from exporter.collectors.redis_server import RedisCollector
-    from exporter.collectors.sql import SqlCollector
+    # Each driver is imported only once a target needs it: redis and sqlalchemy cost ~20 MB of RSS each.
     from exporter.discovery import discovered_databases, discovered_redis
 
     opts = config.collectors
     out: list[Collector] = []
-    if redis:
+    redis_targets = (*config.redis, *discovered_redis(config)) if redis else ()
+    if redis_targets:
+        from exporter.collectors.redis_server import RedisCollector
+
         o = opts.redis
-        out.extend(RedisCollector(t, interval=o.interval, timeout=o.timeout)
-                   for t in (*config.redis, *discovered_redis(config)))
-    if sql:
+        out.extend(RedisCollector(t, interval=o.interval, timeout=o.timeout) for t in redis_targets)
+    databases = (*config.databases, *discovered_databases(config)) if sql else ()
+    if databases:
+        from exporter.collectors.sql import SqlCollector
+
         o = opts.sql
-        out.extend(SqlCollector(t, interval=o.interval, timeout=o.timeout)
-                   for t in (*config.databases, *discovered_databases(config)))
-    if app_stats:
+        out.extend(SqlCollector(t, interval=o.interval, timeout=o.timeout) for t in databases)
+    if app_stats and config.app_stats:
+        from exporter.collectors.app_stats import AppStatsCollector
+
         o = opts.app_stats
         out.extend(AppStatsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.app_stats)
     return out

@@ -12,11 +12,12 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import Samples, counter, gauge
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("cachewarden.heal.audit")
 

@@ -7,16 +7,24 @@ still holds the caller's token, `recent` counts timestamps within a window.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 KEY_PREFIX = "cachewarden:heal:"
-# What a store raises when it cannot answer (Redis down or slow): worth a retry, not a crash.
-STORE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, RedisError)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot answer (Redis down or slow); the cause is chained."""
+
+
+# What a store raises when it cannot answer: worth a retry, not a crash. Redis's own errors reach
+# callers as StoreUnavailable, so that naming them here does not import redis into every process.
+STORE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, StoreUnavailable)
 
 
 class Store(Protocol):
@@ -104,6 +112,16 @@ return 0
 """
 
 
+@contextlib.contextmanager
+def _unavailable_on_redis_error() -> Iterator[None]:
+    from redis.exceptions import RedisError  # already loaded by whoever made the client
+
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
 class RedisStore:
     """State shared by every sidecar that points at the same Redis."""
 
@@ -112,6 +130,9 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> RedisStore:
+        # Imported here: a process whose heal does not use Redis never loads the driver.
+        from redis.asyncio import Redis
+
         return cls(Redis.from_url(url, password=password, socket_timeout=2.0, socket_connect_timeout=2.0))
 
     @property
@@ -119,33 +140,41 @@ class RedisStore:
         return self._redis
 
     async def claim(self, key: str, token: str, ttl: float) -> bool:
-        created = await self._redis.set(KEY_PREFIX + key, token, nx=True, px=max(1, int(ttl * 1000)))
+        with _unavailable_on_redis_error():
+            created = await self._redis.set(KEY_PREFIX + key, token, nx=True, px=max(1, int(ttl * 1000)))
         return bool(created)
 
     async def release(self, key: str, token: str) -> None:
-        await self._redis.eval(_RELEASE, 1, KEY_PREFIX + key, token)
+        with _unavailable_on_redis_error():
+            await self._redis.eval(_RELEASE, 1, KEY_PREFIX + key, token)
 
     async def exists(self, key: str) -> bool:
-        return bool(await self._redis.exists(KEY_PREFIX + key))
+        with _unavailable_on_redis_error():
+            return bool(await self._redis.exists(KEY_PREFIX + key))
 
     async def put(self, key: str, ttl: float) -> None:
-        await self._redis.set(KEY_PREFIX + key, "1", px=max(1, int(ttl * 1000)))
+        with _unavailable_on_redis_error():
+            await self._redis.set(KEY_PREFIX + key, "1", px=max(1, int(ttl * 1000)))
 
     async def add_event(self, key: str, at: float, window: float) -> int:
         k = KEY_PREFIX + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(k, "-inf", at - window)
-            pipe.zadd(k, {f"{at:.6f}": at})
-            pipe.zcard(k)
-            pipe.expire(k, max(1, int(window) + 1))
-            results = await pipe.execute()
+        with _unavailable_on_redis_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(k, "-inf", at - window)
+                pipe.zadd(k, {f"{at:.6f}": at})
+                pipe.zcard(k)
+                pipe.expire(k, max(1, int(window) + 1))
+                results = await pipe.execute()
         return int(results[2])
 
     async def count_events(self, key: str, now: float, window: float) -> int:
-        return int(await self._redis.zcount(KEY_PREFIX + key, f"({now - window}", "+inf"))
+        with _unavailable_on_redis_error():
+            return int(await self._redis.zcount(KEY_PREFIX + key, f"({now - window}", "+inf"))
 
     async def clear_events(self, key: str) -> None:
-        await self._redis.delete(KEY_PREFIX + key)
+        with _unavailable_on_redis_error():
+            await self._redis.delete(KEY_PREFIX + key)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        with _unavailable_on_redis_error():
+            await self._redis.aclose()
