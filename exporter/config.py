@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -55,6 +56,15 @@ def _parse_duration(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class _Model(BaseModel):
@@ -262,14 +272,7 @@ class DatabaseTarget(_Secret):
 
 class AppStatsTarget(_Model):
     name: TargetName
-    url: str
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError("expected an http:// or https:// URL")
-        return v
+    url: HttpUrl
 
 
 def _octal_mode(value: Any) -> Any:
@@ -326,15 +329,8 @@ class WarmCommand(_Model):
 
 
 class WarmUrl(_Model):
-    url: str
+    url: HttpUrl
     timeout: Duration = 10.0
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError("expected an http:// or https:// URL")
-        return v
 
 
 class HealWarm(_Model):
