@@ -3,10 +3,10 @@
 Targets:
 - warm rescan <= 1.5x a bare os.scandir + stat walk of the same files (compiled files and sources);
 - cold scan <= 1.5x a walk that reads the last 200 bytes of every compiled file (and stats the sources);
-- peak RSS (VmHWM) of a process scanning them < 80 MB: it loads the configuration, builds the views
-  collector and runs it through the scheduler as `cachewarden serve` does, without importing the
-  other subsystems' drivers (the full server's peak is printed beside it);
-- /metrics p99 < 25 ms from the real `cachewarden serve` while it rescans them every 3 seconds.
+- peak RSS (VmHWM) of the real `cachewarden serve`, configured with one Laravel app, < 80 MB: read once
+  it has completed three scans (the cold one and two rescans), and again after the /metrics load below;
+  the later, higher figure is the one held to the target;
+- /metrics p99 < 25 ms from that server while it rescans them every 3 seconds.
 
 The tree is synthetic (written from Python, footers as Laravel writes them) so that it builds in
 seconds; a few views are made stale, orphaned and uncompiled. Run: python bench/bench_views.py
@@ -42,6 +42,7 @@ P99_TARGET_MS = 25.0
 STALE, ORPHANED, UNCOMPILED = 7, 5, 3
 ROUNDS = 5
 SERVER_INTERVAL = 3.0  # seconds between the server's rescans while /metrics is hammered
+SCANS_BEFORE_RSS = 3  # the cold scan and two rescans
 LAST_SUCCESS = "cachewarden_collector_last_success_timestamp_seconds{"
 NS = 1_000_000_000
 BODY = (
@@ -154,20 +155,36 @@ def measure_scans(base: Path, views: Path, compiled: Path) -> tuple[float, float
     return bare, tails, cold, warm, scan.compiled
 
 
-async def hammer(port: int, seconds: float) -> tuple[list[float], int]:
-    """GET /metrics back to back for `seconds`; latencies in ms, and how many scans finished meanwhile."""
+async def views_last_success(session: aiohttp.ClientSession, url: str) -> float:
+    """The views collector's last success timestamp on /metrics (0 before the first)."""
+    async with session.get(url) as resp:
+        return last_success_in(await resp.text())
+
+
+def last_success_in(body: str) -> float:
+    for line in body.splitlines():
+        if line.startswith(LAST_SUCCESS) and 'collector="views"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def exercise_server(port: int, pid: int, seconds: float) -> tuple[float, list[float], int]:
+    """Wait for SCANS_BEFORE_RSS completed scans and read the peak RSS; then GET /metrics back to back
+    for `seconds`. Returns that RSS, the latencies in ms, and how many scans finished meanwhile."""
     url = f"http://127.0.0.1:{port}/metrics"
-    latencies: list[float] = []
     async with aiohttp.ClientSession() as session:
+        successes: set[float] = set()
 
-        async def last_success() -> float:
-            async with session.get(url) as resp:
-                for line in (await resp.text()).splitlines():
-                    if line.startswith(LAST_SUCCESS) and 'collector="views"' in line:
-                        return float(line.rsplit(" ", 1)[1])
-            return 0.0
+        async def enough_scans() -> bool:
+            successes.add(await views_last_success(session, url))
+            successes.discard(0.0)
+            return len(successes) >= SCANS_BEFORE_RSS
 
-        before = await async_wait_for(last_success, timeout=120, message="first complete scan")
+        await async_wait_for(enough_scans, timeout=300, interval=0.2,
+                             message=f"{SCANS_BEFORE_RSS} completed scans")
+        rss_after_scans = vm_hwm_mb(pid)
+        before = await views_last_success(session, url)
+        latencies: list[float] = []
         scans_seen = set()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -175,11 +192,9 @@ async def hammer(port: int, seconds: float) -> tuple[list[float], int]:
             async with session.get(url) as resp:
                 body = await resp.read()
             latencies.append((time.perf_counter() - started) * 1000)
-            for line in body.decode().splitlines():
-                if line.startswith(LAST_SUCCESS) and 'collector="views"' in line:
-                    scans_seen.add(float(line.rsplit(" ", 1)[1]))
+            scans_seen.add(last_success_in(body.decode()))
         scans_seen.discard(before)
-    return latencies, len(scans_seen)
+    return rss_after_scans, latencies, len(scans_seen)
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -197,39 +212,10 @@ def write_config(base: Path, views: Path, compiled: Path, interval: float) -> Pa
     return config_file
 
 
-def rss_worker(config_file: Path) -> None:
-    """Scan as the server does (cold, then warm twice); print the peak RSS in MB before and after."""
-    from exporter.collectors.views import ViewsCollector
-    from exporter.config import load
-    from exporter.scheduler import Scheduler
-
-    config = load(config_file)
-    # The views collector exactly as build_collectors makes it, without the other subsystems'
-    # database and HTTP drivers, whose footprint is no part of what this benchmark measures.
-    collectors = [ViewsCollector(t, interval=config.collectors.views.interval,
-                                 timeout=config.collectors.views.timeout) for t in config.laravel]
-    before = vm_hwm_mb(os.getpid())
-
-    async def run() -> None:
-        scheduler = Scheduler(collectors)
-        for _ in range(3):
-            for status in await scheduler.collect_all():
-                if not status.up:
-                    raise SystemExit(f"collection failed: {status.error}")
-
-    asyncio.run(run())
-    print(before, vm_hwm_mb(os.getpid()))
-
-
-def measure_rss(base: Path, views: Path, compiled: Path) -> tuple[float, float]:
-    config_file = write_config(base, views, compiled, 15.0)
-    done = subprocess.run([sys.executable, __file__, "--rss-worker", str(config_file)],
-                          capture_output=True, text=True, check=True, timeout=600)
-    before, after = done.stdout.split()
-    return float(before), float(after)
-
-
-def measure_server(base: Path, views: Path, compiled: Path, seconds: float) -> tuple[list[float], int, float]:
+def measure_server(base: Path, views: Path, compiled: Path,
+                   seconds: float) -> tuple[float, float, list[float], int]:
+    """The real server: peak RSS after its first scans, latencies under load, scans during the load,
+    and its peak RSS at the end."""
     config_file = write_config(base, views, compiled, SERVER_INTERVAL)
     port = free_port()
     server = subprocess.Popen(
@@ -238,12 +224,12 @@ def measure_server(base: Path, views: Path, compiled: Path, seconds: float) -> t
         cwd=Path(__file__).resolve().parent.parent,
     )
     try:
-        latencies, scans = asyncio.run(hammer(port, seconds))
-        rss = vm_hwm_mb(server.pid)
+        rss_after_scans, latencies, scans = asyncio.run(exercise_server(port, server.pid, seconds))
+        rss_end = vm_hwm_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return latencies, scans, rss
+    return rss_after_scans, rss_end, latencies, scans
 
 
 def verdict(name: str, measured: str, target: str, ok: bool) -> bool:
@@ -255,32 +241,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", type=int, default=100_000, help="compiled views (and sources)")
     parser.add_argument("--seconds", type=float, default=8.0, help="how long /metrics is hammered")
-    parser.add_argument("--rss-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_worker:
-        rss_worker(args.rss_worker)
-        return 0
     base = Path(tempfile.mkdtemp(prefix="cachewarden-bench-views-"))
     try:
         started = time.perf_counter()
         views, compiled = build_tree(base, args.views)
         print(f"built {args.views} compiled views and sources in {time.perf_counter() - started:.1f} s")
         bare, tails, cold, warm, count = measure_scans(base, views, compiled)
-        rss_before, rss = measure_rss(base, views, compiled)
-        latencies, scans, server_rss = measure_server(base, views, compiled, args.seconds)
+        rss_after_scans, rss, latencies, scans = measure_server(base, views, compiled, args.seconds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     p99 = statistics.quantiles(latencies, n=100)[98]
     print(f"bare stat walk {bare:.3f} s, tail-reading walk {tails:.3f} s, {count} compiled files")
-    print(f"scanning process: {rss_before:.1f} MB before its first scan")
-    print(f"/metrics: {len(latencies)} requests during {scans} rescans; that server's peak RSS "
-          f"{server_rss:.1f} MB, every subsystem's drivers included")
+    print(f"server peak RSS {rss_after_scans:.1f} MB after {SCANS_BEFORE_RSS} scans, {rss:.1f} MB after "
+          f"{len(latencies)} requests to /metrics during {scans} rescans")
     results = [
         verdict("warm rescan", f"{warm:.3f} s = {warm / bare:.2f}x stat walk",
                 f"<= {WARM_RATIO_TARGET}x", warm <= WARM_RATIO_TARGET * bare),
         verdict("cold scan", f"{cold:.3f} s = {cold / tails:.2f}x tail-reading walk",
                 f"<= {COLD_RATIO_TARGET}x", cold <= COLD_RATIO_TARGET * tails),
-        verdict("scanning process peak RSS", f"{rss:.1f} MB", f"< {RSS_TARGET_MB:g} MB", rss < RSS_TARGET_MB),
+        verdict("server peak RSS", f"{rss:.1f} MB", f"< {RSS_TARGET_MB:g} MB", rss < RSS_TARGET_MB),
         verdict("/metrics p99 during rescans", f"{p99:.1f} ms", f"< {P99_TARGET_MS:g} ms",
                 p99 < P99_TARGET_MS and scans >= 2),
     ]

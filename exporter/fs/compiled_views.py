@@ -277,11 +277,13 @@ class CompiledViewScanner:
                     at = -1
                     if n:
                         after, far_searches = _find(last_inodes, ino, cursor, far_searches)
-                        if after:
-                            cursor, at = after, after - 1
+                        at = after - 1
                     if at >= 0 and last_mtimes[at] == mtime_ns and last_sizes[at] == size:
                         sid = last_sources[at]
+                        cursor = at + 1
                     else:
+                        # Only a match moves the cursor: the same inode with other content may be a
+                        # new file given a removed file's inode, anywhere in the old order.
                         reads += 1
                         try:
                             source = read_footer(path, size, reader)

@@ -350,3 +350,57 @@ def test_a_footer_longer_than_the_tail_is_read_in_full(app: AppTree) -> None:
     assert scan.footerless == []
     assert scan.uncompiled == []
     assert scan.compiled == 1
+
+
+def _scan_summary(scan: compiled_views.ViewScan) -> tuple[object, ...]:
+    return (scan.sources, scan.compiled, sorted((v.compiled, v.source) for v in scan.stale),
+            sorted(scan.orphaned), sorted(scan.uncompiled), sorted(scan.footerless))
+
+
+def test_a_directory_listed_in_another_order_is_still_scanned_right(
+        app: AppTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scanner expects an unchanged directory to be listed in the same order again; when it is
+    # not (another filesystem, a rebuilt index), it may read footers again but never answers wrongly.
+    sources = [app.source(f"d{i % 7}/v{i}.blade.php") for i in range(600)]
+    for i, source in enumerate(sources[:590]):
+        app.compile(source, T0 + (-5 if i % 50 == 0 else 10))  # every 50th is stale
+    app.compile(app.views / "gone.blade.php")
+    scanner = app.scanner()
+    expected = _scan_summary(scanner.scan())
+    real_scandir = os.scandir
+
+    def reversed_scandir(path: Any) -> TakenListing:
+        listing = TakenListing(real_scandir(path))
+        listing.entries.reverse()
+        return listing
+
+    monkeypatch.setattr(compiled_views.os, "scandir", reversed_scandir)
+    reordered = scanner.scan()
+    assert _scan_summary(reordered) == expected
+    assert len(reordered.stale) == 12
+    assert reordered.orphaned == [str(app.compiled_path(app.views / "gone.blade.php"))]
+    assert len(reordered.uncompiled) == 10
+
+    assert _scan_summary(scanner.scan()) == expected
+    assert scanner.scan().footer_reads == 0  # the new order is the one expected next
+
+
+def test_files_added_and_removed_in_bulk_are_matched_after_the_gap(app: AppTree) -> None:
+    sources = [app.source(f"v{i}.blade.php") for i in range(3000)]
+    compiled = [app.compile(s) for s in sources[:2000]]
+    scanner = app.scanner()
+    scanner.scan()
+    for path in compiled[:1500]:  # a run of removals longer than the look-ahead
+        path.unlink()
+    # Freed inodes are handed to the new files: their own mtimes tell them apart, as nanosecond
+    # mtimes of real compiles do.
+    added = [app.compile(s, T0 + 20 + i / 1000) for i, s in enumerate(sources[2000:2100])]
+
+    scan = scanner.scan()
+
+    assert scan.compiled == 600
+    assert scan.footer_reads <= len(added) + 50  # the survivors are recognised, not re-read
+    assert len(scan.uncompiled) == 3000 - 600
+    assert scan.stale == []
+    assert scan.orphaned == []
+    assert scanner.scan().footer_reads == 0
