@@ -20,6 +20,7 @@ from exporter.collectors.base import Observation
 from exporter.config import Config, HealCondition
 from exporter.heal.actions import build_actions
 from exporter.heal.actions.base import Action, ActionContext, ActionError
+from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.dedup import Deduplicator
 from exporter.heal.fpm import HealFpm, fpm_endpoints
@@ -75,7 +76,8 @@ class HealRunner:
         self.store = store
         self.plans = resolve_plans(heal)
         self.actions: dict[str, Action] = build_actions(ActionContext(
-            config, php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))))
+            config, php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors))),
+            CompiledRoots(config.laravel)))
         self.metrics = HealMetrics(
             {a: targets_of(config, info.section) for a, info in ACTIONS.items()},
             {p: targets_of(config, ACTIONS[plan.steps[0]].section) for p, plan in self.plans.items()},

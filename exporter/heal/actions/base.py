@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.collectors.base import Observation
 from exporter.config import Config, LaravelTarget, PhpFpmTarget
 from exporter.heal.names import ACTIONS
 from exporter.heal.phpexec import PhpExecutor
+
+if TYPE_CHECKING:
+    from exporter.heal.actions.safety import CompiledRoots
 
 # How many operations a run record lists; the counts are always complete.
 LIST_CAP = 200
@@ -47,6 +50,7 @@ class ActionError(Exception):
 class ActionContext:
     config: Config
     php: PhpExecutor
+    compiled: CompiledRoots  # the compiled-view directories as resolved at start
 
 
 class Action(abc.ABC):

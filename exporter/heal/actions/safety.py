@@ -1,25 +1,78 @@
-"""Path checks shared by the view actions: nothing outside the compiled directory, no symlink followed."""
+"""Path checks shared by the view actions: nothing outside the compiled directory, no symlink followed.
+
+The app's own user can write below the app root, and the compiled directory may come from the app's
+`.env` (VIEW_COMPILED_PATH). So a compiled directory that cachewarden derived itself is trusted only
+when no component below the app root is a symlink and it lies inside the root; a `compiled_path` set
+in cachewarden's own configuration is the operator's word and may be anywhere safe. Either way the
+directory is resolved once, when the heal starts, and pinned by device and inode: a directory that
+later resolves elsewhere or is swapped for another is refused, and every change goes through a
+descriptor of the pinned directory opened with O_NOFOLLOW.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import LaravelTarget
 from exporter.heal.actions.base import ActionError
+
+DEFAULT_COMPILED = Path("storage") / "framework" / "views"
+# Laravel's compiled names: sha1 (40 hex, Laravel 5.x-9.x) or xxh128/md5 (32 hex), then ".php".
+COMPILED_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{32})\.php$")
 
 
 class UnsafeTarget(ActionError):
     """The configured directories are not safe to modify (e.g. the compiled dir contains the app)."""
 
 
-def compiled_root(target: LaravelTarget) -> Path:
-    """The resolved compiled-view directory, refused when it would contain the app or its sources.
+def looks_compiled(name: str) -> bool:
+    return COMPILED_NAME.fullmatch(name) is not None
+
+
+def set_in_config(target: LaravelTarget) -> bool:
+    """True when compiled_path differs from what cachewarden derives from the root and the app's .env.
+
+    A YAML value equal to the derived one counts as derived: the stricter checks then apply.
+    """
+    derived = target.root / (target.env.get("VIEW_COMPILED_PATH") or DEFAULT_COMPILED)
+    return os.path.normpath(target.compiled_dir) != os.path.normpath(derived)
+
+
+def symlinked_component(path: Path, below: Path) -> Path | None:
+    """The first component of `path` under `below` that is a symlink (`path` itself included)."""
+    parts = Path(os.path.normpath(path)).relative_to(os.path.normpath(below)).parts
+    current = Path(os.path.normpath(below))
+    for part in parts:
+        current = current / part
+        if os.path.islink(current):
+            return current
+    return None
+
+
+def check_compiled_dir(target: LaravelTarget) -> Path:
+    """The resolved compiled-view directory, or UnsafeTarget saying why it must not be modified.
 
     A compiled_path of `..` or a symlink to `/` resolves to a directory holding far more than compiled
     views; acting inside it is refused outright rather than trusted to the per-file checks.
     """
-    root = Path(os.path.realpath(target.compiled_dir))
+    configured = Path(os.path.normpath(target.compiled_dir))
+    app_root = Path(os.path.normpath(target.root))
+    if not set_in_config(target):
+        if app_root not in configured.parents:
+            raise UnsafeTarget(
+                f"the compiled directory {configured} (from the app's .env) lies outside the app root; "
+                "set laravel[].compiled_path in cachewarden's configuration to heal it")
+        link = symlinked_component(configured, app_root)
+        if link is not None:
+            raise UnsafeTarget(
+                f"{link} is a symlink on the way to the compiled directory; refusing to follow it "
+                "(set laravel[].compiled_path in cachewarden's configuration if it is meant to be)")
+    root = Path(os.path.realpath(configured))
     for other in (target.root, target.views_dir):
         real = Path(os.path.realpath(other))
         if root == real or root in real.parents:
@@ -27,6 +80,54 @@ def compiled_root(target: LaravelTarget) -> Path:
     if len(root.parts) < 3:
         raise UnsafeTarget(f"the compiled directory {root} is a top-level directory; refusing to modify it")
     return root
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedDir:
+    path: Path  # resolved
+    dev: int
+    ino: int
+
+
+class CompiledRoots:
+    """Each target's compiled directory as resolved when the heal started."""
+
+    def __init__(self, targets: Iterable[LaravelTarget]) -> None:
+        self._pinned: dict[str, PinnedDir | str] = {}
+        for target in targets:
+            try:
+                root = check_compiled_dir(target)
+                st = os.stat(root)
+                self._pinned[target.name] = PinnedDir(root, st.st_dev, st.st_ino)
+            except (UnsafeTarget, OSError) as exc:
+                self._pinned[target.name] = str(exc)
+
+    def root(self, target: LaravelTarget) -> Path:
+        """The pinned directory after checking it again now; UnsafeTarget if anything changed."""
+        return self._recheck(target).path
+
+    def open(self, target: LaravelTarget) -> tuple[int, Path]:
+        """A descriptor of the pinned directory (the caller closes it), verified to be that very directory."""
+        pinned = self._recheck(target)
+        fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
+            os.close(fd)
+            raise UnsafeTarget(f"the compiled directory {pinned.path} was replaced since start; "
+                               "refusing to modify it")
+        return fd, pinned.path
+
+    def _recheck(self, target: LaravelTarget) -> PinnedDir:
+        pinned = self._pinned.get(target.name)
+        if pinned is None:
+            raise UnsafeTarget(f"no compiled directory was resolved for {target.name!r} at start")
+        if isinstance(pinned, str):
+            raise UnsafeTarget(f"refused since start: {pinned}")
+        now = check_compiled_dir(target)
+        if now != pinned.path:
+            raise UnsafeTarget(f"the compiled directory now resolves to {now}, not {pinned.path} as at "
+                               "start; refusing to modify it")
+        return pinned
 
 
 def name_in(root: Path, candidate: str) -> str | None:
@@ -37,3 +138,8 @@ def name_in(root: Path, candidate: str) -> str | None:
     if Path(os.path.realpath(p.parent)) != root:
         return None
     return p.name
+
+
+def is_single_regular_file(st: os.stat_result) -> bool:
+    # A second hard link may be a file elsewhere that the app's user linked in here.
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1

@@ -1,8 +1,9 @@
 """`views.remove_orphans`: delete compiled views whose source is gone, and nothing else.
 
-Each candidate is re-checked right before it is unlinked, relative to a descriptor of the resolved
-compiled directory: it must be a regular file directly in that directory (a symlink is never followed
-nor removed), its footer must name a source, and that source must still be missing.
+Each candidate is re-checked right before it is unlinked, relative to a descriptor of the compiled
+directory pinned at start (exporter/heal/actions/safety.py): it must be a regular file with one link,
+named like a compiled view, directly in that directory (a symlink is never followed nor removed), its
+footer must name a source, and that source must still be missing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from exporter.collectors.base import Observation
 from exporter.fs.footer import parse_footer
 from exporter.heal.actions.base import Action, ActionOutcome
 from exporter.heal.actions.findings import view_findings
-from exporter.heal.actions.safety import compiled_root, name_in
+from exporter.heal.actions.safety import is_single_regular_file, looks_compiled, name_in
 
 TAIL = 4096 + 64
 
@@ -40,8 +41,10 @@ def _why_not(dir_fd: int, name: str) -> str | None:
         return "a symlink"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if not name.endswith(".php"):
-        return "not a compiled view"
+    if not is_single_regular_file(st):
+        return "has other hard links"
+    if not looks_compiled(name):
+        return "not named like a compiled view"
     try:
         source = _footer_source(dir_fd, name)
     except OSError as exc:
@@ -53,9 +56,9 @@ def _why_not(dir_fd: int, name: str) -> str | None:
     return None
 
 
-def remove_orphans(root: Path, candidates: list[str], dry_run: bool) -> ActionOutcome:
+def remove_orphans(dir_fd: int, root: Path, candidates: list[str], dry_run: bool) -> ActionOutcome:
+    """Remove the candidates still orphaned, through `dir_fd` (a descriptor of `root`, closed here)."""
     outcome = ActionOutcome()
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for candidate in candidates:
             name = name_in(root, candidate)
@@ -87,6 +90,10 @@ class RemoveOrphans(Action):
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         laravel = self.laravel(target)
-        root = compiled_root(laravel)
         candidates = view_findings(observation).orphaned
-        return await asyncio.to_thread(remove_orphans, root, candidates, dry_run)
+
+        def remove() -> ActionOutcome:
+            dir_fd, root = self.ctx.compiled.open(laravel)
+            return remove_orphans(dir_fd, root, candidates, dry_run)
+
+        return await asyncio.to_thread(remove)

@@ -1,13 +1,15 @@
 """`views.fix_permissions`: the compiled directory and its files to the configured owner and mode.
 
-Directories get `heal.views_mode` plus the execute bit wherever a read bit is set (0644 -> 0755).
-Everything is done through descriptors opened with O_NOFOLLOW, so a symlink in the directory is
-reported and never followed out of it.
+The directory gets `heal.views_mode` plus the execute bit wherever a read bit is set (0644 -> 0755).
+Only files directly in it that are named like compiled views and have a single link are changed;
+everything is done through descriptors opened with O_NOFOLLOW from the directory pinned at start, so a
+symlink, a hard link to a file elsewhere or a subdirectory is reported and never followed out of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import grp
 import os
 import pwd
@@ -16,9 +18,7 @@ from pathlib import Path
 
 from exporter.collectors.base import Observation
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import compiled_root
-
-MAX_DEPTH = 4
+from exporter.heal.actions.safety import is_single_regular_file, looks_compiled
 
 
 def dir_mode(file_mode: int) -> int:
@@ -59,53 +59,60 @@ def _apply(fd: int, path: str, st: os.stat_result, mode: int, uid: int, gid: int
             outcome.errors.append(f"{op} {path}: {exc.strerror}")
 
 
-def fix_tree(root: Path, file_mode: int, uid: int, gid: int, dry_run: bool) -> ActionOutcome:
+def fix_tree(dir_fd: int, root: Path, file_mode: int, uid: int, gid: int,
+             dry_run: bool) -> ActionOutcome:
+    """Fix `root` (open as `dir_fd`, closed here) and the compiled views directly in it."""
     outcome = ActionOutcome()
-    _fix_dir(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), str(root),
-             file_mode, uid, gid, dry_run, outcome, 0)
+    try:
+        # The directory first: an unreadable or unwritable directory is the usual cause.
+        _apply(dir_fd, str(root), os.fstat(dir_fd), dir_mode(file_mode), uid, gid, dry_run, outcome)
+        for name in os.listdir(dir_fd):
+            _fix_file(dir_fd, name, f"{root}/{name}", file_mode, uid, gid, dry_run, outcome)
+    finally:
+        os.close(dir_fd)
     return outcome
 
 
-def _fix_dir(dir_fd: int, path: str, file_mode: int, uid: int, gid: int, dry_run: bool,
-             outcome: ActionOutcome, depth: int) -> None:
+def _fix_file(dir_fd: int, name: str, path: str, file_mode: int, uid: int, gid: int, dry_run: bool,
+              outcome: ActionOutcome) -> None:
+    if not looks_compiled(name):
+        # Laravel writes nothing else here; anything else was put here by someone, and is theirs.
+        outcome.refused.append(f"{path}: not named like a compiled view")
+        return
     try:
-        # The directory first: an unreadable or unwritable directory is the usual cause.
-        _apply(dir_fd, path, os.fstat(dir_fd), dir_mode(file_mode), uid, gid, dry_run, outcome)
-        for name in os.listdir(dir_fd):
-            child = f"{path}/{name}"
-            try:
-                st = os.lstat(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                outcome.refused.append(f"{child}: a symlink, not followed")
-            elif stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                sub = os.open(name, flags, dir_fd=dir_fd)
-                _fix_dir(sub, child, file_mode, uid, gid, dry_run, outcome, depth + 1)
-            elif stat.S_ISREG(st.st_mode):
-                try:
-                    # O_PATH cannot be fchmod'ed; O_RDONLY works for root even on a 0000 file.
-                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                                 dir_fd=dir_fd)
-                except OSError as exc:
-                    outcome.errors.append(f"{child}: {exc.strerror}")
-                    continue
-                try:
-                    _apply(fd, child, os.fstat(fd), file_mode, uid, gid, dry_run, outcome)
-                finally:
-                    os.close(fd)
-            else:
-                outcome.refused.append(f"{child}: not a regular file")
+        # O_PATH cannot be fchmod'ed; O_RDONLY works for root even on a 0000 file. O_NOFOLLOW makes
+        # a symlink fail here instead of being followed out of the directory.
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            outcome.refused.append(f"{path}: a symlink, not followed")
+        else:
+            outcome.errors.append(f"{path}: {exc.strerror}")
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            outcome.refused.append(f"{path}: not a regular file")
+        elif not is_single_regular_file(st):
+            outcome.refused.append(f"{path}: has other hard links, left alone")
+        else:
+            _apply(fd, path, st, file_mode, uid, gid, dry_run, outcome)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 class FixPermissions(Action):
     name = "views.fix_permissions"
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
-        root = compiled_root(self.laravel(target))
+        laravel = self.laravel(target)
         heal = self.ctx.config.heal
         uid, gid = resolve_owner(heal.views_owner)
-        return await asyncio.to_thread(fix_tree, root, heal.views_mode, uid, gid, dry_run)
+
+        def fix() -> ActionOutcome:
+            dir_fd, root = self.ctx.compiled.open(laravel)
+            return fix_tree(dir_fd, root, heal.views_mode, uid, gid, dry_run)
+
+        return await asyncio.to_thread(fix)

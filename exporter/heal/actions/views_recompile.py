@@ -18,7 +18,6 @@ from exporter.config import LaravelTarget
 from exporter.fs.footer import read_footer
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
 from exporter.heal.actions.findings import view_findings
-from exporter.heal.actions.safety import compiled_root
 from exporter.heal.phpexec import PhpError
 
 SCRIPT = "compile_views.php"
@@ -62,7 +61,7 @@ class Recompile(Action):
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         laravel = self.laravel(target)
-        root = await asyncio.to_thread(compiled_root, laravel)
+        root = await asyncio.to_thread(self.ctx.compiled.root, laravel)
         views_dir = await asyncio.to_thread(os.path.realpath, laravel.views_dir)
         views = await asyncio.to_thread(views_to_compile, observation)
         outcome = ActionOutcome()

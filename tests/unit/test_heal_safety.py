@@ -1,0 +1,178 @@
+"""The view actions never change or delete anything outside the compiled directory, whatever the app plants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.collectors.base import Observation
+from exporter.config import Config, parse
+from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome
+from exporter.heal.actions.safety import CompiledRoots
+from exporter.heal.actions.views_orphans import RemoveOrphans
+from exporter.heal.actions.views_permissions import FixPermissions
+from exporter.heal.phpexec import PhpExecutor
+from exporter.metrics import Samples
+from tests.support.healing import compiled_dir, make_app_dir, write_compiled
+
+NAME = "a" * 40 + ".php"  # named like a compiled view
+
+
+def config(root: Path, **laravel: Any) -> Config:
+    return parse({"laravel": [{"name": "shop", "root": str(root), **laravel}],
+                  "heal": {"views_mode": "0644"}})
+
+
+def context(cfg: Config) -> ActionContext:
+    return ActionContext(cfg, PhpExecutor(cfg), CompiledRoots(cfg.laravel))
+
+
+async def fix_permissions(cfg: Config, ctx: ActionContext | None = None) -> ActionOutcome:
+    return await FixPermissions(ctx or context(cfg)).run("shop", None, dry_run=False)
+
+
+async def remove_orphans(cfg: Config, paths: list[str]) -> ActionOutcome:
+    observation = Observation(Samples("shop"), details={"orphaned": paths})
+    return await RemoveOrphans(context(cfg)).run("shop", observation, dry_run=False)
+
+
+def secret(outside: Path) -> Path:
+    """A private file outside the app, named like a compiled view and ending like one."""
+    outside.mkdir(exist_ok=True)
+    key = outside / NAME
+    key.write_text("<?php /**PATH /nonexistent/gone.blade.php ENDPATH**/ ?>")
+    key.chmod(0o600)
+    return key
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_fix_permissions_sets_modes_of_compiled_views_and_the_directory(tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    view = write_compiled(root, str(root / "resources/views/a.blade.php"))
+    view.chmod(0o600)
+    compiled_dir(root).chmod(0o700)
+    stray = compiled_dir(root) / "notes.txt"
+    stray.write_text("x")
+    stray.chmod(0o600)
+    outcome = await fix_permissions(config(root))
+    assert outcome.ok, outcome.errors
+    assert mode(view) == 0o644
+    assert mode(compiled_dir(root)) == 0o755
+    assert mode(stray) == 0o600, "only files named like compiled views are touched"
+
+
+@pytest.mark.parametrize("link", ["storage/framework/views", "storage"])
+async def test_a_symlink_on_the_derived_compiled_path_is_refused(tmp_path: Path, link: str) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    key = secret(tmp_path / "outside")
+    # The app's user swaps a component of the path for a link to a directory it should not reach.
+    target = root / link
+    shutil.rmtree(target)
+    if link == "storage":
+        (tmp_path / "outside" / "framework").mkdir()
+        (tmp_path / "outside" / "framework" / "views").symlink_to(tmp_path / "outside")
+    target.symlink_to(tmp_path / "outside")
+    cfg = config(root)
+    with pytest.raises(ActionError, match="symlink"):
+        await fix_permissions(cfg)
+    with pytest.raises(ActionError, match="symlink"):
+        await remove_orphans(cfg, [str(root / "storage/framework/views" / NAME)])
+    assert mode(key) == 0o600
+    assert key.exists()
+
+
+async def test_an_explicitly_configured_symlinked_directory_is_the_operators_choice(tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    real = tmp_path / "compiled"
+    real.mkdir()
+    (real / NAME).write_text("x")
+    (real / NAME).chmod(0o600)
+    link = tmp_path / "compiled-link"
+    link.symlink_to(real)
+    outcome = await fix_permissions(config(root, compiled_path=str(link)))
+    assert outcome.ok
+    assert mode(real / NAME) == 0o644
+
+
+async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "compiled"
+    real.mkdir()
+    link = tmp_path / "compiled-link"
+    link.symlink_to(real)
+    cfg = config(make_app_dir(tmp_path / "shop"), compiled_path=str(link))
+    ctx = context(cfg)
+    key = secret(tmp_path / "outside")
+    link.unlink()
+    link.symlink_to(tmp_path / "outside")
+    with pytest.raises(ActionError, match="not .* as at start"):
+        await fix_permissions(cfg, ctx)
+    assert mode(key) == 0o600
+
+
+async def test_a_directory_replaced_in_place_after_start_is_refused(tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    cfg = config(root)
+    ctx = context(cfg)
+    compiled_dir(root).rename(tmp_path / "old")
+    compiled_dir(root).mkdir()
+    with pytest.raises(ActionError, match="replaced since start"):
+        await fix_permissions(cfg, ctx)
+
+
+async def test_symlinked_files_in_the_compiled_directory_are_neither_followed_nor_removed(
+        tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    key = secret(tmp_path / "outside")
+    planted = compiled_dir(root) / NAME
+    planted.symlink_to(key)
+    cfg = config(root)
+    perms = await fix_permissions(cfg)
+    orphans = await remove_orphans(cfg, [str(planted)])
+    assert mode(key) == 0o600
+    assert planted.is_symlink() and key.exists()
+    assert any("symlink" in r for r in perms.refused)
+    assert any("symlink" in r for r in orphans.refused)
+    assert orphans.done == []
+
+
+async def test_hard_links_to_files_elsewhere_are_left_alone(tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    key = secret(root / "private")  # same filesystem, so a hard link is possible
+    planted = compiled_dir(root) / NAME
+    os.link(key, planted)
+    cfg = config(root)
+    perms = await fix_permissions(cfg)
+    orphans = await remove_orphans(cfg, [str(planted)])
+    assert mode(key) == 0o600
+    assert planted.exists()
+    assert any("hard links" in r for r in perms.refused)
+    assert any("hard links" in r for r in orphans.refused)
+
+
+@pytest.mark.parametrize("compiled_path", ["..", "."])
+async def test_a_compiled_path_holding_the_app_is_refused(tmp_path: Path, compiled_path: str) -> None:
+    root = make_app_dir(tmp_path / "apps" / "shop")
+    key = secret(root / "private")
+    cfg = config(root, compiled_path=str(root / compiled_path))
+    with pytest.raises(ActionError, match="contains"):
+        await fix_permissions(cfg)
+    with pytest.raises(ActionError, match="contains"):
+        await remove_orphans(cfg, [str(key)])
+    assert mode(key) == 0o600 and key.exists()
+
+
+async def test_a_compiled_path_from_the_env_outside_the_app_is_refused(tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    key = secret(tmp_path / "outside")
+    (root / ".env").write_text(f"VIEW_COMPILED_PATH={tmp_path / 'outside'}\n")
+    with pytest.raises(ActionError, match="outside the app root"):
+        await fix_permissions(config(root))
+    assert mode(key) == 0o600
