@@ -61,6 +61,8 @@ TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 def _http_url(value: str) -> str:
     if not re.match(r"^https?://", value):
         raise ValueError("expected an http:// or https:// URL")
+    if _URL_PASSWORD.match(value):
+        raise ValueError("the URL contains a password, which would show wherever the URL is logged")
     return value
 
 
@@ -78,8 +80,11 @@ def _existing_dir(value: Path | None) -> Path | None:
     return value
 
 
+_URL_PASSWORD = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", re.IGNORECASE)
+
+
 def _refuse_url_password(url: str) -> str:
-    if re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", url, re.IGNORECASE):
+    if _URL_PASSWORD.match(url):
         raise ValueError("the URL contains a password: use password_file or password_env instead")
     return url
 
@@ -262,12 +267,7 @@ class DatabaseTarget(_Secret):
     def password(self) -> str | None:
         return self._discovered_password or super().password()
 
-    @field_validator("url")
-    @classmethod
-    def _supported(cls, v: str) -> str:
-        if not re.match(r"^(mysql|mariadb|postgresql)(\+\w+)?://", v):
-            raise ValueError("expected a mysql+asyncmy://, mariadb+asyncmy:// or postgresql+asyncpg:// URL")
-        return v
+    _supported = field_validator("url")(lambda cls, v: _sql_url(v))
 
 
 class AppStatsTarget(_Model):
@@ -276,6 +276,46 @@ class AppStatsTarget(_Model):
 
 
 def _octal_mode(value: Any) -> Any:
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, v: str) -> str:
+        # What redis-py would otherwise reject only when the collector is built, after start-up.
+        m = re.match(r"^(rediss?)://(?:[^@/]*@)?([^:/?#]*)(?::([^/?#]*))?(?:/([^?#]*))?", v)
+        if m is None:
+            if v.startswith("unix://"):
+                return v
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        port, db = m.group(3), m.group(4)
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+        if db and not db.isdigit():
+            raise ValueError(f"database {db!r} is not a number")
+        return v
+
+
+# The async drivers installed with cachewarden; a URL naming another one is refused when loaded.
+_SQL_DRIVERS = {"mysql": ("asyncmy",), "mariadb": ("asyncmy",), "postgresql": ("asyncpg",)}
+
+
+def _sql_url(value: str) -> str:
+    from sqlalchemy.engine import make_url  # imported only when a database target is configured
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        # make_url's own message may quote the URL; it holds no password (refused above) but says
+        # nothing a person can act on either.
+        raise ValueError("not a database URL (e.g. mysql+asyncmy://user@host:3306/db)") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in _SQL_DRIVERS or (driver and driver not in _SQL_DRIVERS[backend]):
+        raise ValueError("expected a mysql+asyncmy://, mariadb+asyncmy:// or postgresql+asyncpg:// URL")
+    if not url.host and not {"unix_socket", "host"} & set(url.query):
+        raise ValueError("the URL names no host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(f"port {url.port} is not from 1 to 65535")
+    return value
+
     """A file mode written as "0644"/"644" (YAML may also hand over 0644 already parsed as an integer)."""
     if isinstance(value, str):
         if not re.fullmatch(r"0?[0-7]{3}", value.strip()):
