@@ -7,6 +7,7 @@ Secrets never live in this file: they come from `*_file` paths or environment va
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -185,12 +186,23 @@ class LaravelTarget(_Model):
         return self.compiled_path
 
 
+def _served_dirs(root: Path) -> list[Path]:
+    """Directories a Laravel app's web server serves files from, resolved."""
+    public = root / "public"
+    served = [public.resolve(), (root / "storage" / "app" / "public").resolve()]
+    with contextlib.suppress(OSError):  # no public/ (yet): nothing is served from it
+        served.extend(entry.resolve() for entry in public.iterdir() if entry.is_symlink())
+    return served
+
+
 class PhpFpmTarget(_Model):
     name: TargetName
     address: str  # unix:/path/to.sock or host:port
     status_path: str = "/fpm-status"
     agent_dir: Path = Path("/var/lib/cachewarden")
-    pool_config: Path | None = None  # FPM pool file (or php-fpm.conf): pm.max_children, php_value[...]
+    # FPM pool file (or php-fpm.conf): pm.max_children, and the php_value[...] lines that directive
+    # attribution needs to name the pool as a setting's source
+    pool_config: Path | None = None
     pool_name: str | None = None  # its [section]; default: the status page's pool, else the only one
     laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
     connect_timeout: Duration = 1.0
@@ -203,23 +215,44 @@ class PhpFpmTarget(_Model):
     @classmethod
     def _agent_dir_not_served(cls, v: Path) -> Path:
         v = v.absolute()
-        for parent in (v, *v.parents):
-            if parent.name == "public" and (parent.parent / "artisan").exists():
-                raise ValueError(f"inside the public/ directory of the Laravel app at {parent.parent}")
+        for path in dict.fromkeys((v, v.resolve())):
+            for parent in (path, *path.parents):
+                if parent.name != "public":
+                    continue
+                if (parent.parent / "artisan").exists():
+                    raise ValueError(f"inside the public/ directory of the Laravel app at {parent.parent}")
+                app = parent.parent.parent.parent  # parent is <app>/storage/app/public
+                if parent.parent.name == "app" and parent.parent.parent.name == "storage" and (
+                    app / "artisan"
+                ).exists():
+                    raise ValueError(f"inside storage/app/public of the Laravel app at {app}, which "
+                                     "`artisan storage:link` serves as public/storage")
         return v
 
     def agent_dir_problem(self, laravel_roots: dict[str, Path]) -> str | None:
         """Why agent_dir must not be used given the configured Laravel roots, or None.
 
-        The agent must never be reachable through the web server: an agent_dir with a `public`
-        component of any Laravel root (or of the app named by `laravel`) is refused.
+        The agent must never be reachable through the web server. Paths are compared resolved, so a
+        symlink cannot hide the public directory; refused are public/ itself, storage/app/public
+        (served as public/storage after `artisan storage:link`) and wherever a symlink directly
+        inside public/ points.
         """
         if self.laravel is not None and self.laravel not in laravel_roots:
             return f"laravel: no Laravel target named {self.laravel!r}"
+        agent_dir = self.agent_dir.resolve()
         for name, root in laravel_roots.items():
-            public = root / "public"
-            if self.agent_dir == public or public in self.agent_dir.parents:
-                return f"agent_dir: inside {public}, the public directory of Laravel app {name!r}"
+            for served in _served_dirs(root):
+                if agent_dir == served or served in agent_dir.parents:
+                    return f"agent_dir: inside {served}, served by the web server of Laravel app {name!r}"
+        return None
+
+    def timeout_problem(self, fpm_collector_timeout: float) -> str | None:
+        """Why the fpm collector could not tell a saturated pool in time, or None."""
+        needed = self.connect_timeout + self.status_timeout
+        if fpm_collector_timeout <= needed:
+            return (f"status_timeout: connect_timeout + status_timeout ({needed:g}s) must be below "
+                    f"collectors.fpm.timeout ({fpm_collector_timeout:g}s), which also bounds the wait "
+                    "for cachewarden's own agent run on the pool")
         return None
 
     @field_validator("address")
@@ -542,6 +575,8 @@ class Config(_Model):
         roots = {t.name: t.root for t in self.laravel}
         for i, t in enumerate(self.php_fpm):
             if (why := t.agent_dir_problem(roots)) is not None:
+                problems.append(f"php_fpm[{i}].{why}")
+            if self.collectors.fpm.enabled and (why := t.timeout_problem(self.collectors.fpm.timeout)):
                 problems.append(f"php_fpm[{i}].{why}")
         if problems:
             raise ValueError("; ".join(problems))

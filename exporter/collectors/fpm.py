@@ -11,7 +11,14 @@ can measure this target" and the counters below stay exported. Two ways down are
 - the socket accepts but the status page does not answer in time: every worker is busy (a pool cannot
   answer its own status page when saturated), counted in cachewarden_fpm_status_timeouts_total;
 - the socket refuses connections (FPM stopped, wrong address) or answers something else.
+The status request shares the pool's one cachewarden slot with the OPcache agent; it waits for it at
+most `timeout - connect_timeout - status_timeout`, and a wait that runs out also counts as a status
+timeout, so an agent run holding the slot cannot hide a saturated pool for a whole collection.
 Active processes include the worker answering the status request itself.
+
+FPM measures its listen queue only on TCP sockets: on a unix socket the listen-queue gauges are always 0
+(still exported, so dashboards and rules keep one shape), and saturation shows only as
+cachewarden_fpm_status_timeouts_total; the fpm.listen_queue check says so.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge
 from exporter.php import fastcgi
-from exporter.php.endpoint import FpmEndpoint
+from exporter.php.endpoint import EndpointBusy, FpmEndpoint
 from exporter.php.pool_config import PoolConfigError, read_pool
 
 FPM_UP = gauge("cachewarden_fpm_up", "1 if the pool answered its status page, else 0.")
@@ -43,9 +50,14 @@ FPM_MAX_CHILDREN = gauge("cachewarden_fpm_max_children", "pm.max_children from t
 FPM_MAX_CHILDREN_REACHED = counter(
     "cachewarden_fpm_max_children_reached_total", "Times the pool wanted a worker beyond pm.max_children."
 )
-FPM_LISTEN_QUEUE = gauge("cachewarden_fpm_listen_queue", "Connections waiting for a free worker.")
-FPM_LISTEN_QUEUE_MAX = gauge("cachewarden_fpm_listen_queue_max", "Most connections ever waiting since start.")
-FPM_LISTEN_QUEUE_LENGTH = gauge("cachewarden_fpm_listen_queue_length", "Size of the socket's listen backlog.")
+_TCP_ONLY = " TCP listeners only: always 0 on a unix socket (see cachewarden_fpm_status_timeouts_total)."
+FPM_LISTEN_QUEUE = gauge("cachewarden_fpm_listen_queue", "Connections waiting for a free worker." + _TCP_ONLY)
+FPM_LISTEN_QUEUE_MAX = gauge(
+    "cachewarden_fpm_listen_queue_max", "Most connections ever waiting since start." + _TCP_ONLY
+)
+FPM_LISTEN_QUEUE_LENGTH = gauge(
+    "cachewarden_fpm_listen_queue_length", "Size of the socket's listen backlog." + _TCP_ONLY
+)
 FPM_SLOW_REQUESTS = counter(
     "cachewarden_fpm_slow_requests_total", "Requests that exceeded request_slowlog_timeout."
 )
@@ -99,14 +111,22 @@ class FpmCollector(Collector):
 
     async def collect(self) -> Observation:
         s = self.new_samples()
+        t = self.config
+        wait = max(0.0, self.timeout - t.connect_timeout - t.status_timeout)
         try:
             resp = await self.endpoint.request(
-                status_params(self.config.status_path), read_timeout=self.config.status_timeout
+                status_params(t.status_path), read_timeout=t.status_timeout, wait_timeout=wait
             )
+        except EndpointBusy:
+            self.status_timeouts += 1
+            return self._down(s, f"cachewarden's OPcache agent run on this pool did not finish within "
+                                 f"{wait:g}s, so the status page could not be asked: every worker may be "
+                                 "busy (pool saturated)")
         except fastcgi.FastCGITimeout:
             self.status_timeouts += 1
             return self._down(s, f"the socket accepts connections but the status page did not answer within "
-                                 f"{self.config.status_timeout:g}s: every worker is busy (pool saturated)")
+                                 f"{t.status_timeout:g}s: every worker is busy (pool saturated), or "
+                                 f"{t.address} is not a FastCGI server")
         except fastcgi.FastCGIConnectError:
             return self._down(s, f"{self.config.address} refuses connections: PHP-FPM is not running there")
         except fastcgi.FastCGIError as exc:
@@ -146,7 +166,11 @@ class FpmCollector(Collector):
             checks.append(Check("fpm.max_children_reached", Verdict.OK,
                                 f"pm.max_children reached {reached:g} time(s) since FPM started"))
         self._last_reached = reached
-        if queue > 0:
+        if self.config.address.startswith("unix:"):
+            checks.append(Check("fpm.listen_queue", Verdict.NOTE,
+                                "listen queue not measured: FPM counts it only on TCP sockets; on this unix "
+                                "socket saturation shows as cachewarden_fpm_status_timeouts_total"))
+        elif queue > 0:
             checks.append(
                 Check("fpm.listen_queue", Verdict.PROBLEM, f"{queue} connection(s) wait for a worker")
             )

@@ -158,7 +158,9 @@ class RecordDecoder:
         while len(self._buf) >= HEADER.size:
             version, rtype, request_id, length, padding = HEADER.unpack_from(self._buf)
             if version != VERSION:
-                raise MalformedRecord(f"record version {version}, expected {VERSION}")
+                if self._buf.startswith(b"HTTP/"):
+                    raise MalformedRecord("answered HTTP, not FastCGI: is this the web server's port?")
+                raise MalformedRecord(f"record version {version}, expected {VERSION}: not a FastCGI server?")
             end = HEADER.size + length + padding
             if len(self._buf) < end:
                 break
@@ -263,7 +265,12 @@ async def request(
             await writer.drain()
             return await _read_response(reader)
     except TimeoutError:
-        raise FastCGITimeout(f"{address}: no complete response within {read_timeout:g}s") from None
+        raise FastCGITimeout(
+            f"{address}: no complete response within {read_timeout:g}s (every worker busy, "
+            "or not a FastCGI server)"
+        ) from None
+    except MalformedRecord as exc:
+        raise MalformedRecord(f"{address}: {exc}") from None
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         raise FastCGIError(f"{address}: connection lost: {exc}") from None
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from exporter.php import fastcgi
@@ -58,3 +60,34 @@ async def test_stopped_pool_refuses_connections(php_fpm: FpmFactory) -> None:
     fpm.stop()
     with pytest.raises(fastcgi.FastCGIConnectError):
         await fpm.get("/fpm-status", "json")
+
+
+async def test_an_http_server_is_named_with_its_address() -> None:
+    # A real HTTP server (aiohttp's) on the configured port: the mistake is pointing at the web server.
+    from aiohttp import web
+
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        address = f"127.0.0.1:{port}"
+        with pytest.raises(fastcgi.MalformedRecord,
+                           match=rf"^{address}: answered HTTP, not FastCGI: is this the web server's port"):
+            await fastcgi.request(address, {"SCRIPT_FILENAME": "/x"}, connect_timeout=1, read_timeout=5)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_silent_listener_times_out_naming_both_causes() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up, never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(fastcgi.FastCGITimeout, match="every worker busy, or not a FastCGI server"):
+            await fastcgi.request(f"127.0.0.1:{port}", {}, connect_timeout=1, read_timeout=0.3)

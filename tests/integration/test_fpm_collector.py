@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from exporter.collectors.fpm import (
     FPM_UP,
     FpmCollector,
 )
+from exporter.collectors.opcache import OpcacheCollector
 from exporter.config import parse
 from exporter.scheduler import Scheduler
 from tests.support import phpfpm
@@ -112,3 +114,40 @@ async def test_pool_down_is_reported_others_keep_collecting_and_it_recovers(php_
     assert st.observation is not None
     assert st.observation.samples.value(FPM_UP) == 1
     assert (await scheduler.collect("opcache", "down")).up is True
+
+
+async def test_an_agent_run_holding_the_pool_slot_counts_as_a_status_timeout(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm()
+    config = parse({"php_fpm": [target("www", fpm, connect_timeout="200ms", status_timeout="300ms")],
+                    "collectors": {"fpm": {"timeout": "1s"}}})
+    fpm_c, opcache_c = build_collectors(config)
+    assert isinstance(fpm_c, FpmCollector)
+    assert isinstance(opcache_c, OpcacheCollector)
+    started, release = fpm.root / "agent.started", fpm.root / "agent.release"
+    slow_agent = asyncio.create_task(opcache_c.agent.run_source("slow", """<?php
+        cachewarden_run(function (array $args): bool {
+            touch($args['started']);
+            while (!file_exists($args['release'])) { usleep(20000); clearstatcache(); }
+            return true;
+        });""", {"started": str(started), "release": str(release)}))
+    try:
+        async def agent_running() -> bool:
+            return started.exists()
+
+        await async_wait_for(agent_running, message="agent run holding the pool slot")
+        async with asyncio.timeout(fpm_c.timeout):  # the scheduler would cancel it after this
+            obs = await fpm_c.collect()
+    finally:
+        release.touch()
+        await slow_agent
+    assert obs.samples.value(FPM_UP) == 0
+    assert obs.samples.value(FPM_STATUS_TIMEOUTS) == 1
+    assert "agent run on this pool did not finish within 0.5s" in obs.checks[0].summary
+    assert (await fpm_c.collect()).samples.value(FPM_UP) == 1
+
+
+async def test_unix_socket_listen_queue_is_said_to_be_unmeasured(php_fpm: FpmFactory) -> None:
+    obs = await fpm_collector(php_fpm()).collect()
+    queue = next(c for c in obs.checks if c.name == "fpm.listen_queue")
+    assert queue.verdict is Verdict.NOTE
+    assert "cachewarden_fpm_status_timeouts_total" in queue.summary

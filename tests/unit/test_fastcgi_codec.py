@@ -67,8 +67,13 @@ def test_decoder_reassembles_records_fed_byte_by_byte() -> None:
 
 
 def test_a_record_with_the_wrong_version_is_malformed() -> None:
-    with pytest.raises(MalformedRecord, match="version 72"):
-        RecordDecoder().feed(b"HTTP/1.1 200 OK\r\n\r\n")
+    with pytest.raises(MalformedRecord, match="version 83, expected 1: not a FastCGI server"):
+        RecordDecoder().feed(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+
+def test_an_http_answer_is_named_as_such() -> None:
+    with pytest.raises(MalformedRecord, match="answered HTTP, not FastCGI: is this the web server's port"):
+        RecordDecoder().feed(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
 
 def test_cgi_output_status_and_headers_are_parsed() -> None:
