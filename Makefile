@@ -1,5 +1,4 @@
-# cachewarden's entry points. `make test` and `make run` set up everything they need on Debian 12
-# (packages, virtualenv, servers) and are safe to re-run.
+# Shortcuts for cachewarden's scripts; the scripts themselves need no make (scripts/run, scripts/test-all).
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -7,28 +6,31 @@ SHELL := bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LISTEN ?= 0.0.0.0:9590
-DEMO_CONFIG := var/demo/cachewarden.yaml
+export VENV LISTEN
 
-.PHONY: help deps services lint test bench run metric-table
+.PHONY: help deps venv services lint test bench run metric-table
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## install missing Debian packages and the virtualenv
-	scripts/install-deps
+deps: ## install every Debian package the test suite needs, and the virtualenv
+	scripts/install-deps all
 
-services: deps ## start Redis, MariaDB and PostgreSQL if they are not running
+venv: ## install the virtualenv only (no Debian package, no server)
+	scripts/install-deps venv
+
+services: deps ## start Redis, MariaDB and PostgreSQL if they are not running (test setup, see README)
 	scripts/start-services
 
-lint: deps ## ruff, mypy, hadolint
+lint: venv ## ruff, mypy, hadolint
 	$(VENV)/bin/ruff check exporter tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-test: deps services ## ruff, mypy and the whole test suite (unit + integration)
-	scripts/test
+test: ## scripts/test-all: install, start the servers, then ruff, mypy and the whole test suite
+	scripts/test-all
 
-bench: deps ## run every benchmark under bench/ (each prints measured/target/PASS or FAIL)
+bench: venv ## run every benchmark under bench/ (each prints measured/target/PASS or FAIL)
 	@failed=(); shopt -s nullglob; \
 	for b in bench/*.py; do \
 		echo "==> $$b"; \
@@ -36,9 +38,8 @@ bench: deps ## run every benchmark under bench/ (each prints measured/target/PAS
 	done; \
 	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}"; exit 1; fi
 
-run: deps services ## build the demo Laravel app into var/demo and serve it on :9590
-	scripts/demo-setup
-	exec $(VENV)/bin/cachewarden serve --config.file $(DEMO_CONFIG) --web.listen-address $(LISTEN)
+run: ## scripts/run: the demo on LISTEN (0.0.0.0:9590), with only PHP's CLI, Laravel and the venv installed
+	scripts/run
 
-metric-table: deps ## rewrite the metric reference table in README.md from the code
+metric-table: venv ## rewrite the metric reference table in README.md from the code
 	scripts/metric-table --write
