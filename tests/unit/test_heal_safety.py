@@ -1,4 +1,4 @@
-"""The view actions never change or delete anything outside the compiled directory, whatever the app plants."""
+"""The view actions never change or delete anything outside the compiled directory, whatever is planted."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_pa
     key = secret(tmp_path / "outside")
     link.unlink()
     link.symlink_to(tmp_path / "outside")
-    with pytest.raises(ActionError, match="not .* as at start"):
+    with pytest.raises(ActionError, match=r"not .* as at start"):
         await fix_permissions(cfg, ctx)
     assert mode(key) == 0o600
 
@@ -137,7 +137,8 @@ async def test_symlinked_files_in_the_compiled_directory_are_neither_followed_no
     perms = await fix_permissions(cfg)
     orphans = await remove_orphans(cfg, [str(planted)])
     assert mode(key) == 0o600
-    assert planted.is_symlink() and key.exists()
+    assert planted.is_symlink()
+    assert key.exists()
     assert any("symlink" in r for r in perms.refused)
     assert any("symlink" in r for r in orphans.refused)
     assert orphans.done == []
@@ -166,7 +167,8 @@ async def test_a_compiled_path_holding_the_app_is_refused(tmp_path: Path, compil
         await fix_permissions(cfg)
     with pytest.raises(ActionError, match="contains"):
         await remove_orphans(cfg, [str(key)])
-    assert mode(key) == 0o600 and key.exists()
+    assert mode(key) == 0o600
+    assert key.exists()
 
 
 async def test_a_compiled_path_from_the_env_outside_the_app_is_refused(tmp_path: Path) -> None:
