@@ -175,8 +175,40 @@ def test_dotenv_references_do_not_read_the_sidecars_environment(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_ONLY", "leaked")
     dotenv = tmp_path / ".env"
-    dotenv.write_text("APP_NAME=shop\n", encoding="utf-8")
-    assert read_dotenv(dotenv) == {"APP_NAME": "shop"}
+    dotenv.write_text("APP_NAME=shop\nPREFIX=${SIDECAR_ONLY}_x\nQUOTED=\"${SIDECAR_ONLY}\"\n",
+                      encoding="utf-8")
+    # As in Laravel, a reference to nothing the file defined stays as written.
+    assert read_dotenv(dotenv) == {"APP_NAME": "shop", "PREFIX": "${SIDECAR_ONLY}_x",
+                                   "QUOTED": "${SIDECAR_ONLY}"}
+
+
+def test_dotenv_references_resolve_only_from_earlier_lines(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("BEFORE=${LATER}\nLATER=late\nAFTER=${LATER}\n", encoding="utf-8")
+    assert read_dotenv(dotenv) == {"BEFORE": "${LATER}", "LATER": "late", "AFTER": "late"}
+
+
+def test_single_quoted_dotenv_values_are_literal_like_laravels(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("APP_NAME=shop\nSINGLE='${APP_NAME}-x'\nDOUBLE=\"${APP_NAME}-x\"\nBARE=${APP_NAME}-x\n",
+                      encoding="utf-8")
+    assert read_dotenv(dotenv) == {"APP_NAME": "shop", "SINGLE": "${APP_NAME}-x", "DOUBLE": "shop-x",
+                                   "BARE": "shop-x"}
+
+
+def test_dotenv_null_means_unset_and_empty_means_empty_as_in_laravels_env(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("A=null\nB=(null)\nC=NULL\nD=\"null\"\nE=empty\nF=(empty)\nG=nullable\n",
+                      encoding="utf-8")
+    assert read_dotenv(dotenv) == {"E": "", "F": "", "G": "nullable"}
+
+
+@pytest.mark.parametrize("value", ["null", "(null)", "", "empty"])
+def test_view_compiled_path_that_laravel_reads_as_unset_falls_back_to_the_default(tmp_path: Path,
+                                                                                 value: str) -> None:
+    root = laravel_app(tmp_path / "shop", f"VIEW_COMPILED_PATH={value}\n")
+    target = parse({"laravel": [{"name": "shop", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == root / "storage" / "framework" / "views"
 
 
 def test_missing_dotenv_is_empty(tmp_path: Path) -> None:
