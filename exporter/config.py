@@ -416,6 +416,8 @@ class HealWarm(_Model):
 
 class HealConfig(_Model):
     enabled: bool = True
+    # This host's `instance` label: alerts about another instance are left to that host's sidecar.
+    instance: Annotated[str | None, Field(min_length=1, max_length=1024)] = None
     token_file: Path | None = None
     token_env: str = "CACHEWARDEN_HEAL_TOKEN"  # noqa: S105 - a variable name, not a secret
     dry_run: bool = False  # every run only lists what it would do

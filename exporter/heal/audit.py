@@ -53,8 +53,8 @@ HEAL_INEFFECTIVE = gauge(
 RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective")
 REQUEST_OUTCOMES = ("accepted", "manual", "unauthorized", "forbidden", "disabled", "bad_request",
                     "too_large", "unsupported_media_type", "conflict", "unavailable")
-ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "locked",
-                   "cooldown", "ineffective", "disabled")
+ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "other_instance",
+                   "locked", "cooldown", "ineffective", "disabled")
 HEAL_METRICS = (HEAL_RUNS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE)
 
 

@@ -84,7 +84,7 @@ class HealRunner:
         )
         self.audit = audit or Audit(self.metrics)
         self.dedup = Deduplicator(store, heal.dedup_ttl)
-        self.locks = ActionLocks(store, heal.lock_ttl, heal.cooldown)
+        self.locks = ActionLocks(store, heal.lock_ttl, heal.cooldown, heal.instance)
         self._clock = clock
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +116,10 @@ class HealRunner:
 
         if not alert.firing:
             return decided("resolved")
+        instance = self.config.heal.instance
+        if instance is not None and alert.instance is not None and alert.instance != instance:
+            # Another host's alert: its own sidecar heals it. Not marked seen, so that sidecar can.
+            return decided("other_instance")
         plan = self.plans.get(alert.alertname)
         if plan is None:
             return decided("no_plan")
@@ -126,11 +130,20 @@ class HealRunner:
             return decided("disabled")
         run = Run(alert.target, list(plan.steps), self.config.heal.dry_run, requested_by,
                   plan=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at)
-        if not await self.dedup.first_delivery(alert.fingerprint, alert.starts_at, run.id):
+        # A dry run changes nothing, so it does not use up the occurrence: the real run may follow.
+        if not run.dry_run and not await self.dedup.first_delivery(alert.fingerprint, alert.starts_at,
+                                                                    run.id):
             return decided("duplicate")
-        refusal = await self._admit(run)
+        try:
+            refusal = await self._admit(run)
+        except BaseException:
+            # The store failed mid-admission (the caller answers 503): Alertmanager's retry must act.
+            if not run.dry_run:
+                with contextlib.suppress(Exception):
+                    await self.dedup.forget(alert.fingerprint, alert.starts_at, run.id)
+            raise
         if refusal is not None:
-            if refusal != "ineffective":
+            if refusal != "ineffective" and not run.dry_run:
                 # Not acted on yet: let a later resend of the same alert try again.
                 await self.dedup.forget(alert.fingerprint, alert.starts_at, run.id)
             await self._refused(run, refusal)

@@ -47,6 +47,7 @@ class Alert:
     target: str | None
     fingerprint: str
     starts_at: str
+    instance: str | None = None
 
     @property
     def firing(self) -> bool:
@@ -84,6 +85,7 @@ def parse_payload(data: Any) -> list[Alert]:
             target=a.labels.get("target"),
             fingerprint=a.fingerprint or _fingerprint(a.labels),
             starts_at=a.startsAt,
+            instance=a.labels.get("instance"),
         )
         for a in payload.alerts
     ]

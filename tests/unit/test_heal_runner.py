@@ -12,7 +12,7 @@ from exporter.collectors.base import Collector, Observation
 from exporter.config import Config
 from exporter.heal.actions.base import Action, ActionContext, ActionOutcome
 from exporter.heal.runner import HealRunner, NotRun
-from exporter.heal.store import MemoryStore
+from exporter.heal.store import MemoryStore, StoreUnavailable
 from exporter.heal.webhook import Alert
 from exporter.metrics import gauge
 from exporter.scheduler import Scheduler
@@ -177,3 +177,85 @@ async def test_store_claim_is_once_until_expiry() -> None:
     assert not await store.claim("k", "b", 10)
     now[0] += 10.5
     assert await store.claim("k", "b", 10)
+
+
+class LockOutage(MemoryStore):
+    """A store that fails the next `failures` lock claims, the way Redis fails when it restarts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def claim(self, key: str, token: str, ttl: float) -> bool:
+        if key.startswith("lock:") and self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("ConnectionError")
+        return await super().claim(key, token, ttl)
+
+
+async def test_an_alert_whose_admission_failed_is_acted_on_when_retried(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views, LockOutage(failures=1),
+                               **{"views.recompile": 0})
+
+    with pytest.raises(StoreUnavailable):
+        await runner.accept_alert(firing(), "test")
+    retry = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    assert retry.decision == "started"
+    assert acts["views.recompile"].calls == [False]
+
+
+async def test_a_dry_run_does_not_use_up_the_alert_occurrence(tmp_path: Path) -> None:
+    store = MemoryStore()
+    dry, _ = runner_with(plan_config(tmp_path, dry_run=True), ScriptedViews(stale=3), store,
+                         **{"views.recompile": 0})
+    real, acts = runner_with(plan_config(tmp_path / "real"), ScriptedViews(stale=3), store,
+                             **{"views.recompile": 0})
+
+    assert (await dry.accept_alert(firing(), "test")).decision == "started"
+    await dry.wait_idle()
+    assert (await real.accept_alert(firing(), "test")).decision == "started"
+    await real.wait_idle()
+    assert acts["views.recompile"].calls == [False]
+
+
+def on(instance: str | None, starts_at: str = "t0") -> Alert:
+    return Alert("firing", "Stale", "shop", "fp", starts_at, instance=instance)
+
+
+async def test_an_alert_about_another_instance_is_left_to_that_hosts_sidecar(tmp_path: Path) -> None:
+    store = MemoryStore()
+    web1, acts1 = runner_with(plan_config(tmp_path / "1", instance="web-1:9590"), ScriptedViews(stale=3),
+                              store, **{"views.recompile": 0})
+    web2, acts2 = runner_with(plan_config(tmp_path / "2", instance="web-2:9590"), ScriptedViews(stale=3),
+                              store, **{"views.recompile": 0})
+
+    assert (await web1.accept_alert(on("web-2:9590"), "am")).decision == "other_instance"
+    # Not marked seen: the host the alert is about still acts on the same notification.
+    assert (await web2.accept_alert(on("web-2:9590"), "am")).decision == "started"
+    await web2.wait_idle()
+    assert acts1["views.recompile"].calls == []
+    assert acts2["views.recompile"].calls == [False]
+
+
+async def test_hosts_of_a_fleet_lock_and_cool_down_their_own_targets(tmp_path: Path) -> None:
+    store = MemoryStore()
+    web1, _ = runner_with(plan_config(tmp_path / "1", instance="web-1:9590"), ScriptedViews(stale=3),
+                          store, **{"views.recompile": 0})
+    web2, acts2 = runner_with(plan_config(tmp_path / "2", instance="web-2:9590"), ScriptedViews(stale=3),
+                              store, **{"views.recompile": 0})
+    await web1.run_action("views.recompile", "shop", False, "test")  # web-1's "shop" now cools down
+
+    await web2.run_action("views.recompile", "shop", False, "test")  # NotRun if it shared the cooldown
+
+    assert acts2["views.recompile"].calls == [False]
+
+
+async def test_an_alert_without_an_instance_label_is_acted_on(tmp_path: Path) -> None:
+    runner, acts = runner_with(plan_config(tmp_path, instance="web-1:9590"), ScriptedViews(stale=3),
+                               **{"views.recompile": 0})
+    assert (await runner.accept_alert(on(None), "am")).decision == "started"
+    await runner.wait_idle()
+    assert acts["views.recompile"].calls == [False]
