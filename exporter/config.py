@@ -471,7 +471,8 @@ Severity = Literal["critical", "warning", "info"]
 
 class AlertRule(_Model):
     """One alert's tunables: the value its expression compares against, how long the condition must
-    hold before it fires (`for`), and its severity. Alerts with no numeric threshold ignore it."""
+    hold before it fires (`for`), and its severity. Alerts on a 0/1 flag have no threshold: setting one
+    is refused (see ALERTS_WITHOUT_THRESHOLD) rather than silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -497,7 +498,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheStaleScripts": _rule(0, "2m", "critical"),
     "CachewardenOpcacheMissingScripts": _rule(0, "10m", "warning"),
     "CachewardenCodeRevisionDrift": _rule(0, "5m", "critical"),
-    "CachewardenOpcacheMemoryFull": _rule(0.9, "10m", "warning"),  # used / total
+    "CachewardenOpcacheMemoryFull": _rule(0.9, "10m", "warning"),  # 1 - free / total (used or wasted)
     "CachewardenOpcacheKeysFull": _rule(0.9, "10m", "warning"),  # used / max
     "CachewardenOpcacheRestarts": _rule(0, "1m", "warning"),  # restarts for lack of room in 1h
     "CachewardenOpcacheHitRatioLow": _rule(0.9, "15m", "warning"),
@@ -505,6 +506,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenFpmDown": _rule(0, "2m", "critical"),
     "CachewardenFpmMaxChildrenReached": _rule(0, "1m", "warning"),  # increase over 5m
     "CachewardenFpmListenQueue": _rule(0, "2m", "warning"),
+    "CachewardenFpmStatusTimeouts": _rule(0, "1m", "warning"),  # status requests unanswered in 5m
     # Redis
     "CachewardenRedisDown": _rule(0, "2m", "critical"),
     "CachewardenRedisHitRatioLow": _rule(0.8, "15m", "warning"),
@@ -514,12 +516,19 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenDbDown": _rule(0, "2m", "critical"),
     "CachewardenDbConnectionsHigh": _rule(0.8, "5m", "warning"),  # connections / max_connections
     "CachewardenDbAbortedConnections": _rule(0.1, "10m", "warning"),  # aborted per second
-    "CachewardenDbSlowQueries": _rule(0.1, "10m", "warning"),  # slow queries per second
+    "CachewardenDbSlowQueries": _rule(0, "10m", "warning"),  # statement shapes over slow_threshold
     # cachewarden itself
+    "CachewardenDown": _rule(0, "5m", "critical"),
     "CachewardenCollectorDown": _rule(0, "5m", "warning"),
     "CachewardenHealFailing": _rule(0, "1m", "warning"),  # failed runs in 30m
     "CachewardenHealIneffective": _rule(0, "1m", "warning"),  # plans given up as not fixing anything
 }
+
+# Alerts on a 0/1 flag (or on a target being absent): their expressions compare with no number.
+ALERTS_WITHOUT_THRESHOLD = frozenset({
+    "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenFpmDown",
+    "CachewardenRedisDown", "CachewardenDbDown", "CachewardenDown", "CachewardenCollectorDown",
+})
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.
 DEFAULT_MIN_LOOKUP_RATE = 1.0
@@ -533,6 +542,8 @@ class AlertsConfig(_Model):
 
     runbook_base_url: str = "https://github.com/cachewarden/cachewarden/blob/main/docs/runbooks"
     min_lookup_rate: float = Field(default=DEFAULT_MIN_LOOKUP_RATE, ge=0)
+    # The Prometheus job(s) scraping cachewarden, a regex: CachewardenDown watches their `up`.
+    job: str = Field(default="cachewarden", min_length=1)
     rules: dict[str, AlertRule] = Field(default_factory=lambda: dict(ALERT_DEFAULTS))
 
     @field_validator("rules", mode="before")
@@ -543,6 +554,10 @@ class AlertsConfig(_Model):
         unknown = sorted(set(value) - set(ALERT_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown alert {unknown[0]!r} (known: {', '.join(ALERT_DEFAULTS)})")
+        for name in sorted(ALERTS_WITHOUT_THRESHOLD & set(value)):
+            if isinstance(value[name], dict) and "threshold" in value[name]:
+                raise ValueError(f"{name}.threshold: {name} compares with no number, so a threshold would "
+                                 "do nothing (remove the key)")
         merged: dict[str, Any] = {}
         for name, default in ALERT_DEFAULTS.items():
             given = value.get(name)

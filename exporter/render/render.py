@@ -57,6 +57,8 @@ def render_all(alerts: AlertsConfig) -> list[RenderedFile]:
         "rules": alert_thresholds(alerts),
         "min_lookup_rate": promql_number(alerts.min_lookup_rate),
         "sel": SELECTOR,
+        # A PromQL string literal: JSON's escaping is a subset of PromQL's.
+        "job": json.dumps(alerts.job),
     }
     out = [_render_rules(env, group, context) for group in RULE_GROUPS]
     out.extend(_render_dashboard(env, name, context) for name in DASHBOARDS)

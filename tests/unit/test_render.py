@@ -15,7 +15,7 @@ import yaml
 import exporter
 from exporter.cli import EXIT_BAD_CONFIG, EXIT_OK, main
 from exporter.collectors import all_metric_specs
-from exporter.config import ALERT_DEFAULTS, AlertsConfig, parse
+from exporter.config import ALERT_DEFAULTS, ALERTS_WITHOUT_THRESHOLD, AlertRule, AlertsConfig, parse
 from exporter.metrics import MetricSpec
 from exporter.render import render_all, stale_files, write_files
 from exporter.render.dashboards import panel_queries
@@ -87,7 +87,9 @@ def test_alert_has_for_severity_annotations_and_a_runbook_in_the_repo(name: str)
     assert rule["for"] == prometheus_duration(ALERT_DEFAULTS[name].for_)
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     notes = rule["annotations"]
-    assert "{{ $labels.target }}" in notes["summary"] + notes["description"]
+    # CachewardenDown reads Prometheus' own `up`, which names the scraped instance, not a target.
+    label = "$labels.instance" if name == "CachewardenDown" else "{{ $labels.target }}"
+    assert label in notes["summary"] + notes["description"]
     assert notes["runbook_url"].endswith(f"/docs/runbooks/{name}.md")
     runbook = ROOT / "docs" / "runbooks" / f"{name}.md"
     assert runbook.is_file(), f"missing runbook {runbook.relative_to(ROOT)}"
@@ -97,11 +99,7 @@ def test_alert_has_for_severity_annotations_and_a_runbook_in_the_repo(name: str)
 
 
 # Alerts on a 0/1 flag: their value says nothing the summary does not.
-FLAG_ALERTS = {
-    "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenCodeRevisionDrift",
-    "CachewardenFpmDown", "CachewardenRedisDown", "CachewardenDbDown", "CachewardenCollectorDown",
-    "CachewardenHealIneffective",
-}
+FLAG_ALERTS = ALERTS_WITHOUT_THRESHOLD | {"CachewardenCodeRevisionDrift", "CachewardenHealIneffective"}
 
 
 def test_alerts_that_measure_an_amount_print_it() -> None:
@@ -144,6 +142,38 @@ def test_runbook_base_url_is_configurable() -> None:
     alerts = parse({"alerts": {"runbook_base_url": "https://wiki.example.com/rb/"}}).alerts
     urls = {r["annotations"]["runbook_url"] for r in alerting_rules(rendered(alerts)).values()}
     assert urls == {f"https://wiki.example.com/rb/{n}.md" for n in ALERT_DEFAULTS}
+
+
+@pytest.mark.parametrize("name", sorted(ALERTS_WITHOUT_THRESHOLD))
+def test_a_threshold_on_an_alert_that_uses_none_is_refused_by_path(name: str) -> None:
+    with pytest.raises(Exception, match=rf"alerts\.rules: {name}\.threshold: .*remove the key"):
+        parse({"alerts": {"rules": {name: {"threshold": 3}}}})
+
+
+def test_exactly_the_alerts_declared_without_threshold_ignore_it() -> None:
+    # Bypasses validation on purpose: shows which expressions a threshold would really change.
+    odd = {n: AlertRule.model_validate({**r.model_dump(by_alias=True), "threshold": 1234.5})
+           for n, r in ALERT_DEFAULTS.items()}
+    changed = alerting_rules(rendered(AlertsConfig.model_construct(
+        runbook_base_url=AlertsConfig().runbook_base_url, min_lookup_rate=1.0, job="cachewarden", rules=odd)))
+    defaults = alerting_rules(rendered())
+    ignoring = {n for n in ALERT_DEFAULTS if changed[n]["expr"] == defaults[n]["expr"]}
+    assert ignoring == ALERTS_WITHOUT_THRESHOLD
+
+
+def test_the_scrape_job_reaches_the_cachewarden_down_alert_as_a_promql_string() -> None:
+    alerts = parse({"alerts": {"job": 'cw-.*|side"car'}}).alerts
+    expr = alerting_rules(rendered(alerts))["CachewardenDown"]["expr"]
+    assert expr == 'up{job=~"cw-.*|side\\"car"} == 0 or absent(up{job=~"cw-.*|side\\"car"})'
+
+
+def test_hit_ratios_are_recorded_only_above_the_minimum_lookup_rate() -> None:
+    files = rendered(parse({"alerts": {"min_lookup_rate": 2.5}}).alerts)
+    records = {r["record"]: r["expr"] for g in rule_groups(files) for r in g["rules"] if "record" in r}
+    for name in (
+        "target:cachewarden_opcache_hit_ratio:rate5m", "target:cachewarden_redis_keyspace_hit_ratio:rate5m",
+    ):
+        assert records[name].endswith("> 2.5"), records[name]
 
 
 def test_unknown_alert_names_in_the_config_are_reported_by_path() -> None:
@@ -208,7 +238,22 @@ def test_every_alert_is_tested_by_promtool_firing_and_not_firing() -> None:
     shipped = set(alerting_rules(rendered()))
     assert shipped - fires == set(), "alerts with no promtool case where they fire"
     assert shipped - silent == set(), "alerts with no promtool case where they stay silent"
+    assert shipped - pending_inside_for() == set(), "alerts with no promtool case inside their `for:`"
     assert tested_files == {p.name for p in (ROOT / "alerts").glob("*.yml")}
+
+
+def pending_inside_for() -> set[str]:
+    """Alerts with a promtool eval that expects no alert at a time their ALERTS series is pending."""
+    covered: set[str] = set()
+    for test_file in sorted((ROOT / "alerts" / "tests").glob("*.yaml")):
+        for case in yaml.safe_load(test_file.read_text(encoding="utf-8"))["tests"]:
+            quiet = {(c["alertname"], c["eval_time"]) for c in case.get("alert_rule_test", [])
+                     if not c.get("exp_alerts")}
+            for check in case.get("promql_expr_test", []):
+                m = re.fullmatch(r'ALERTS\{alertname="(\w+)", alertstate="pending"\}', check["expr"])
+                if m and check["exp_samples"] and (m.group(1), check["eval_time"]) in quiet:
+                    covered.add(m.group(1))
+    return covered
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
