@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     _setup_logging(args.log_level or config.log_level)
     switches = _collector_switches(args)
+    if args.command == "serve" and (problem := config.heal.token_problem()):
+        print(f"{args.config_file}: {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     if args.command == "serve":
         return _serve(config, switches, args.listen_address or config.listen_address)
     if args.command == "check":

@@ -414,6 +414,9 @@ class HealWarm(_Model):
     urls: list[WarmUrl] = []
 
 
+MIN_TOKEN_LENGTH = 16  # a guessable token would make /heal an open door
+
+
 class HealConfig(_Model):
     enabled: bool = True
     # This host's `instance` label: alerts about another instance are left to that host's sidecar.
@@ -459,8 +462,26 @@ class HealConfig(_Model):
             raise ValueError(f"not a network in CIDR notation: {bad}")
         return v
 
+    @field_validator("token_file", "redis_password_file")
+    @classmethod
+    def _secret_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not (v.is_file() and os.access(v, os.R_OK)):
+            raise ValueError("file does not exist or is not readable")
+        return v
+
     def token(self) -> str | None:
         return read_secret(self.token_file, self.token_env) or None
+
+    def token_problem(self) -> str | None:
+        """Why the configured token cannot guard /heal (unreadable, too short), checked before serving."""
+        source = "heal.token_file" if self.token_file else f"the variable {self.token_env}"
+        try:
+            token = self.token()
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{source}: cannot read it ({type(exc).__name__})"
+        if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
+            return f"{source}: the heal token must be at least {MIN_TOKEN_LENGTH} characters long"
+        return None
 
     def redis_password(self) -> str | None:
         return read_secret(self.redis_password_file, self.redis_password_env)

@@ -77,3 +77,26 @@ def test_unknown_action_or_target_exits_2(setup: tuple[Path, Path], action: str,
 
     assert main(["heal", action, "--target", target, "--config.file", str(config)]) == 2
     assert compiled.exists()
+
+
+@pytest.mark.parametrize("key", ["token_file", "redis_password_file"])
+def test_a_missing_secret_file_is_a_config_error_exit_2(tmp_path: Path, key: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(yaml.safe_dump({"heal": {key: str(tmp_path / "nope")}}))
+
+    assert main(["serve", "--config.file", str(config)]) == 2
+    assert f"heal.{key}: file does not exist or is not readable" in capsys.readouterr().err
+
+
+def test_a_short_heal_token_refuses_to_serve_with_exit_2(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "token"
+    token.write_text("short-token\n")
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(yaml.safe_dump({"heal": {"token_file": str(token)}}))
+
+    assert main(["serve", "--config.file", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "at least 16 characters" in err
+    assert "short-token" not in err
