@@ -1,9 +1,9 @@
 """The `/heal` endpoints and the heal's lifecycle inside the aiohttp app.
 
 Status codes are chosen for Alertmanager: 2xx for everything it should not resend now (accepted,
-duplicate, resolved, skipped because of a lock, a cooldown, a disabled heal), 4xx for requests that
-will never succeed as sent (no or wrong token 401, address or unconfigured token 403, 413, 415, bad
-payload 400/422), 5xx only when the coordination store is unreachable, a failure worth a retry.
+duplicate, resolved, skipped because of a lock, a cooldown, a disabled heal or no configured token),
+4xx for requests that will never succeed as sent (no or wrong token 401, address 403, a manual call
+with no configured token 403, 413, 415, bad payload 400/422), 5xx only when the coordination store is unreachable, a failure worth a retry.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class HealGuard:
 
     def check(self, request: web.Request) -> guards.Refusal | None:
         if self.token is None:
-            # 403, not 503: nothing will change until someone configures a token, so Alertmanager
-            # must not retry; the body says why.
+            # Not 503: nothing will change until someone configures a token, so nobody should retry.
+            # Webhook deliveries get 200 (see handle_post), manual calls and listings 403.
             return guards.Refusal(403, "disabled", "heal is disabled: no token is configured "
                                   "(heal.token_file or the heal.token_env variable)")
         return (guards.check_address(request.remote, self.networks)
@@ -88,6 +88,14 @@ async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response
 
 async def handle_post(request: web.Request) -> web.Response:
     refusal = request.app[HEAL_GUARD].check(request)
+    if refusal is not None and refusal.outcome == "disabled" and "action" not in request.query:
+        # A webhook delivery to a sidecar whose heal is off: 2xx, so Alertmanager neither retries nor
+        # counts a failed notification; nothing is read or acted on.
+        runner = request.app[HEAL_RUNNER]
+        runner.metrics.requests["disabled"] += 1
+        await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
+                                                  "outcome": "disabled", "status": 200})
+        return web.json_response({"status": "ok", "outcome": "disabled", "error": refusal.message})
     if refusal is not None:
         return await _refuse(request, refusal)
     if "action" in request.query:

@@ -157,16 +157,30 @@ async def test_missing_or_wrong_token_is_401_and_acts_on_nothing(
     assert (await client.get("/heal", headers=headers)).status == 401
 
 
-async def test_no_token_configured_disables_heal_with_a_403_that_says_so(
+async def test_no_token_configured_answers_webhooks_200_disabled_and_acts_on_nothing(
         serve: Serve, app_root: Path) -> None:
+    compiled = orphan(app_root)
     client = await serve(heal_config(app_root, None))
 
-    resp = await post(client, payload(alert("CachewardenViewsOrphaned")))
+    resp = await post(client, payload(alert("CachewardenViewsOrphaned")), headers={})
 
-    assert resp.status == 403
+    assert resp.status == 200  # Alertmanager neither retries nor counts a failed notification
     body = await resp.json()
     assert body["outcome"] == "disabled"
     assert "no token is configured" in body["error"]
+    assert compiled.exists()
+    assert runner_of(client).recent_runs() == []
+
+
+async def test_no_token_configured_refuses_manual_runs_with_403(serve: Serve, app_root: Path) -> None:
+    compiled = orphan(app_root)
+    client = await serve(heal_config(app_root, None))
+
+    resp = await client.post("/heal?action=views.remove_orphans&target=shop")
+
+    assert resp.status == 403
+    assert (await resp.json())["outcome"] == "disabled"
+    assert compiled.exists()
 
 
 async def test_heal_enabled_false_answers_2xx_and_acts_on_nothing(
