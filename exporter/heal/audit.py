@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,28 @@ from exporter.metrics import Samples, counter, gauge
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-log = logging.getLogger("cachewarden.heal.audit")
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("cachewarden.heal.audit")
+
+
+class _JsonLineHandler(logging.Handler):
+    """Writes the bare message: each audit line is one JSON document a log shipper can parse as is."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # sys.stderr looked up on every line, not bound once, so a redirected stderr is honoured.
+            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.flush()
+        except Exception:  # a broken stderr must not break a heal
+            self.handleError(record)
+
+
+def _setup_audit_log() -> None:
+    if not any(isinstance(h, _JsonLineHandler) for h in audit_log.handlers):
+        audit_log.addHandler(_JsonLineHandler())
+    # Not through the root handler, whose prefix (time, level, name) would make the line not JSON.
+    audit_log.propagate = False
+    audit_log.setLevel(logging.INFO)
 
 SELF_TARGET = "cachewarden"
 STREAM = "cachewarden:heal:audit"
@@ -101,6 +123,7 @@ class Audit:
     """Writes every audit event to the log, and to a Redis stream when heal.redis_url is set."""
 
     def __init__(self, metrics: HealMetrics, redis: Redis | None = None) -> None:
+        _setup_audit_log()
         self.metrics = metrics
         self._redis = redis
         self._stream_failing = False
@@ -108,7 +131,7 @@ class Audit:
     async def event(self, kind: str, fields: dict[str, Any]) -> None:
         record = {"event": kind, **fields}
         line = json.dumps(record, default=str, sort_keys=True)
-        log.info("%s", line)
+        audit_log.info("%s", line)
         if self._redis is None:
             return
         try:

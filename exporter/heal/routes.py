@@ -3,7 +3,8 @@
 Status codes are chosen for Alertmanager: 2xx for everything it should not resend now (accepted,
 duplicate, resolved, skipped because of a lock, a cooldown, a disabled heal or no configured token),
 4xx for requests that will never succeed as sent (no or wrong token 401, address 403, a manual call
-with no configured token 403, 413, 415, bad payload 400/422), 5xx only when the coordination store is unreachable, a failure worth a retry.
+with no configured token 403, 413, 415, bad payload 400/422), 5xx only when the coordination store
+is unreachable, a failure worth a retry.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +261,21 @@ async def test_an_alert_without_an_instance_label_is_acted_on(tmp_path: Path) ->
     assert (await runner.accept_alert(on(None), "am")).decision == "started"
     await runner.wait_idle()
     assert acts["views.recompile"].calls == [False]
+
+
+async def test_audit_lines_on_stderr_are_bare_json_documents(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # What `cachewarden serve` installs on the root logger: every line prefixed.
+    prefixed = logging.StreamHandler()
+    prefixed.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(prefixed)
+    try:
+        runner, _ = runner_with(plan_config(tmp_path), ScriptedViews(stale=3), **{"views.recompile": 0})
+        await runner.accept_alert(firing(), "test")
+        await runner.wait_idle()
+    finally:
+        logging.getLogger().removeHandler(prefixed)
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    events = [json.loads(line)["event"] for line in lines]  # fails on any prefix
+    assert events == ["heal_started", "heal_finished"]
