@@ -5,8 +5,9 @@
 
 becomes `cachewarden_app_cache_hits_total 940`, …, and `cachewarden_app_cache_hit_ratio 0.94`. The ratio
 is computed from hits and misses: an endpoint's own `hit_rate` may be a percentage, a fraction or stale.
+With no lookups yet there is no ratio, and none is exported (0 would read as "every lookup missed").
 Fields the endpoint does not send are not exported; unknown fields are ignored. A body that is not a
-JSON object is a collector failure.
+JSON object, or longer than MAX_BODY_BYTES, is a collector failure.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ APP_CACHE_TAG_INVALIDATIONS = counter(
 APP_CACHE_ENTRIES = gauge("cachewarden_app_cache_entries", "Entries held in the cache now.")
 APP_CACHE_TAGS = gauge("cachewarden_app_cache_tags", "Distinct tags known to the cache now.")
 APP_CACHE_HIT_RATIO = gauge(
-    "cachewarden_app_cache_hit_ratio", "hits / (hits + misses) since the application started (0..1)."
+    "cachewarden_app_cache_hit_ratio",
+    "hits / (hits + misses) since the application started (0..1); absent before the first lookup.",
 )
+# A statistics object is a few hundred bytes; a misconfigured URL serving a page or a file must not be
+# read into memory whole.
+MAX_BODY_BYTES = 1 << 20
 
 FIELDS: dict[str, MetricSpec] = {
     "hits": APP_CACHE_HITS,
@@ -63,8 +68,12 @@ class AppStatsCollector(Collector):
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         async with self._session.get(self._url, headers={"Accept": "application/json"}) as resp:
             resp.raise_for_status()
-            body = await resp.read()
-        values = parse_stats(body)
+            body = bytearray()
+            async for chunk in resp.content.iter_any():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadStatsError(f"the body is longer than {MAX_BODY_BYTES} bytes")
+        values = parse_stats(bytes(body))
         samples = self.new_samples()
         for field, spec in FIELDS.items():
             if field in values:
@@ -72,10 +81,12 @@ class AppStatsCollector(Collector):
         checks = []
         if "hits" in values and "misses" in values:
             lookups = values["hits"] + values["misses"]
-            ratio = values["hits"] / lookups if lookups else 0.0
-            samples.add(APP_CACHE_HIT_RATIO, ratio)
-            summary = f"{ratio:.1%} of {lookups:.0f} lookups hit" if lookups else "no lookups yet"
-            checks.append(Check("hit ratio", Verdict.OK, summary))
+            if lookups:
+                ratio = values["hits"] / lookups
+                samples.add(APP_CACHE_HIT_RATIO, ratio)
+                checks.append(Check("hit ratio", Verdict.OK, f"{ratio:.1%} of {lookups:.0f} lookups hit"))
+            else:
+                checks.append(Check("hit ratio", Verdict.OK, "no lookups yet"))
         else:
             checks.append(Check("hit ratio", Verdict.NOTE, "the endpoint reports no hits/misses"))
         return Observation(samples, checks, {"stats": values})

@@ -10,7 +10,9 @@ Statement digests are capped at the `top_n` heaviest by total time and their tex
 Reading them is also what costs the server most, so on MariaDB/MySQL they are read every
 `digest_interval` and the last reading is exported again in between.
 An unreachable server or a refused login yields `cachewarden_db_up 0` and a PROBLEM check whose text
-never contains the password.
+never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
+read: what it lacks the privileges for (the longest transaction, statement digests) is a NOTE naming
+the grant, and its series are left out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,7 +28,7 @@ from exporter.collectors.base import ITEM_CAP, Check, Collector, Observation, Ve
 from exporter.config import DatabaseTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.sql.engine import create_engine, describe_error
-from exporter.sql.stats import DbStats, Digest, StatementOptions
+from exporter.sql.stats import DbStats, Digest, DigestSchedule, StatementOptions
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,12 @@ DB_LONGEST_TRANSACTION = gauge(
     "cachewarden_db_longest_transaction_seconds", "Age of the oldest open transaction (0 if none)."
 )
 DB_SLOW_QUERIES = counter(
-    "cachewarden_db_slow_queries_total", "Statements slower than long_query_time (MariaDB/MySQL counter)."
+    "cachewarden_db_slow_queries_total",
+    "Statements slower than long_query_time (MariaDB/MySQL counter; see _long_query_time_seconds).",
+)
+DB_LONG_QUERY_TIME = gauge(
+    "cachewarden_db_long_query_time_seconds",
+    "The server's long_query_time, the threshold of the slow queries counter (MariaDB/MySQL).",
 )
 DB_FULL_SCANS = counter(
     "cachewarden_db_full_scans_total",
@@ -86,12 +94,14 @@ class SqlCollector(Collector):
     kind = "sql"
     metrics = (
         DB_UP, DB_CONNECTIONS, DB_MAX_CONNECTIONS, DB_MAX_USED_CONNECTIONS, DB_ABORTED_CONNECTIONS,
-        DB_LONGEST_TRANSACTION, DB_SLOW_QUERIES, DB_FULL_SCANS, DB_STATEMENT_STATS_AVAILABLE,
-        DB_SLOW_STATEMENTS, DB_NO_INDEX_STATEMENTS, DB_STATEMENT_CALLS, DB_STATEMENT_SECONDS,
+        DB_LONGEST_TRANSACTION, DB_SLOW_QUERIES, DB_LONG_QUERY_TIME, DB_FULL_SCANS,
+        DB_STATEMENT_STATS_AVAILABLE, DB_SLOW_STATEMENTS, DB_NO_INDEX_STATEMENTS, DB_STATEMENT_CALLS,
+        DB_STATEMENT_SECONDS,
         DB_STATEMENT_ROWS_EXAMINED, DB_STATEMENT_NO_INDEX_USED, DB_STATEMENT_INFO,
     )
 
-    def __init__(self, target: DatabaseTarget, *, interval: float, timeout: float) -> None:
+    def __init__(self, target: DatabaseTarget, *, interval: float, timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(target.name, interval=interval, timeout=timeout)
         self._password = target.password()
         self._bounded = create_engine(target, connect_timeout=max(1.0, timeout / 2))
@@ -101,12 +111,13 @@ class SqlCollector(Collector):
         )
         self._warn_ratio = target.connections_warn_ratio
         self._last_error: str | None = None
-        self._digest_interval = target.digest_interval
-        self._digests_due = 0.0  # time.monotonic() from which the next reading includes the digests
+        self._clock = clock
+        self._digest_schedule = DigestSchedule(target.digest_interval, interval)
         self._digest_reading: DbStats | None = None
 
     async def collect(self) -> Observation:
-        due = self._digest_reading is None or time.monotonic() >= self._digests_due
+        started = self._clock()
+        due = self._digest_reading is None or self._digest_schedule.due(started)
         options = dataclasses.replace(self._options, read_digests=due)
         try:
             async with self._bounded.engine.connect() as conn:
@@ -116,14 +127,14 @@ class SqlCollector(Collector):
         if self._last_error is not None:
             log.info("sql/%s reachable again", self.target)
         self._last_error = None
-        self._keep_or_reuse_digests(stats)
+        self._keep_or_reuse_digests(stats, started)
         return Observation(self._samples(stats), self._checks(stats), _details(stats))
 
-    def _keep_or_reuse_digests(self, stats: DbStats) -> None:
+    def _keep_or_reuse_digests(self, stats: DbStats, started: float) -> None:
         """Statement digests are read every `digest_interval`; in between, the last reading stands in."""
         if stats.digests_fresh:
             self._digest_reading = stats
-            self._digests_due = time.monotonic() + self._digest_interval
+            self._digest_schedule.read_at(started)
         elif self._digest_reading is not None:
             stats.carry_digests_from(self._digest_reading)
 
@@ -145,9 +156,12 @@ class SqlCollector(Collector):
             s.add(DB_MAX_USED_CONNECTIONS, stats.max_used_connections)
         for kind, n in stats.aborted.items():
             s.add(DB_ABORTED_CONNECTIONS, n, kind=kind)
-        s.add(DB_LONGEST_TRANSACTION, stats.longest_transaction_seconds)
+        if stats.longest_transaction_seconds is not None:
+            s.add(DB_LONGEST_TRANSACTION, stats.longest_transaction_seconds)
         if stats.slow_queries is not None:
             s.add(DB_SLOW_QUERIES, stats.slow_queries)
+        if stats.long_query_time is not None:
+            s.add(DB_LONG_QUERY_TIME, stats.long_query_time)
         if stats.full_scans is not None:
             s.add(DB_FULL_SCANS, stats.full_scans)
         available = stats.statements_unavailable is None
@@ -176,6 +190,7 @@ class SqlCollector(Collector):
             "connections", Verdict.PROBLEM if ratio >= self._warn_ratio else Verdict.OK,
             f"{used} of {limit} connections in use ({ratio:.0%}{peak})",
         ))
+        checks.extend(Check(name, Verdict.NOTE, summary) for name, summary in stats.notes)
         if stats.statements_unavailable is not None:
             checks.append(Check("statement statistics", Verdict.NOTE, stats.statements_unavailable))
             return checks

@@ -1,7 +1,9 @@
 """MariaDB and MySQL: global status, InnoDB transactions and performance_schema statement digests.
 
-Privileges needed: PROCESS (global status, information_schema.INNODB_TRX) and SELECT ON
-performance_schema.* (see docs/datastores.md). Every statement carries the `cachewarden_probe` mark;
+Privileges: none beyond a login for connections, status and variables; PROCESS for the longest
+transaction (information_schema.INNODB_TRX) and SELECT ON performance_schema.* for statement digests
+(see docs/datastores.md); without them those parts are NOTEs. Every statement carries the
+`cachewarden_probe` mark;
 the digest hashes of the exporter's own statement shapes are learned from it once per server version
 and left out of the digests reported.
 """
@@ -53,11 +55,13 @@ _DIGEST_NUMBERS = text(
     f"SUM_ROWS_EXAMINED, SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED FROM {_DIGEST_TABLE} "
     "WHERE DIGEST IS NOT NULL"
 )
-# The texts of some digests, each flagged when it is one of the exporter's own shapes; with :learn,
-# also every own shape in the table, so that none is ever counted among the slow or unindexed ones.
+# The texts of some digests, each flagged when it is one of the exporter's own shapes and when its whole
+# text (not only the part reported) names a password; with :learn, also every own shape in the table,
+# so that none is ever counted among the slow or unindexed ones.
+_SENSITIVE_TEXT = "UPPER(DIGEST_TEXT) LIKE '%PASSWORD%' OR UPPER(DIGEST_TEXT) LIKE '%IDENTIFIED%'"
 _DIGEST_TEXTS = text(
-    f"SELECT DIGEST AS {PROBE_MARK}, LEFT(DIGEST_TEXT, :text_length), ({_OWN_TEXT}) "  # noqa: S608
-    f"FROM {_DIGEST_TABLE} WHERE DIGEST IN :digests OR (:learn AND ({_OWN_TEXT}))"
+    f"SELECT DIGEST AS {PROBE_MARK}, LEFT(DIGEST_TEXT, :text_length), ({_OWN_TEXT}), "  # noqa: S608
+    f"({_SENSITIVE_TEXT}) FROM {_DIGEST_TABLE} WHERE DIGEST IN :digests OR (:learn AND ({_OWN_TEXT}))"
 ).bindparams(bindparam("digests", expanding=True))
 # The lookup's own shape can only be learned by a pass after the one that first ran it.
 _LEARNING_PASSES = 2
@@ -65,7 +69,9 @@ _LEARNING_PASSES = 2
 # one lookup normally settles a reading (the exporter has fewer statement shapes than this).
 _LOOKUP_MARGIN = 16
 _LOOKUPS = 3  # per reading; candidates whose text is still unknown after that are left out
-_VARIABLES = text(f"SELECT @@max_connections AS {PROBE_MARK}, @@performance_schema, VERSION()")
+_VARIABLES = text(
+    f"SELECT @@max_connections AS {PROBE_MARK}, @@performance_schema, VERSION(), @@long_query_time"
+)
 _LONGEST_TRX = text(
     "SELECT COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, trx_started, NOW(6))), 0) / 1e6 AS cachewarden_probe "
     "FROM information_schema.INNODB_TRX"
@@ -112,7 +118,7 @@ def _status_query(mariadb: bool) -> Any:
 
 
 async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
-    max_connections, performance_schema, version = (await conn.execute(_VARIABLES)).one()
+    max_connections, performance_schema, version, long_query_time = (await conn.execute(_VARIABLES)).one()
     status = {
         name: int(float(value))
         for name, value in (await conn.execute(_status_query(is_mariadb(version)))).all()
@@ -126,15 +132,23 @@ async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
         aborted={"connect": status.get("ABORTED_CONNECTS", 0), "client": status.get("ABORTED_CLIENTS", 0)},
         slow_queries=status.get("SLOW_QUERIES", 0),
         full_scans=status.get("SELECT_SCAN", 0),
-        longest_transaction_seconds=float((await conn.execute(_LONGEST_TRX)).scalar_one()),
+        long_query_time=float(long_query_time),
     )
+    try:
+        stats.longest_transaction_seconds = float((await conn.execute(_LONGEST_TRX)).scalar_one())
+    except DBAPIError as exc:
+        # 1227: INNODB_TRX needs PROCESS. An account without it still reads everything else.
+        stats.longest_transaction_seconds = None
+        stats.notes.append(("longest transaction", (
+            f"information_schema.INNODB_TRX cannot be read ({_code(exc)}); grant PROCESS to measure it")))
     if not opts.read_digests:
         stats.digests_fresh = False
         return stats
     if not int(performance_schema):
         stats.statements_unavailable = (
             "performance_schema is OFF, so statement digests are not measured "
-            "(start the server with --performance-schema=ON); the slow query counter still is"
+            "(start the server with --performance-schema=ON); the slow query counter still is, "
+            f"counting statements over long_query_time = {float(long_query_time):g} s"
         )
         return stats
     try:
@@ -142,16 +156,23 @@ async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
     except DBAPIError as exc:
         # 1142: SELECT denied on performance_schema; the rest of the reading stays valid.
         stats.statements_unavailable = (
-            "statement digests cannot be read from performance_schema "
-            f"({type(exc.orig).__name__}); grant SELECT ON performance_schema.*"
+            f"statement digests cannot be read from performance_schema ({_code(exc)}); "
+            "grant SELECT ON performance_schema.*"
         )
     return stats
+
+
+def _code(exc: DBAPIError) -> str:
+    """The server's error number and class (`1227 OperationalError`), never its text."""
+    args = getattr(exc.orig, "args", ())
+    code = f"{args[0]} " if args and isinstance(args[0], int) else ""
+    return f"{code}{type(exc.orig).__name__}"
 
 
 async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: DbStats) -> None:
     known = opts.known
     known.forget_if_not(stats.version)
-    digests = _merged((await conn.execute(_DIGEST_NUMBERS)).all(), known.own)
+    digests = _merged((await conn.execute(_DIGEST_NUMBERS)).all(), known.own | known.withheld)
     for _ in range(_LOOKUPS):
         learn = known.learning_passes < _LEARNING_PASSES
         wanted = _untold(_Ranking(digests, opts, 0), known)
@@ -164,10 +185,10 @@ async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: Db
             _DIGEST_TEXTS, {"digests": padded, "text_length": opts.text_length, "learn": int(learn)}
         )
         seen: set[str] = set()
-        for digest, digest_text, own in result:
+        for digest, digest_text, own, secret in result:
             seen.add(digest)
-            if own:
-                known.own.add(digest)
+            if own or secret:
+                (known.own if own else known.withheld).add(digest)
                 digests.pop(digest, None)
             else:
                 known.texts[digest] = " ".join(str(digest_text).split())

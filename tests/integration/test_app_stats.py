@@ -13,9 +13,11 @@ from exporter.collectors.app_stats import (
     APP_CACHE_HIT_RATIO,
     APP_CACHE_HITS,
     APP_CACHE_TAG_INVALIDATIONS,
+    MAX_BODY_BYTES,
     AppStatsCollector,
     BadStatsError,
 )
+from exporter.collectors.base import Verdict
 from exporter.config import AppStatsTarget
 from exporter.scheduler import Scheduler
 
@@ -67,3 +69,28 @@ async def test_a_body_that_is_not_a_stats_object_fails_the_collector(
     assert status.up is False
     assert status.error is not None
     assert "BadStatsError" in status.error
+
+
+async def test_before_the_first_lookup_no_hit_ratio_is_exported(aiohttp_server: AiohttpServer) -> None:
+    url = await stats_server(aiohttp_server, {"hits": 0, "misses": 0, "entries": 0})
+    collector = AppStatsCollector(AppStatsTarget(name="shop", url=url), interval=5, timeout=2)
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    assert obs.samples.value(APP_CACHE_HITS) == 0
+    assert obs.samples.value(APP_CACHE_HIT_RATIO) is None
+    [check] = obs.checks
+    assert (check.verdict, check.summary) == (Verdict.OK, "no lookups yet")
+
+
+async def test_a_body_over_the_cap_fails_without_being_read_whole(aiohttp_server: AiohttpServer) -> None:
+    # Valid JSON, padded past the cap: only the length can refuse it.
+    body = b'{"hits": 1, "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    url = await stats_server(aiohttp_server, body)
+    collector = AppStatsCollector(AppStatsTarget(name="shop", url=url), interval=5, timeout=5)
+    try:
+        with pytest.raises(BadStatsError, match="longer than"):
+            await collector.collect()
+    finally:
+        await collector.close()

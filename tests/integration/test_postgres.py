@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from exporter.collectors.base import Verdict
 from exporter.collectors.sql import (
     DB_CONNECTIONS,
+    DB_LONGEST_TRANSACTION,
     DB_MAX_CONNECTIONS,
     DB_STATEMENT_CALLS,
     DB_STATEMENT_INFO,
@@ -17,7 +22,10 @@ from exporter.collectors.sql import (
     SqlCollector,
 )
 from exporter.config import DatabaseTarget
+from exporter.metrics import Samples
+from exporter.report import build_report
 from exporter.scheduler import Scheduler
+from exporter.status_page import render_status_page
 from tests.support.postgres import PrivatePostgres, postgres_plain, postgres_with_statements
 from tests.support.wait import async_wait_for
 
@@ -96,5 +104,118 @@ async def test_a_stopped_server_is_down_alone_and_reconnected_when_it_returns(
             return up("plain") == 1
 
         await async_wait_for(back, timeout=20, message="sql collector reconnected")
+    finally:
+        await scheduler.close()
+
+
+def role(server: PrivatePostgres, name: str, *grants: str, password: str | None = None) -> str:
+    """A fresh login role with only `grants`; returns its name."""
+    server.sql(f"DROP ROLE IF EXISTS {name}")
+    server.sql(f"CREATE ROLE {name} LOGIN" + (f" PASSWORD '{password}'" if password else ""))
+    for grant in grants:
+        server.sql(f"GRANT {grant} TO {name}")
+    return name
+
+
+async def test_a_role_without_monitoring_privileges_is_up_and_notes_what_to_grant(
+    postgres_plain: PrivatePostgres,
+) -> None:
+    postgres_plain.sql("CREATE EXTENSION pg_stat_statements")  # created, but the library is not preloaded
+    collector = collector_for(postgres_plain.url(user=role(postgres_plain, "cw_bare")))
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    assert obs.samples.value(DB_UP) == 1
+    assert obs.samples.value(DB_STATEMENT_STATS_AVAILABLE) == 0
+    notes = {c.name: c.summary for c in obs.checks if c.verdict is Verdict.NOTE}
+    assert "shared_preload_libraries" in notes["statement statistics"]
+    assert "GRANT pg_monitor" in notes["other sessions"]
+    assert all(c.verdict is not Verdict.PROBLEM for c in obs.checks)
+
+
+async def test_statements_that_set_a_password_never_reach_the_statement_texts(
+    postgres_with_statements: PrivatePostgres,
+) -> None:
+    server = postgres_with_statements
+    secret = f"pw-{secrets.token_hex(6)}"
+    role(server, "cw_victim", password=secret)
+    server.sql(f"ALTER ROLE cw_victim PASSWORD '{secret}'")
+    server.sql(f"ALTER ROLE cw_victim WITH password '{secret}-2'")
+    collector = SqlCollector(DatabaseTarget(name="pg", url=server.url(), top_n=500), interval=10, timeout=5)
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    [[recorded]] = server.sql(
+        f"SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%{secret}%'")  # noqa: S608
+    assert int(recorded) >= 1, "pg_stat_statements did not record the statements: nothing to leave out"
+    texts = [lv[3] for spec, lv, _ in obs.samples.values if spec is DB_STATEMENT_INFO]
+    assert texts, "no statement reported at all"
+    assert not any(secret in t or "password" in t.lower() for t in texts)
+    assert secret not in str(obs.details)
+
+
+async def test_idle_connections_and_an_open_transaction_are_counted_and_timed(
+    postgres_with_statements: PrivatePostgres,
+) -> None:
+    server = postgres_with_statements
+    collector = collector_for(server.url())
+    engine = create_async_engine(server.url(), pool_size=4)
+    held = []
+    try:
+        before = (await collector.collect()).samples
+        for _ in range(3):
+            conn = await engine.connect()
+            await conn.execute(text("SELECT 1"))
+            await conn.commit()
+            held.append(conn)
+        in_transaction = await engine.connect()
+        held.append(in_transaction)
+        await in_transaction.execute(text("SELECT txid_current()"))  # opens a transaction, left open
+
+        async def transaction_aged() -> Samples | None:
+            s = (await collector.collect()).samples
+            return s if (s.value(DB_LONGEST_TRANSACTION) or 0) > 0.2 else None
+
+        after = await async_wait_for(transaction_aged, timeout=10, message="the open transaction aged")
+    finally:
+        for conn in held:
+            await conn.close()
+        await engine.dispose()
+        await collector.close()
+    idle = after.value(DB_CONNECTIONS, state="idle") - (before.value(DB_CONNECTIONS, state="idle") or 0)  # type: ignore[operator]
+    assert idle == 3
+    assert after.value(DB_CONNECTIONS, state="idle_in_transaction") == 1
+    assert after.value(DB_LONGEST_TRANSACTION) < 10  # type: ignore[operator]
+
+
+async def test_a_wrong_password_is_down_and_the_password_shows_nowhere(
+    postgres_with_statements: PrivatePostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = postgres_with_statements
+    role(server, "cw_locked", password="right-pw-5521")
+    hba = server.datadir / "pg_hba.conf"
+    rule = "host all cw_locked 127.0.0.1/32 scram-sha-256\n"
+    if rule not in hba.read_text():
+        hba.write_text(rule + hba.read_text())  # first match wins: ahead of the cluster's trust lines
+        server.sql("SELECT pg_reload_conf()")
+    wrong = "wrong-pw-77e1c0"
+    (tmp_path / "pw").write_text(wrong + "\n")
+    scheduler = Scheduler([SqlCollector(
+        DatabaseTarget(name="pg", url=server.url(user="cw_locked"), password_file=tmp_path / "pw"),
+        interval=10, timeout=5)])
+    try:
+        with caplog.at_level(logging.DEBUG):
+            [status] = await scheduler.collect_all()
+        assert status.observation is not None
+        assert status.observation.samples.value(DB_UP) == 0
+        [check] = status.observation.checks
+        assert check.verdict is Verdict.PROBLEM
+        assert "password authentication failed" in check.summary
+        report = build_report(scheduler.statuses())
+        page = render_status_page(report, started_at=0)
+        for shown in (page, report.as_text(), str(report.as_dict()), caplog.text):
+            assert wrong not in shown
     finally:
         await scheduler.close()

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from exporter.collectors.sql import SqlCollector
+from exporter.config import DatabaseTarget
 from exporter.sql import mysql
 from exporter.sql.stats import DbStats, KnownDigests, StatementOptions
 
@@ -25,7 +31,8 @@ class FakeDigestTable:
         self.lookups.append(params)
         own = {d for d, t in self.texts.items() if mysql.PROBE_MARK in t}
         return _Result([
-            (d, t[: params["text_length"]], d in own) for d, t in self.texts.items()
+            (d, t[: params["text_length"]], d in own, bool(re.search("password|identified", t, re.I)))
+            for d, t in self.texts.items()
             if d in params["digests"] or (params["learn"] and d in own)
         ])
 
@@ -142,3 +149,64 @@ def test_a_reading_that_skipped_digests_takes_the_earlier_ones() -> None:
     later = DbStats(version="v", connections={}, max_connections=1, digests_fresh=False)
     later.carry_digests_from(earlier)
     assert (later.top, later.slow_total, later.no_index_total) == (earlier.top, 4, 2)
+
+
+async def test_statements_naming_a_password_are_never_reported_nor_looked_up_again() -> None:
+    long_prefix = "x" * 60  # the password keyword lies beyond the reported text length (40)
+    texts = {f"app{i}": app_text(i) for i in range(3)} | {
+        "role": "ALTER ROLE `shop` PASSWORD ?", "user": "CREATE USER ? @ ? Identified BY ?",
+        "long": f"SELECT `{long_prefix}` FROM `users` WHERE `password` = ?",  # noqa: S608 - never run
+    }
+    rows = [("role", "", 9, 90 * PS, 0, 9), ("user", "", 9, 80 * PS, 0, 9),
+            ("long", "shop", 9, 70 * PS, 0, 9), *app_rows(3)]
+    table = FakeDigestTable(rows, texts)
+    known = KnownDigests()
+
+    stats = await read(table, options(known))
+    passes = len(table.lookups)
+    again = await read(table, options(known))
+
+    for reading in (stats, again):
+        assert [d.digest for d in reading.top] == ["app0", "app1", "app2"]
+        assert not {"role", "user", "long"} & {d.digest for d in (*reading.slow, *reading.no_index)}
+    assert known.withheld == {"role", "user", "long"}
+    assert len(table.lookups) == passes  # known to be withheld: not looked up again
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_digests_are_read_every_digest_interval_counted_from_the_start_of_the_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    collector = SqlCollector(DatabaseTarget(name="main", url="mysql+asyncmy://u@127.0.0.1/d"),
+                             interval=15, timeout=10, clock=clock)
+    reads: list[float] = []
+
+    async def read_stats(_conn: object, opts: StatementOptions) -> DbStats:
+        if opts.read_digests:
+            reads.append(clock.now)
+        clock.now += 0.4  # a reading takes time, more so with the digests
+        return DbStats(version="v", connections={}, max_connections=1, digests_fresh=opts.read_digests)
+
+    class Connection:
+        async def __aenter__(self) -> object:
+            return object()
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(collector, "_bounded", SimpleNamespace(
+        engine=SimpleNamespace(connect=Connection), read=read_stats, dialect="mysql"))
+    start = clock.now
+    for tick in range(17):  # 4 minutes of collections, started a little late or early as tasks are
+        clock.now = start + tick * 15 + (-0.3 if tick and tick % 4 == 0 else 0.3 if tick % 2 else 0.0)
+        await collector.collect()
+
+    assert [round(t - start) for t in reads] == [0, 60, 120, 180, 240]
