@@ -46,15 +46,16 @@ def test_a_laravel_root_alone_yields_its_database_and_one_target_for_its_redis_s
     assert db.password() == "p@ss:w/rd-31"
     # REDIS_CACHE_DB=5 lives on the same server: its keys are counted per db by that one target.
     [redis] = discovered_redis(config)
-    assert (redis.name, redis.url, redis.password()) == ("shop", "redis://cache.internal:6380/2", "redis-pw-77")
+    assert (redis.name, redis.url) == ("shop", "redis://cache.internal:6380/2")
+    assert redis.password() == "redis-pw-77"
 
 
 def test_two_apps_on_one_redis_server_share_one_target_and_a_watched_server_gets_none(
     tmp_path: Path,
 ) -> None:
     roots = []
-    for name, env in (("shop", "REDIS_HOST=10.0.0.5\nREDIS_DB=0\n"), ("blog", "REDIS_HOST=10.0.0.5\nREDIS_DB=3\n"),
-                      ("api", "REDIS_HOST=10.0.0.6\n")):
+    for name, env in (("shop", "REDIS_HOST=10.0.0.5\nREDIS_DB=0\n"),
+                      ("blog", "REDIS_HOST=10.0.0.5\nREDIS_DB=3\n"), ("api", "REDIS_HOST=10.0.0.6\n")):
         root = tmp_path / name
         (root / "resources" / "views").mkdir(parents=True)
         (root / "storage" / "framework" / "views").mkdir(parents=True)
