@@ -18,7 +18,7 @@ from pathlib import Path
 
 from exporter import __version__
 from exporter.collectors import KINDS
-from exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load
+from exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load, split_listen_address
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -96,7 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: {problem}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.command == "serve":
-        return _serve(config, switches, args.listen_address or config.listen_address)
+        if args.listen_address is None:
+            address = split_listen_address(config.listen_address)  # validated with the configuration
+        else:
+            try:
+                address = split_listen_address(args.listen_address)
+            except ValueError as exc:
+                print(f"--web.listen-address: {exc}", file=sys.stderr)
+                return EXIT_BAD_CONFIG
+        return _serve(config, switches, address)
     if args.command == "check":
         return asyncio.run(_check(config, switches, args.format))
     if args.command == "heal":
@@ -139,28 +147,26 @@ def _render(config_file: Path | None, output_dir: Path) -> int:
     return EXIT_OK
 
 
-def _split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _serve(config: Config, switches: dict[str, bool], address: str) -> int:
+def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int]) -> int:
     from aiohttp import web
 
     from exporter.app import create_app
     from exporter.collectors import build_collectors
 
-    try:
-        host, port = _split_address(address)
-    except ValueError:
-        print(f"--web.listen-address: expected HOST:PORT, got {address!r}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+    host, port = address
     app = create_app(config, collectors=build_collectors(config, switches))
     log.info("cachewarden %s listening on %s:%d", __version__, host, port)
     # web.run_app turns SIGINT and SIGTERM into a graceful shutdown: in-flight requests finish and
     # cleanup_ctx closes the collectors' connections.
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True,
-                shutdown_timeout=10.0, access_log=None)
+    try:
+        web.run_app(app, host=host, port=port, print=None, handle_signals=True,
+                    shutdown_timeout=10.0, access_log=None)
+    except (OSError, OverflowError) as exc:
+        # An address in use, a host that is not ours or cannot be resolved: the setup is wrong, not us.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.error("cannot listen on %s:%d: %s", host, port, reason)
+        print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     return EXIT_OK
 
 

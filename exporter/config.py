@@ -1,8 +1,9 @@
 """The configuration file: parsed, validated (every error at once, named by its path) and resolved.
 
 Validation is pydantic's; this module adds the messages a person can act on
-(`laravel[1].root: directory does not exist`) and the Laravel defaults read from the app's `.env`.
-Secrets never live in this file: they come from `*_file` paths or environment variables.
+(`laravel[1].root: directory /srv/shop does not exist`) and the Laravel defaults read from the app's
+`.env`. Relative paths are relative to the configuration file's directory, as in Prometheus. Secrets
+never live in this file: they come from `*_file` paths or environment variables.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -56,7 +58,28 @@ def _parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
-TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _target_name(value: str) -> str:
+    if not _TARGET_NAME.fullmatch(value):
+        raise ValueError("use letters, digits, _ . -, starting with a letter or digit, at most 64 characters")
+    return value
+
+
+TargetName = Annotated[str, AfterValidator(_target_name)]
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """HOST:PORT as (host, port); an empty HOST is every IPv4 address, an IPv6 HOST goes in brackets."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"an IPv6 host goes in brackets, e.g. [::]:{port}; got {address!r}")
+    return host or "0.0.0.0", int(port)
 
 
 def _http_url(value: str) -> str:
@@ -77,8 +100,15 @@ class _Model(BaseModel):
 
 def _existing_dir(value: Path | None) -> Path | None:
     if value is not None and not value.is_dir():
-        raise ValueError("directory does not exist" if not value.exists() else "not a directory")
+        raise ValueError(f"{value} is not a directory" if value.exists()
+                         else f"directory {value} does not exist")
     return value
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """The directory relative paths are resolved against: the configuration file's, else the current one."""
+    base = (info.context or {}).get("base_dir")
+    return Path(base).absolute() if base is not None else Path.cwd()
 
 
 _URL_PASSWORD = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", re.IGNORECASE)
@@ -115,6 +145,8 @@ class _Secret(_Model):
 
 
 class CollectorOptions(_Model):
+    """When a section leaves `timeout` out, `Collectors` fills in its kind's default, capped at `interval`."""
+
     enabled: bool = True
     interval: Duration = 15.0
     timeout: Duration = 10.0
@@ -134,6 +166,22 @@ class Collectors(_Model):
     sql: CollectorOptions = CollectorOptions()
     app_stats: CollectorOptions = CollectorOptions(timeout=5.0)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _default_timeout_fits_the_interval(cls, value: Any, info: ValidationInfo) -> Any:
+        # `views: {interval: 5s}` must not fail "timeout must not exceed interval" over a timeout the
+        # user never wrote: a timeout left out is this kind's default, or the interval when shorter.
+        if not isinstance(value, dict) or "timeout" in value or info.field_name is None:
+            return value
+        default: CollectorOptions = cls.model_fields[info.field_name].default
+        try:
+            interval = _parse_duration(value.get("interval", default.interval))
+        except ValueError:
+            return value  # the interval's own check reports it
+        if not isinstance(interval, int | float) or interval <= 0:
+            return value
+        return {**value, "timeout": min(default.timeout, float(interval))}
+
     def options(self, kind: str) -> CollectorOptions:
         opts: CollectorOptions = getattr(self, kind)
         return opts
@@ -142,6 +190,8 @@ class Collectors(_Model):
 class LaravelTarget(_Model):
     name: TargetName
     root: Path
+    # Where each path the file did not give came from, to name it when the directory is missing.
+    derived_from: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
     views_path: Path | None = None
     compiled_path: Path | None = None
     # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
@@ -155,25 +205,43 @@ class LaravelTarget(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults_from_dotenv(cls, data: Any) -> Any:
+    def _defaults_from_dotenv(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or "env" in data or not isinstance(data.get("root"), str):
             return data
-        root = Path(data["root"]).absolute()
+        base = _base_dir(info)
+        root = base / data["root"]
+        data = {**data, "root": str(root)}
+        for key in ("views_path", "compiled_path"):
+            if isinstance(data.get(key), str):
+                data[key] = str(base / data[key])
         if not root.is_dir():
             return data  # the root validator reports it
         env = read_dotenv(root / ".env")
-        data = {**data, "env": env}
+        data["env"] = env
+        derived = {}
+        dotenv = root / ".env"
         if data.get("views_path") is None:
             data["views_path"] = str(root / "resources" / "views")
+            derived["views_path"] = "the default under root; set views_path"
         if data.get("compiled_path") is None:
-            compiled = env.get("VIEW_COMPILED_PATH") or str(root / "storage" / "framework" / "views")
+            if compiled := env.get("VIEW_COMPILED_PATH"):
+                derived["compiled_path"] = f"VIEW_COMPILED_PATH in {dotenv}"
+            else:
+                compiled = str(root / "storage" / "framework" / "views")
+                derived["compiled_path"] = (
+                    f"the default under root; set compiled_path or VIEW_COMPILED_PATH in {dotenv}")
             data["compiled_path"] = str(root / compiled)  # a relative value is relative to the root
+        data["derived_from"] = derived
         return data
 
     @field_validator("views_path", "compiled_path")
     @classmethod
-    def _dirs_exist(cls, v: Path | None) -> Path | None:
-        return _existing_dir(v)
+    def _dirs_exist(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        try:
+            return _existing_dir(v)
+        except ValueError as exc:
+            origin = info.data.get("derived_from", {}).get(info.field_name)
+            raise ValueError(f"{exc} ({origin})" if origin else str(exc)) from None
 
     @property
     def views_dir(self) -> Path:
@@ -601,6 +669,12 @@ class Config(_Model):
     heal: HealConfig = HealConfig()
     alerts: AlertsConfig = AlertsConfig()
 
+    @field_validator("listen_address")
+    @classmethod
+    def _host_and_port(cls, v: str) -> str:
+        split_listen_address(v)
+        return v
+
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
         problems = []
@@ -647,13 +721,14 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-def parse(data: Any, source: str = "<config>") -> Config:
+def parse(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate `data`; relative paths in it are relative to `base_dir` (default: the current directory)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of keys"])
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(source, _format_errors(exc)) from None
 
@@ -669,4 +744,4 @@ def load(path: Path) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    return parse(data, str(path))
+    return parse(data, str(path), base_dir=path.absolute().parent)

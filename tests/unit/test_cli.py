@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def test_bad_configuration_exits_2_with_every_problem_on_stderr(tmp_path: Path,
     assert code == EXIT_BAD_CONFIG
     assert out == ""
     assert f"{config}: invalid configuration:" in err
-    assert "laravel[0].root: directory does not exist" in err
+    assert f"laravel[0].root: directory {tmp_path / 'missing'} does not exist" in err
     assert "bogus: unknown key" in err
 
 
@@ -73,10 +74,36 @@ def test_missing_configuration_file_exits_2(tmp_path: Path, capsys: pytest.Captu
     assert "cannot read the file" in capsys.readouterr().err
 
 
-def test_malformed_listen_address_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["serve", "--config.file", str(write_config(tmp_path)), "--web.listen-address", "nowhere"])
+@pytest.mark.parametrize("address", ["nowhere", "127.0.0.1:70000"])
+def test_malformed_listen_address_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               address: str) -> None:
+    code = main(["serve", "--config.file", str(write_config(tmp_path)), "--web.listen-address", address])
     assert code == EXIT_BAD_CONFIG
-    assert "--web.listen-address: expected HOST:PORT, got 'nowhere'" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"--web.listen-address: expected HOST:PORT with a port from 1 to 65535, got {address!r}\n")
+
+
+def test_malformed_listen_address_in_the_configuration_is_blamed_on_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "listen_address: 0.0.0.0:99999\n")
+    assert main(["serve", "--config.file", str(config)]) == EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert "listen_address: expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:99999'" in err
+    assert "--web.listen-address" not in err
+
+
+def test_serve_on_an_address_in_use_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "serve", "--config.file", str(write_config(tmp_path)),
+             "--web.listen-address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == EXIT_BAD_CONFIG
+    assert f"cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_check_without_targets_is_healthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

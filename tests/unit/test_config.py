@@ -26,6 +26,22 @@ def problems(data: Any) -> list[str]:
     return info.value.problems
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9590", ":9590", "[::]:9590", "[::1]:1", "host.example:65535"])
+def test_listen_address_accepts_host_and_port(address: str) -> None:
+    assert parse({"listen_address": address}).listen_address == address
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("nowhere", "expected HOST:PORT with a port from 1 to 65535, got 'nowhere'"),
+    ("0.0.0.0:70000", "expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:70000'"),
+    ("0.0.0.0:0", "expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:0'"),
+    ("0.0.0.0:http", "expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:http'"),
+    ("::1:9590", "an IPv6 host goes in brackets, e.g. [::]:9590; got '::1:9590'"),
+])
+def test_malformed_listen_address_is_refused(address: str, why: str) -> None:
+    assert problems({"listen_address": address}) == [f"listen_address: {why}"]
+
+
 def test_empty_configuration_is_valid_with_defaults() -> None:
     config = parse(None)
     assert config.listen_address == "0.0.0.0:9590"
@@ -44,23 +60,25 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
         "collectors": {"views": {"interval": "soon"}},
         "redis": [{"name": "bad name!"}],
     })
-    assert "laravel[1].root: directory does not exist" in found
+    assert f"laravel[1].root: directory {tmp_path / 'missing'} does not exist" in found
     assert "php_fpm[0].address: expected unix:/path/to.sock or host:port" in found
     assert any(p.startswith("collectors.views.interval: not a duration: 'soon'") for p in found)
-    assert any(p.startswith("redis[0].name: ") for p in found)
+    assert "redis[0].name: use letters, digits, _ . -, starting with a letter or digit, at most 64 characters" \
+        in found
     assert len(found) == 4, found
 
 
 def test_error_message_lists_the_source_and_each_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse({"laravel": [{"name": "a", "root": str(tmp_path / "x")}]}, "conf.yaml")
-    assert str(info.value) == "conf.yaml: invalid configuration:\n  laravel[0].root: directory does not exist"
+    assert str(info.value) == (
+        f"conf.yaml: invalid configuration:\n  laravel[0].root: directory {tmp_path / 'x'} does not exist")
 
 
 def test_root_that_is_a_file_is_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("", encoding="utf-8")
     assert problems({"laravel": [{"name": "a", "root": str(tmp_path / "file")}]}) == [
-        "laravel[0].root: not a directory"
+        f"laravel[0].root: {tmp_path / 'file'} is not a directory"
     ]
 
 
@@ -98,6 +116,18 @@ def test_zero_and_negative_durations_are_refused() -> None:
     found = problems({"collectors": {"sql": {"interval": 0}, "redis": {"timeout": -1}}})
     assert {p.split(":")[0] for p in found} == {"collectors.redis.timeout", "collectors.sql.interval"}
     assert len(found) == 2, found
+
+
+def test_a_short_interval_alone_shortens_the_default_timeout_to_it() -> None:
+    collectors = parse({"collectors": {"views": {"interval": "5s"}, "sql": {"interval": "2m"}}}).collectors
+    assert (collectors.views.interval, collectors.views.timeout) == (5.0, 5.0)
+    assert (collectors.sql.interval, collectors.sql.timeout) == (120.0, 10.0)
+
+
+def test_a_section_that_sets_only_the_interval_keeps_its_kinds_default_timeout() -> None:
+    collectors = parse({"collectors": {"fpm": {"interval": "30s"}, "redis": {"enabled": False}}}).collectors
+    assert collectors.fpm.timeout == 5.0
+    assert collectors.redis.timeout == 5.0
 
 
 def test_timeout_longer_than_interval_is_refused() -> None:
@@ -139,11 +169,49 @@ def test_explicit_compiled_path_wins_over_dotenv(tmp_path: Path) -> None:
     assert target.compiled_dir == explicit
 
 
-def test_compiled_path_from_dotenv_that_does_not_exist_is_reported(tmp_path: Path) -> None:
+def test_compiled_path_from_dotenv_that_does_not_exist_is_reported_with_its_origin(tmp_path: Path) -> None:
     root = laravel_app(tmp_path / "shop", "VIEW_COMPILED_PATH=/nonexistent/views\n")
     assert problems({"laravel": [{"name": "shop", "root": str(root)}]}) == [
-        "laravel[0].compiled_path: directory does not exist"
+        f"laravel[0].compiled_path: directory /nonexistent/views does not exist "
+        f"(VIEW_COMPILED_PATH in {root / '.env'})"
     ]
+
+
+def test_default_layout_paths_that_do_not_exist_are_named_with_how_to_set_them(tmp_path: Path) -> None:
+    root = tmp_path / "bare"
+    root.mkdir()
+    assert problems({"laravel": [{"name": "shop", "root": str(root)}]}) == [
+        f"laravel[0].views_path: directory {root / 'resources' / 'views'} does not exist "
+        "(the default under root; set views_path)",
+        f"laravel[0].compiled_path: directory {root / 'storage' / 'framework' / 'views'} does not exist "
+        f"(the default under root; set compiled_path or VIEW_COMPILED_PATH in {root / '.env'})",
+    ]
+
+
+def test_relative_paths_are_relative_to_the_configuration_files_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    root = laravel_app(etc / "apps" / "shop")
+    (etc / "views-elsewhere").mkdir()
+    config_file = etc / "cachewarden.yaml"
+    config_file.write_text("laravel:\n  - name: shop\n    root: apps/shop\n"
+                           "    views_path: views-elsewhere\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # not the configuration file's directory
+
+    target = load(config_file).laravel[0]
+
+    assert target.root == root
+    assert target.views_dir == etc / "views-elsewhere"
+    assert target.compiled_dir == root / "storage" / "framework" / "views"
+
+
+def test_a_relative_root_that_does_not_exist_is_named_as_resolved(tmp_path: Path) -> None:
+    config_file = tmp_path / "cachewarden.yaml"
+    config_file.write_text("laravel:\n  - name: shop\n    root: apps/shop\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(config_file)
+    assert info.value.problems == [f"laravel[0].root: directory {tmp_path / 'apps' / 'shop'} does not exist"]
 
 
 def test_dotenv_parsing_handles_comments_quotes_export_and_references(tmp_path: Path) -> None:
