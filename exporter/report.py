@@ -21,8 +21,19 @@ class TargetReport:
     checks: tuple[Check, ...]
 
     @property
+    def pending(self) -> bool:
+        """Not collected yet: neither healthy nor a problem."""
+        return self.up is None
+
+    @property
     def healthy(self) -> bool:
         return bool(self.up) and all(c.ok for c in self.checks)
+
+    @property
+    def state(self) -> str:
+        if self.up is None:
+            return "not collected yet"
+        return "collected" if self.up else "collection failing"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,13 +54,22 @@ class Report:
 
     @property
     def healthy(self) -> bool:
-        return all(t.healthy for t in self.targets)
+        """No problem found; a target not collected yet is not one (the page is neutral until it is)."""
+        return self.problem_count == 0
 
     @property
     def problem_count(self) -> int:
-        return sum(1 for t in self.targets if not t.up) + sum(
+        return sum(1 for t in self.targets if t.up is False) + sum(
             1 for t in self.targets for c in t.checks if not c.ok
         )
+
+    @property
+    def check_count(self) -> int:
+        return sum(len(t.checks) for t in self.targets)
+
+    @property
+    def pending_count(self) -> int:
+        return sum(1 for t in self.targets if t.pending)
 
     def as_dict(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "problems": self.problem_count,
@@ -59,15 +79,15 @@ class Report:
         marks = {Verdict.OK: "ok  ", Verdict.PROBLEM: "FAIL", Verdict.NOTE: "note"}
         lines = []
         for t in self.targets:
-            state = "up" if t.up else ("not collected" if t.up is None else "DOWN")
-            lines.append(f"{t.kind}/{t.target}: {state} ({t.duration * 1000:.0f} ms)")
+            took = "" if t.pending else f" ({t.duration * 1000:.0f} ms)"
+            lines.append(f"{t.kind}/{t.target}: {t.state}{took}")
             if t.error:
                 lines.append(f"  FAIL {t.error}")
             for c in t.checks:
                 lines.append(f"  {marks[c.verdict]} {c.name}: {c.summary}")
-                lines.extend(f"         {item}" for item in c.items)
-                if c.total_items > len(c.items):
-                    lines.append(f"         … and {c.total_items - len(c.items)} more")
+                lines.extend(f"         {item}" for item in c.listed)
+                if c.unlisted:
+                    lines.append(f"         … and {c.unlisted} more")
         verdict = "healthy" if self.healthy else f"{self.problem_count} problem(s) found"
         lines.append(f"cachewarden: {verdict}")
         return "\n".join(lines) + "\n"

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 from exporter.metrics import MetricSpec, Samples
 
-# How many offending items a check carries to `check` and the status page. The counts in the
-# metrics are always complete; only the listing is capped.
+# How many offending items `check`'s text and the status page list; the rest are counted. A Check keeps
+# every item (`check --format json` emits them all, heal actions may need them); only rendering caps.
 ITEM_CAP = 50
 
 
@@ -47,8 +47,18 @@ class Check:
         """A check that is a problem exactly when `items` is not empty; `{n}` in the summary is the count."""
         if not items:
             return cls(name, Verdict.OK, ok_summary.format(n=0))
-        listed = tuple(sorted(items)[:ITEM_CAP])
-        return cls(name, Verdict.PROBLEM, problem_summary.format(n=len(items)), listed, len(items))
+        listed = tuple(sorted(items))
+        return cls(name, Verdict.PROBLEM, problem_summary.format(n=len(items)), listed, len(listed))
+
+    @property
+    def listed(self) -> tuple[str, ...]:
+        """The items a human-facing rendering shows: the first ITEM_CAP."""
+        return self.items[:ITEM_CAP]
+
+    @property
+    def unlisted(self) -> int:
+        """How many offending items `listed` leaves out."""
+        return max(self.total_items, len(self.items)) - len(self.listed)
 
     def as_dict(self) -> dict[str, Any]:
         return {

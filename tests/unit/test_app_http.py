@@ -176,7 +176,28 @@ async def test_status_page_escapes_paths(serve: Serve) -> None:
 async def test_status_page_without_targets_says_so(serve: Serve) -> None:
     html = await status_page(serve, [])
     assert "No targets configured." in html
-    assert "All 0 checks healthy." in html
+    assert "checks healthy" not in html
+
+
+async def test_status_page_counts_checks_not_targets(serve: Serve) -> None:
+    checks = [Check("writable", Verdict.OK, "yes"), Check("readable", Verdict.OK, "yes"),
+              Check("owner", Verdict.OK, "yes")]
+    html = await status_page(serve, [FakeCollector("a", checks=checks),
+                                     FakeCollector("b", checks=checks[:1])])
+    assert '<p class="banner ok">All 4 checks healthy on 2 target(s).</p>' in html
+
+
+async def test_status_page_before_the_first_collection_is_neutral_not_red(serve: Serve) -> None:
+    client = await serve(FakeCollector("shop"), FakeCollector("www"))  # nothing collected yet
+
+    html = await (await client.get("/")).text()
+
+    assert 'class="banner problem"' not in html
+    assert 'class="dot problem"' not in html
+    assert '<p class="banner note">No problems so far; 2 of 2 target(s) not collected yet.</p>' in html
+    assert '<span class="dot note"></span>fake / shop' in section(html, "fake", "shop")
+    assert "not collected yet" in section(html, "fake", "shop")
+    assert "<title>cachewarden — waiting</title>" in html
 
 
 async def test_closing_the_app_closes_the_collectors(aiohttp_client: MakeClient) -> None:

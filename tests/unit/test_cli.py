@@ -131,7 +131,7 @@ def test_check_exits_1_when_a_collector_fails(tmp_path: Path, monkeypatch: pytes
     use_collectors(monkeypatch, broken)
 
     assert main(["check", "--config.file", str(write_config(tmp_path))]) == EXIT_PROBLEMS
-    assert "fake/db: DOWN" in capsys.readouterr().out
+    assert "fake/db: collection failing" in capsys.readouterr().out
     assert broken.closed, "check closes the collectors it opened"
 
 
@@ -148,6 +148,18 @@ def test_check_json_is_valid_json_with_every_target(tmp_path: Path, monkeypatch:
     assert report["healthy"] is False
     assert [(t["target"], t["up"], t["error"]) for t in report["targets"]] == [
         ("db", False, "OSError"), ("shop", True, None)]
+
+
+def test_check_json_lists_every_offending_item(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [f"/srv/views/{i:03}.php" for i in range(120)]
+    use_collectors(monkeypatch, FakeCollector("shop", checks=[
+        Check.from_items("orphaned views", paths, "none", "{n} orphaned")]))
+
+    main(["check", "--config.file", str(write_config(tmp_path)), "--format", "json"])
+
+    (target,) = json.loads(capsys.readouterr().out)["targets"]
+    assert target["checks"][0]["items"] == paths
 
 
 def test_check_against_a_real_laravel_app_with_an_orphaned_view(tmp_path: Path,

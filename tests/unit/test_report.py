@@ -49,13 +49,23 @@ def test_a_collector_that_is_down_is_a_problem_with_its_error() -> None:
     report = build_report([status("db", up=False, error="timed out after 5s")])
     assert not report.healthy
     assert report.problem_count == 1
-    assert "fake/db: DOWN (12 ms)\n  FAIL timed out after 5s\n" in report.as_text()
+    assert "fake/db: collection failing (12 ms)\n  FAIL timed out after 5s\n" in report.as_text()
 
 
-def test_a_collector_not_yet_collected_is_not_healthy() -> None:
-    report = build_report([status("new", up=None)])
-    assert not report.healthy
-    assert "fake/new: not collected" in report.as_text()
+def test_a_collected_target_says_so_in_the_words_of_the_status_page() -> None:
+    assert build_report([status("shop")]).as_text().startswith("fake/shop: collected (12 ms)\n")
+
+
+def test_a_collector_not_yet_collected_is_pending_not_a_problem() -> None:
+    report = build_report([status("new", up=None), status("shop")])
+    assert report.healthy
+    assert (report.problem_count, report.pending_count) == (0, 1)
+    assert "fake/new: not collected yet\n" in report.as_text()
+
+
+def test_checks_are_counted_across_targets() -> None:
+    report = build_report([status("a", checks=(WRITABLE, NO_API)), status("b", checks=(WRITABLE,))])
+    assert report.check_count == 3
 
 
 def test_note_is_shown_but_is_not_a_problem() -> None:
@@ -76,6 +86,14 @@ def test_long_item_lists_are_capped_and_the_rest_counted() -> None:
 def test_targets_are_ordered_by_kind_then_target() -> None:
     report = build_report([status("b", kind="views"), status("a", kind="views"), status("z", kind="fpm")])
     assert [(t.kind, t.target) for t in report.targets] == [("fpm", "z"), ("views", "a"), ("views", "b")]
+
+
+def test_json_report_lists_every_item_beyond_the_text_cap() -> None:
+    paths = [f"/v/{i:03}.php" for i in range(ITEM_CAP + 7)]
+    many = Check.from_items("orphaned", paths, "none", "{n} orphaned")
+    (target,) = build_report([status("shop", checks=(many,))]).as_dict()["targets"]
+    assert target["checks"][0]["items"] == paths
+    assert target["checks"][0]["total_items"] == ITEM_CAP + 7
 
 
 def test_json_report_carries_every_field() -> None:
