@@ -9,12 +9,16 @@ the script was compiled: `(cached_since, cached_by]`.
 - `cached_by` is the first collection that saw it cached (its first-seen time).
 - `cached_since` is the OPcache start/last-restart time for scripts present when tracking (re)starts,
   and the previous collection for scripts that appear later or were re-cached since (their `hits`
-  dropped). A script that leaves the list, or an OPcache restart, forgets what was known.
-Against the file's mtime:
+  dropped, or their `memory_consumption` changed: a script invalidated elsewhere and requested again
+  between two looks may have more hits than before, but new code rarely takes the same memory). A
+  script that leaves the list, or an OPcache restart, forgets what was known.
+Against the file's change time, max(mtime, ctime): deploys that keep the old mtime (rsync -a, tar x,
+cp -p) still set the ctime, which no tool can set back:
 - mtime > cached_by: **stale**, certainly: it was cached before the change and not re-cached since.
-- cached_since < mtime <= cached_by: **suspect**: changed around the time it was cached, order unknown
-  (typical for everything deployed shortly before cachewarden started).
-- mtime <= cached_since: fresh.
+- otherwise, change time > cached_since: **suspect**: changed around the time it was cached (order
+  unknown, typical for everything deployed shortly before cachewarden started), or only its ctime is
+  newer than the cache (an in-place copy keeping mtimes, or a mere chmod: cachewarden cannot tell).
+- change time <= cached_since: fresh.
 - file gone: **missing** (OPcache still serves the deleted code).
 Separately, with a release symlink (`current` -> releases/N), a cached script under the releases
 directory but outside the release `current` points to is counted as **outside_release**: a gauge of
@@ -43,6 +47,8 @@ class CachedScript(NamedTuple):
     last_used: float
     timestamp: float | None  # the cached version's mtime; only with validate_timestamps=1
     mtime: float | None  # the file's mtime now; None if the file is gone
+    ctime: float | None = None  # the file's inode change time now; None if the file is gone or unknown
+    memory: int = 0  # memory_consumption of the cached bytecode
 
 
 @dataclass(slots=True)
@@ -55,10 +61,11 @@ class DriftReport:
     drift_seconds: float = 0.0
 
 
-# What is known about one cached path: (cached_since, cached_by, hits at the last look). Plain tuples:
-# a collection handles tens of thousands, and NamedTuple construction alone would double its cost.
-_Seen = tuple[float, float, int]
-ScriptRow = tuple[str, int, float, float | None, float | None]
+# What is known about one cached path: (cached_since, cached_by, hits and memory_consumption at the last
+# look). Plain tuples: a collection handles tens of thousands, and NamedTuple construction alone would
+# double its cost.
+_Seen = tuple[float, float, int, int]
+ScriptRow = tuple[str, int, float, float | None, float | None, float | None, int]
 
 
 def _under(path: str, directory: str) -> bool:
@@ -105,12 +112,12 @@ class DriftTracker:
         oldest_stale_mtime: float | None = None
         exact = validate_timestamps
         previous = self._seen
-        for path, hits, _, timestamp, mtime in scripts:
+        for path, hits, _, timestamp, mtime, ctime, memory in scripts:
             known = previous.get(path)
-            if known is None or hits < known[2]:
-                known = (since_new, now, hits)
+            if known is None or hits < known[2] or memory != known[3]:
+                known = (since_new, now, hits, memory)
             elif hits != known[2]:
-                known = (known[0], known[1], hits)
+                known = (known[0], known[1], hits, memory)
             seen[path] = known
             if releases and release_dir and _under(path, releases) and not _under(path, release_dir):
                 report.outside_release.append(path)
@@ -121,7 +128,8 @@ class DriftTracker:
                 is_stale = mtime != timestamp
             else:
                 is_stale = mtime > known[1]
-                if not is_stale and mtime > known[0]:
+                changed = mtime if ctime is None or ctime < mtime else ctime
+                if not is_stale and changed > known[0]:
                     report.suspect.append(path)
             if is_stale:
                 report.stale.append(path)

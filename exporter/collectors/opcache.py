@@ -22,8 +22,10 @@ for opcache.invalidate), never in labels.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
 from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge, info
+from exporter.php import fastcgi
 from exporter.php.agent import Agent, AgentError
 from exporter.php.ini import Setting, attribute
 from exporter.php.pool_config import PoolConfigError, PoolSettings, parse_pool_text
@@ -108,10 +111,15 @@ CODE_REVISION_INFO = info(
 CODE_REVISION_DRIFT = gauge("cachewarden_code_revision_drift", "1 if FPM runs another revision than disk.")
 
 RESTART_CAUSES = ("oom", "hash", "manual")
+_MAX_LOGGED_WARNINGS = 100  # distinct PHP warnings remembered as already logged
 
 
-def _pool_settings(target: PhpFpmTarget) -> PoolSettings | None:
-    """The pool section that applies to this target, for php_value attribution."""
+def _pool_settings(target: PhpFpmTarget, running_pool: str | None) -> PoolSettings | None:
+    """The pool section that applies to this target, for php_value attribution.
+
+    Like the fpm collector, it goes by the name of the pool that answered (fpm_get_status() inside
+    FPM), unless pool_name says otherwise.
+    """
     if target.pool_config is None:
         return None
     try:
@@ -119,7 +127,7 @@ def _pool_settings(target: PhpFpmTarget) -> PoolSettings | None:
     except OSError as exc:
         raise PoolConfigError(f"{target.pool_config}: cannot read: {exc.strerror}") from None
     pools = parse_pool_text(text, str(target.pool_config))
-    name = target.pool_name or (next(iter(pools)) if len(pools) == 1 else target.name)
+    name = target.pool_name or running_pool or (next(iter(pools)) if len(pools) == 1 else target.name)
     if name not in pools:
         raise PoolConfigError(f"{target.pool_config}: no [{name}] pool section; set pool_name")
     return pools[name]
@@ -129,7 +137,7 @@ def _cached_scripts(columns: dict[str, list[Any]]) -> Iterator[ScriptRow]:
     """The agent's column-wise script list as rows; unequal columns mean a broken answer."""
     if not columns:
         return iter(())
-    fields = (columns[k] for k in ("path", "hits", "last_used", "timestamp", "mtime"))
+    fields = (columns[k] for k in ("path", "hits", "last_used", "timestamp", "mtime", "ctime", "memory"))
     return zip(*fields, strict=True)
 
 
@@ -150,6 +158,7 @@ class OpcacheCollector(Collector):
         self.config = target
         self.agent = agent
         self.drift = DriftTracker()
+        self._logged_warnings: set[str] = set()
 
     async def collect(self) -> Observation:
         args: dict[str, Any] = {}
@@ -157,54 +166,79 @@ class OpcacheCollector(Collector):
             args["release_symlink"] = str(self.config.release_symlink)
         reply = await self.agent.run("status", args)
         result: dict[str, Any] = reply.result
+        warnings = list(reply.warnings)
         s = self.new_samples()
         checks: list[Check] = []
         details: dict[str, Any] = {}
-
-        settings = await self._settings(result, checks)
-        by_name = {st.directive: st for st in settings}
-        for st in settings:
-            s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
-        lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
-        checks.append(Check("opcache.settings", Verdict.OK, "effective directives and their sources", lines))
-        vt = by_name["validate_timestamps"].value == "1"
-        s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if vt else 0)
-        freq = by_name["revalidate_freq"].value
-        if freq.isdigit():
-            s.add(OPCACHE_REVALIDATE_FREQ, int(freq))
 
         status = result.get("status")
         restricted = bool(result.get("restricted"))
         s.add(OPCACHE_API_RESTRICTED, 1 if restricted else 0)
         s.add(OPCACHE_STATUS_AVAILABLE, 1 if isinstance(status, dict) else 0)
         if not result.get("loaded"):
+            # No directive of an extension that is not loaded means anything: none is reported.
             s.add(OPCACHE_ENABLED, 0)
             why = "the OPcache extension is not loaded in this pool"
             checks.append(Check("opcache.status", Verdict.NOTE, why))
-        elif not isinstance(status, dict):
-            s.add(OPCACHE_ENABLED, 1 if by_name["enable"].value == "1" else 0)
-            why = ("opcache.restrict_api excludes agent_dir: put agent_dir under it to let cachewarden read "
-                   "OPcache" if restricted else "opcache_get_status() returned false")
-            checks.append(Check("opcache.status", Verdict.NOTE, f"OPcache status unavailable: {why}"))
-        elif not status.get("opcache_enabled"):
-            s.add(OPCACHE_ENABLED, 0)
-            checks.append(Check("opcache.status", Verdict.NOTE,
-                                f"OPcache is disabled (opcache.enable={by_name['enable'].value} set by "
-                                f"{by_name['enable'].source}): no bytecode is cached, so none can drift"))
         else:
-            s.add(OPCACHE_ENABLED, 1)
-            self._statistics(s, status, checks)
-            report = self._drift(s, status, result, vt)
-            checks.extend(self._drift_checks(report, by_name))
-            details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
-                           outside_release=report.outside_release, exact=report.exact)
+            by_name = await self._settings(s, result, checks)
+            if by_name["enable"].value == "1":
+                checks.extend(self._agent_scripts_cached(by_name["file_update_protection"], result))
+            if not isinstance(status, dict):
+                s.add(OPCACHE_ENABLED, 1 if by_name["enable"].value == "1" else 0)
+                why = ("opcache.restrict_api excludes agent_dir: put agent_dir under it to let cachewarden "
+                       "read OPcache" if restricted else "opcache_get_status() returned false")
+                checks.append(Check("opcache.status", Verdict.NOTE, f"OPcache status unavailable: {why}"))
+            elif not status.get("opcache_enabled"):
+                s.add(OPCACHE_ENABLED, 0)
+                checks.append(Check("opcache.status", Verdict.NOTE,
+                                    f"OPcache is disabled (opcache.enable={by_name['enable'].value} set by "
+                                    f"{by_name['enable'].source}): no bytecode is cached, so none can drift"))
+            else:
+                s.add(OPCACHE_ENABLED, 1)
+                self._statistics(s, status, checks)
+                vt = by_name["validate_timestamps"].value == "1"
+                report, epoch = self._drift(s, status, result, vt)
+                checks.extend(self._drift_checks(report, by_name, epoch))
+                details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
+                               outside_release=report.outside_release, exact=report.exact)
         if self.config.revision_file is not None:
-            checks.append(await self._revision(s, self.config.revision_file))
+            checks.append(await self._revision(s, self.config.revision_file, warnings))
+        if warnings:
+            checks.append(self._warnings_check(warnings))
         return Observation(s, checks, details)
 
-    async def _settings(self, result: dict[str, Any], checks: list[Check]) -> list[Setting]:
+    def _warnings_check(self, warnings: list[str]) -> Check:
+        """PHP warnings of the agent's runs: logged once each, listed in a NOTE every time."""
+        distinct = list(dict.fromkeys(warnings))
+        for w in distinct:
+            if w not in self._logged_warnings and len(self._logged_warnings) < _MAX_LOGGED_WARNINGS:
+                self._logged_warnings.add(w)
+                log.warning("PHP warning in the agent run of %s/%s: %s", self.kind, self.target, w)
+        return Check("opcache.agent_warnings", Verdict.NOTE,
+                     f"{len(distinct)} PHP warning(s) while reading OPcache inside FPM",
+                     tuple(distinct[:50]), len(distinct))
+
+    def _agent_scripts_cached(self, protection: Setting, result: dict[str, Any]) -> list[Check]:
+        """With file_update_protection=0 OPcache caches each agent script, unless agent_dir is blacklisted."""
+        if protection.value != "0":
+            return []
+        probe = str(self.agent.agent_dir.resolve() / "cachewarden-0.php")
+        blacklist = [str(entry) for entry in result.get("blacklist") or []]
+        if any(fnmatch.fnmatchcase(probe, entry.rstrip("*") + "*") for entry in blacklist):
+            return [Check("opcache.agent_cached", Verdict.OK,
+                          "opcache.file_update_protection=0, but agent_dir is in opcache.blacklist_filename")]
+        return [Check("opcache.agent_cached", Verdict.PROBLEM,
+                      f"opcache.file_update_protection=0 (set by {protection.source}): OPcache caches every "
+                      "agent script cachewarden runs, so cached scripts and memory grow with each "
+                      f"collection; add {self.agent.agent_dir} to the file named by "
+                      "opcache.blacklist_filename")]
+
+    async def _settings(self, s: Samples, result: dict[str, Any], checks: list[Check]) -> dict[str, Setting]:
+        """The effective directives by name, exported with the file that set each."""
+        running_pool = result.get("pool") if isinstance(result.get("pool"), str) else None
         try:
-            pool = await asyncio.to_thread(_pool_settings, self.config)
+            pool = await asyncio.to_thread(_pool_settings, self.config, running_pool)
         except PoolConfigError as exc:
             checks.append(Check("opcache.pool_config", Verdict.PROBLEM, str(exc)))
             pool = None
@@ -212,12 +246,22 @@ class OpcacheCollector(Collector):
         for path, lines in result.get("ini_files") or []:
             if lines is None:
                 checks.append(Check("opcache.ini_unreadable", Verdict.NOTE,
-                                    f"{path} is loaded by FPM but unreadable to it: its settings are "
-                                    "attributed to the next source"))
+                                    f"{path} is loaded by FPM but unreadable to it: a value it sets "
+                                    "shows as set by an unknown source"))
             files.append((str(path), [str(x) for x in lines or []]))
         raw = result.get("directives") or {}
         directives = {str(k): "" if v is None else str(v) for k, v in raw.items()}
-        return attribute(directives, files, pool)
+        settings = attribute(directives, files, pool)
+        for st in settings:
+            s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
+        lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
+        checks.append(Check("opcache.settings", Verdict.OK, "effective directives and their sources", lines))
+        by_name = {st.directive: st for st in settings}
+        s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if by_name["validate_timestamps"].value == "1" else 0)
+        freq = by_name["revalidate_freq"].value
+        if freq.isdigit():
+            s.add(OPCACHE_REVALIDATE_FREQ, int(freq))
+        return by_name
 
     def _statistics(self, s: Samples, status: dict[str, Any], checks: list[Check]) -> None:
         mem = status.get("memory_usage") or {}
@@ -246,7 +290,9 @@ class OpcacheCollector(Collector):
                                 "OPcache is full: new scripts are compiled on every request until a restart "
                                 "(raise opcache.memory_consumption or opcache.max_accelerated_files)"))
 
-    def _drift(self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool) -> DriftReport:
+    def _drift(
+        self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool
+    ) -> tuple[DriftReport, float]:
         stats = status.get("opcache_statistics") or {}
         epoch = max(float(stats.get("start_time", 0)), float(stats.get("last_restart_time", 0)))
         scripts = _cached_scripts(status.get("scripts") or {})
@@ -261,9 +307,9 @@ class OpcacheCollector(Collector):
         s.add(OPCACHE_DRIFT_EXACT, 1 if report.exact else 0)
         if self.config.release_symlink is not None:
             s.add(OPCACHE_SCRIPTS_OUTSIDE_RELEASE, len(report.outside_release))
-        return report
+        return report, epoch
 
-    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting]) -> list[Check]:
+    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting], epoch: float) -> list[Check]:
         vt, freq = by_name["validate_timestamps"], by_name["revalidate_freq"]
         if report.exact:
             consequence = (f"FPM serves the old code until its next check (revalidate_freq={freq.value} "
@@ -280,9 +326,19 @@ class OpcacheCollector(Collector):
                              "{n} cached script(s) whose file is gone are still served"),
         ]
         if report.suspect:
-            checks.append(Check("opcache.suspect", Verdict.NOTE,
-                                f"{len(report.suspect)} cached script(s) changed on disk around the time "
-                                "they were cached; whether FPM serves the new version is unknown",
+            started = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            summary = (f"{len(report.suspect)} cached script(s) changed on disk after OPcache (re)started "
+                       f"at {started}")
+            if report.exact:
+                verdict, summary = Verdict.NOTE, summary + "; whether FPM serves the new version is unknown"
+            else:
+                # One fresh look (cachewarden check) can only ever see a deploy as suspect: with nothing
+                # rechecking files, that is the incident itself, not a curiosity.
+                verdict = Verdict.PROBLEM
+                summary += (f": code changed on disk may not be served: validate_timestamps=0 set by "
+                            f"{vt.source}; opcache.reset (cachewarden heal opcache.reset --target "
+                            f"{self.target}) to be sure")
+            checks.append(Check("opcache.suspect", verdict, summary,
                                 tuple(sorted(report.suspect)[:50]), len(report.suspect)))
         if self.config.release_symlink is not None:
             link = self.config.release_symlink
@@ -292,12 +348,14 @@ class OpcacheCollector(Collector):
                 "{n} cached script(s) belong to a release " + f"{link} no longer points to"))
         return checks
 
-    async def _revision(self, s: Samples, path: Path) -> Check:
+    async def _revision(self, s: Samples, path: Path, warnings: list[str]) -> Check:
         disk_raw = await asyncio.to_thread(read_disk_revision, path)
         try:
             reply = await self.agent.run("revision", {"path": str(path)})
             running_raw = reply.result.get("value") if isinstance(reply.result, dict) else None
-        except AgentError as exc:
+            warnings.extend(reply.warnings)
+        except (AgentError, fastcgi.FastCGIError) as exc:
+            # The status part of this collection stands; only the running revision is unknown.
             log.info("revision of %s/%s unreadable through FPM: %s", self.kind, self.target, exc)
             running_raw = None
         running, disk = as_label(running_raw), as_label(disk_raw)

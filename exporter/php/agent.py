@@ -7,6 +7,12 @@ requested over FastCGI with the token in the request body (never the URL, which 
 deleted afterwards whatever happened. The script answers a JSON envelope {ok, result, errors}.
 A random name per run also matters for correctness: with validate_timestamps=0, rewriting one fixed
 file would keep running its first cached version, token included.
+
+The endpoint lock is released when the client gives up, but FPM may still be running the request: PHP
+notices a closed connection only when it writes. So the script is told the client's timeout and calls
+set_time_limit() with it. That bounds CPU time only (on Linux PHP does not count time spent waiting, in
+sleep or I/O), so an agent run blocked on a lock may still hold a worker a little after cachewarden
+moved on; the pool's request_terminate_timeout is the wall-clock bound for that residual case.
 """
 
 from __future__ import annotations
@@ -61,7 +67,13 @@ def compose_source(script: str, token: str) -> str:
 
 def _write_script(agent_dir: Path, text: str) -> Path:
     path = agent_dir / f"cachewarden-{secrets.token_hex(16)}.php"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise AgentError(
+            f"agent_dir {agent_dir}: cannot write agent script: {exc.strerror or exc}; create it, "
+            "writable by cachewarden, readable by FPM's user"
+        ) from None
     try:
         os.fchmod(fd, 0o644)  # the umask must not make it unreadable to FPM's user
         os.write(fd, text.encode())
@@ -113,7 +125,7 @@ class Agent:
         """Run a PHP script body (`<?php …`) inside the envelope; `name` only labels errors."""
         token = secrets.token_urlsafe(32)
         text = compose_source(script, token)
-        body = json.dumps({"token": token, "args": args or {}}).encode()
+        body = json.dumps({"token": token, "args": args or {}, "time_limit": self.timeout}).encode()
         path = await asyncio.to_thread(_write_script, self.agent_dir, text)
         try:
             resp = await self.endpoint.request(

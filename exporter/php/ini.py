@@ -4,6 +4,10 @@ PHP loads php.ini, then the scanned conf.d files in alphabetical order; the last
 directive wins. A pool's php_value/php_admin_value beats them all. The agent (running inside FPM, so it
 sees exactly the files FPM loaded) returns the `opcache.` lines of each loaded file in load order; this
 module parses those lines and names, for each directive, the file whose line produced the value.
+
+The pool's lines are known only from the target's pool_config. Without it (or when the value came from
+a web server's PHP_VALUE or FPM's -d), the effective value differs from what the last file (or PHP's
+default) says; the source is then UNKNOWN_SOURCE rather than a file that did not set that value.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from exporter.php.pool_config import PoolSettings
 
 DEFAULT_SOURCE = "default"
+UNKNOWN_SOURCE = "unknown (not php.ini/conf.d: pool php_value, PHP_VALUE or -d)"
 
 # The directives exported as cachewarden_opcache_setting_info, without their `opcache.` prefix.
 DIRECTIVES = (
@@ -24,6 +29,15 @@ DIRECTIVES = (
     "memory_consumption",
     "max_accelerated_files",
 )
+# PHP 8.2's built-in values, to tell "nothing set it" from "something no ini file shows set it".
+DEFAULTS = {
+    "enable": "1",
+    "validate_timestamps": "1",
+    "revalidate_freq": "2",
+    "file_update_protection": "2",
+    "memory_consumption": "128",
+    "max_accelerated_files": "10000",
+}
 _BOOLEAN = {"enable", "validate_timestamps"}
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -71,19 +85,21 @@ def attribute(
     """Attribute each directive's effective value to its source.
 
     `effective` maps `opcache.X` to the value ini_get reports inside FPM; `files` is (path, lines) in
-    load order. A directive the pool sets is the pool file's; else the last file that sets it; else
-    "default".
+    load order. A directive the pool sets is the pool file's; else the last file that sets it, if it
+    sets the effective value; else "default" if that is PHP's default; else UNKNOWN_SOURCE.
     """
     parsed = [(path, parse_ini_lines(lines)) for path, lines in files]
     out = []
     for d in directives:
         key = f"opcache.{d}"
-        source = DEFAULT_SOURCE
+        source, expected = DEFAULT_SOURCE, DEFAULTS.get(d)
         for path, settings in parsed:
             if key in settings:
-                source = path
+                source, expected = path, normalize(d, settings[key])
+        value = normalize(d, effective.get(key, ""))
         if pool is not None and key in pool.ini:
             source = pool.ini[key].file
-        value = normalize(d, effective.get(key, ""))
+        elif key in effective and expected is not None and value != expected:
+            source = UNKNOWN_SOURCE
         out.append(Setting(d, value, source))
     return out

@@ -16,11 +16,14 @@ from exporter.collectors.base import Observation, Verdict
 from exporter.collectors.opcache import (
     CODE_REVISION_DRIFT,
     OPCACHE_API_RESTRICTED,
+    OPCACHE_CACHED_SCRIPTS,
     OPCACHE_DRIFT_EXACT,
     OPCACHE_DRIFT_SECONDS,
     OPCACHE_ENABLED,
     OPCACHE_SCRIPTS_MISSING,
+    OPCACHE_SCRIPTS_OUTSIDE_RELEASE,
     OPCACHE_SCRIPTS_STALE,
+    OPCACHE_SCRIPTS_SUSPECT,
     OPCACHE_SETTING_INFO,
     OPCACHE_STATUS_AVAILABLE,
     OPCACHE_VALIDATE_TIMESTAMPS,
@@ -30,6 +33,7 @@ from exporter.config import parse
 from exporter.php import agent as agent_module
 from exporter.php.agent import AgentError
 from exporter.php.fastcgi import FastCGIConnectError
+from exporter.php.ini import UNKNOWN_SOURCE
 from tests.support import phpfpm
 from tests.support.phpfpm import Fpm, FpmFactory
 from tests.support.wait import async_wait_for
@@ -68,11 +72,20 @@ async def test_code_changed_under_validate_timestamps_0_is_stale_until_reset(php
     first = await collector.collect()
     assert first.samples.value(OPCACHE_SCRIPTS_STALE) == 0
     assert first.samples.value(OPCACHE_VALIDATE_TIMESTAMPS) == 0
-    first_seen = math.floor(time.time())
+    first_seen = math.ceil(time.time())
 
-    # The deploy: new code on disk, with an mtime after cachewarden saw the old one cached.
+    # The deploy: new code on disk whose mtime lies after cachewarden saw the old one cached, and in the
+    # past by more than file_update_protection (2 s), as for any deploy OPcache would pick up at once
+    # if it checked timestamps. The clock must first get that far past the first sighting.
+    protection = 2
+
+    async def clock_past_first_sighting() -> bool:
+        return time.time() > first_seen + protection + 1
+
+    await async_wait_for(clock_past_first_sighting, message="clock past the first sighting")
     page.write_text("<?php echo 'new';")
-    changed_at = first_seen + 1
+    changed_at = math.floor(time.time()) - protection - 1
+    assert changed_at >= first_seen
     os.utime(page, (changed_at, changed_at))
     assert (await fpm.get("page.php")).body == b"old"  # FPM keeps serving the cached old bytecode
 
@@ -191,3 +204,153 @@ async def test_agent_failure_is_an_agent_error(php_fpm: FpmFactory) -> None:
     collector = opcache_collector(fpm)
     with pytest.raises(AgentError, match="revision file not found"):
         await collector.agent.run("revision", {"path": "/nonexistent/revision.php"})
+
+
+async def test_one_fresh_look_at_an_in_place_deploy_is_a_problem(php_fpm: FpmFactory) -> None:
+    # `cachewarden check` collects once: a deploy after OPcache started can only be suspect, and with
+    # validate_timestamps=0 that is the incident. An in-place copy keeping old mtimes (rsync -a, tar x,
+    # cp -p) is seen through the ctime.
+    fpm = php_fpm(opcache={"opcache.validate_timestamps": 0},
+                  conf_d={"99-opcache.ini": "opcache.validate_timestamps=0\n"})
+    started_second = math.floor(time.time())
+
+    async def next_second() -> bool:  # file times are whole seconds: the deploy must fall after the start
+        return time.time() >= started_second + 1
+
+    await async_wait_for(next_second, message="clock past OPcache's start second")
+    page = fpm.script("page.php", "<?php echo 'old';", mtime=LONG_AGO)
+    untouched = fpm.script("untouched.php", "<?php echo 'same';", mtime=LONG_AGO)
+    assert (await fpm.get("page.php")).body == b"old"
+    page.write_text("<?php echo 'new';")
+    os.utime(page, (LONG_AGO, LONG_AGO))  # the deploy kept the release's old mtime
+    assert (await fpm.get("page.php")).body == b"old"
+
+    obs = await opcache_collector(fpm).collect()
+    assert obs.samples.value(OPCACHE_SCRIPTS_SUSPECT) == 1
+    assert obs.samples.value(OPCACHE_SCRIPTS_STALE) == 0
+    assert obs.details["suspect"] == [str(page)]
+    assert str(untouched) not in obs.details["suspect"]  # never requested, so never cached
+    suspect = check(obs, "opcache.suspect")
+    assert suspect.verdict is Verdict.PROBLEM
+    assert suspect.items == (str(page),)
+    assert "changed on disk after OPcache (re)started at " in suspect.summary
+    source = fpm.conf_d / "99-opcache.ini"
+    assert suspect.summary.endswith(
+        f"code changed on disk may not be served: validate_timestamps=0 set by {source}; "
+        "opcache.reset (cachewarden heal opcache.reset --target www) to be sure")
+
+
+async def test_a_plain_revision_file_shows_the_cached_revision(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm(opcache={"opcache.validate_timestamps": 0})
+    rev = fpm.script("REVISION", "v1\nbuilt by ci\n", mtime=LONG_AGO)
+    collector = opcache_collector(fpm, revision_file=str(rev))
+    first = await collector.collect()
+    assert first.samples.value(CODE_REVISION_DRIFT) == 0
+    assert check(first, "code.revision").summary == "FPM runs revision v1, the one on disk"
+    rev.write_text("v2\n")
+    past = time.time() - 10  # older than file_update_protection: not what keeps v1 served
+    os.utime(rev, (past, past))
+    second = await collector.collect()
+    assert second.samples.value(CODE_REVISION_DRIFT) == 1
+    assert "runs revision v1 but" in check(second, "code.revision").summary
+
+
+async def test_a_revision_run_that_fails_keeps_the_status_part(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm()
+    # A revision file so slow that its run times out: a FastCGI error, not an agent answer.
+    rev = fpm.script("revision.php", "<?php usleep(1500000); return 'v1';", mtime=LONG_AGO)
+    obs = await opcache_collector(fpm, revision_file=str(rev), agent_timeout="500ms").collect()
+    assert obs.samples.value(OPCACHE_ENABLED) == 1
+    assert obs.samples.value(CODE_REVISION_DRIFT) == 0
+    assert check(obs, "code.revision").summary == "revision unknown (running unknown, disk v1)"
+
+
+async def test_a_pool_setting_without_pool_config_is_not_pinned_on_an_ini_file(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm(conf_d={"99-opcache.ini": "opcache.validate_timestamps=1\n"},
+                  pool={"php_admin_value[opcache.validate_timestamps]": 0})
+    config = parse({"php_fpm": [{"name": "www", "address": fpm.address, "agent_dir": str(fpm.agent_dir)}]})
+    without = build_collectors(config, {"fpm": False})[0]
+    assert source_of(await without.collect(), "validate_timestamps") == ("0", UNKNOWN_SOURCE)
+    with_pool = await opcache_collector(fpm).collect()
+    assert source_of(with_pool, "validate_timestamps") == ("0", str(fpm.pool_config))
+
+
+async def test_the_pool_section_is_the_one_that_answered(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm(pool={"php_admin_value[opcache.revalidate_freq]": 30})
+    # pool_config names two pools and the target is called neither: the agent says which one it runs in.
+    two_pools = fpm.root / "pools.conf"
+    two_pools.write_text("[other]\nphp_admin_value[opcache.revalidate_freq] = 99\n\n"
+                         + fpm.pool_config.read_text().split("\n\n", 1)[1])
+    obs = await opcache_collector(fpm, pool_config=str(two_pools)).collect()
+    assert source_of(obs, "revalidate_freq") == ("30", str(two_pools))
+    assert all(c.name != "opcache.pool_config" for c in obs.checks)
+
+
+async def test_scripts_of_a_superseded_release_are_counted(php_fpm: FpmFactory, tmp_path: Path) -> None:
+    fpm = php_fpm()
+    releases = tmp_path / "app" / "releases"
+    for n in ("1", "2"):
+        (releases / n).mkdir(parents=True)
+        page = releases / n / "page.php"
+        page.write_text(f"<?php echo '{n}';")
+        os.utime(page, (LONG_AGO, LONG_AGO))
+    current = tmp_path / "app" / "current"
+    current.symlink_to(releases / "1")
+    fpm.script("load.php", f"<?php include '{releases / '1' / 'page.php'}';", mtime=LONG_AGO)
+    assert (await fpm.get("load.php")).body == b"1"
+    first = await opcache_collector(fpm, release_symlink=str(current)).collect()
+    assert first.samples.value(OPCACHE_SCRIPTS_OUTSIDE_RELEASE) == 0
+    current.unlink()
+    current.symlink_to(releases / "2")  # the deploy switched the symlink; FPM still holds release 1
+    obs = await opcache_collector(fpm, release_symlink=str(current)).collect()
+    assert obs.samples.value(OPCACHE_SCRIPTS_OUTSIDE_RELEASE) == 1
+    assert check(obs, "opcache.outside_release").items == (str(releases / "1" / "page.php"),)
+
+
+async def test_file_update_protection_0_caches_every_agent_run_unless_blacklisted(
+    php_fpm: FpmFactory,
+) -> None:
+    fpm = php_fpm(opcache={"opcache.file_update_protection": 0})
+    collector = opcache_collector(fpm)
+    first = await collector.collect()
+    second = await collector.collect()
+    assert (second.samples.value(OPCACHE_CACHED_SCRIPTS) or 0) > (first.samples.value(OPCACHE_CACHED_SCRIPTS)
+                                                                   or 0)
+    cached = check(second, "opcache.agent_cached")
+    assert cached.verdict is Verdict.PROBLEM
+    assert f"add {fpm.agent_dir} to the file named by opcache.blacklist_filename" in cached.summary
+
+    blacklist = fpm.root / "opcache-blacklist.txt"
+    blacklist.write_text(f"{fpm.agent_dir}/\n")
+    blacklisted = php_fpm("blacklisted", opcache={"opcache.file_update_protection": 0,
+                                                  "opcache.blacklist_filename": str(blacklist)})
+    collector = opcache_collector(blacklisted)
+    collector.agent.agent_dir = fpm.agent_dir
+    first = await collector.collect()
+    second = await collector.collect()
+    assert second.samples.value(OPCACHE_CACHED_SCRIPTS) == first.samples.value(OPCACHE_CACHED_SCRIPTS)
+    assert check(second, "opcache.agent_cached").verdict is Verdict.OK
+
+
+async def test_opcache_not_loaded_reports_no_directives(php_fpm: FpmFactory) -> None:
+    fpm = php_fpm(load_opcache=False)
+    obs = await opcache_collector(fpm).collect()
+    assert obs.samples.value(OPCACHE_ENABLED) == 0
+    assert obs.samples.value(OPCACHE_VALIDATE_TIMESTAMPS) is None
+    assert all(spec is not OPCACHE_SETTING_INFO for spec, _, _ in obs.samples.values)
+    assert "not loaded" in check(obs, "opcache.status").summary
+
+
+async def test_agent_warnings_are_a_note_and_logged_once(
+    php_fpm: FpmFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fpm = php_fpm(opcache={"opcache.restrict_api": str(tmp_path / "elsewhere")})
+    collector = opcache_collector(fpm)
+    with caplog.at_level("WARNING", logger="exporter.collectors.opcache"):
+        first = await collector.collect()
+        await collector.collect()
+    warnings = check(first, "opcache.agent_warnings")
+    assert warnings.verdict is Verdict.NOTE
+    assert any("restrict_api" in w for w in warnings.items)
+    logged = [r.getMessage() for r in caplog.records if "PHP warning" in r.getMessage()]
+    assert len(logged) == len(warnings.items)  # the second collection logged nothing new

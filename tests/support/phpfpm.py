@@ -165,11 +165,13 @@ def start_fpm(
     pool: Mapping[str, str | int] | None = None,
     tcp: bool = False,
     start: bool = True,
+    load_opcache: bool = True,
 ) -> Fpm:
     """Write a private FPM setup under `root` and start it.
 
-    `opcache` settings go into conf.d/10-opcache.ini (which loads the extension); `conf_d` adds more
-    files by name; `pool` adds or overrides pool directives (pm, pm.max_children, php_admin_value[...]).
+    `opcache` settings go into conf.d/10-opcache.ini (which loads the extension unless `load_opcache`
+    is False); `conf_d` adds more files by name; `pool` adds or overrides pool directives (pm,
+    pm.max_children, php_admin_value[...]).
     """
     root.mkdir(parents=True, exist_ok=True)
     docroot, agent_dir, scan = root / "www", root / "agent", root / "conf.d"
@@ -179,7 +181,8 @@ def start_fpm(
     php_ini.write_text(_ini({"display_errors": "Off", "log_errors": "On", "error_log": root / "php.log"}))
     base_opcache = {"opcache.enable": 1, "opcache.memory_consumption": 64, "opcache.jit": "off"}
     opcache_ini = _ini({**base_opcache, **(opcache or {})})
-    (scan / "10-opcache.ini").write_text("zend_extension=opcache.so\n" + opcache_ini)
+    load = "zend_extension=opcache.so\n" if load_opcache else ""
+    (scan / "10-opcache.ini").write_text(load + opcache_ini)
     for name, text in (conf_d or {}).items():
         (scan / name).write_text(textwrap.dedent(text))
     address = f"127.0.0.1:{free_port()}" if tcp else f"unix:{root / 'fpm.sock'}"

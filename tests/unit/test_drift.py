@@ -107,3 +107,28 @@ def test_forget_treats_the_next_sighting_as_a_fresh_compile() -> None:
     t.forget(["/a.php"])
     r = t.update([script("/a.php", 1150)], now=1200, cache_epoch=EPOCH, validate_timestamps=False)
     assert r.stale == []
+
+
+def test_a_change_in_memory_means_recached_even_when_hits_grew() -> None:
+    # Invalidated elsewhere and requested more often since than before: hits alone would hide it.
+    t = DriftTracker()
+    t.update([CachedScript("/a.php", 5, 0.0, None, 900, 900, 4096)], now=1100, cache_epoch=EPOCH,
+             validate_timestamps=False)
+    r = t.update([CachedScript("/a.php", 9, 0.0, None, 1150, 1150, 5120)], now=1200, cache_epoch=EPOCH,
+                 validate_timestamps=False)
+    # Re-cached between 1100 and 1200, after or around the change at 1150: not known stale.
+    assert r.stale == []
+    assert r.suspect == ["/a.php"]
+    r = t.update([CachedScript("/a.php", 12, 0.0, None, 1150, 1150, 5120)], now=1300, cache_epoch=EPOCH,
+                 validate_timestamps=False)
+    assert r.stale == []
+
+
+def test_a_ctime_newer_than_the_cache_with_an_old_mtime_is_suspect() -> None:
+    # rsync -a / tar x / cp -p keep the release's old mtime; the ctime says the inode changed.
+    t = DriftTracker()
+    r = t.update([CachedScript("/a.php", 1, 0.0, None, 500, 1050, 0),
+                  CachedScript("/b.php", 1, 0.0, None, 500, 900, 0)],
+                 now=1100, cache_epoch=EPOCH, validate_timestamps=False)
+    assert r.suspect == ["/a.php"]
+    assert r.stale == []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
-from exporter.php.agent import AgentError, compose_script, parse_envelope
+from exporter.php.agent import Agent, AgentError, compose_script, parse_envelope
+from exporter.php.endpoint import FpmEndpoint
 from exporter.php.fastcgi import Response
 
 
@@ -38,3 +40,12 @@ def test_failed_or_foreign_answers_raise() -> None:
         parse_envelope("status", Response(403, {}, body))
     with pytest.raises(AgentError, match="not a JSON answer; FPM stderr: PHP Parse error"):
         parse_envelope("status", Response(500, {}, b"<html>", b"PHP Parse error"))
+
+
+async def test_a_missing_agent_dir_is_named_with_what_to_do(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    agent = Agent(FpmEndpoint("unix:/nonexistent.sock"), missing, timeout=1)
+    expected = (rf"^agent_dir {missing}: cannot write agent script: No such file or directory; create it, "
+                "writable by cachewarden, readable by FPM's user")
+    with pytest.raises(AgentError, match=expected):
+        await agent.run("status")

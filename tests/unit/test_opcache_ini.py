@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.php.ini import attribute, parse_ini_lines
+from exporter.php.ini import UNKNOWN_SOURCE, attribute, parse_ini_lines
 from exporter.php.pool_config import parse_pool_text
 
 
@@ -34,3 +34,16 @@ def test_the_pool_beats_every_ini_file() -> None:
     files = [("/conf.d/99-opcache.ini", ["opcache.validate_timestamps=1"])]
     by = {s.directive: s for s in attribute({"opcache.validate_timestamps": "0"}, files, pool)}
     assert by["validate_timestamps"].source == "/pool.d/www.conf"
+
+
+def test_a_value_no_known_file_sets_is_not_pinned_on_the_last_file() -> None:
+    # The pool sets validate_timestamps=0 but pool_config is not configured: the 99- file says 1.
+    files = [("/conf.d/10-opcache.ini", ["opcache.memory_consumption=256"]),
+             ("/conf.d/99-opcache.ini", ["opcache.validate_timestamps=1"])]
+    effective = {"opcache.validate_timestamps": "0", "opcache.memory_consumption": "256",
+                 "opcache.revalidate_freq": "60", "opcache.enable": "1"}
+    by = {s.directive: s for s in attribute(effective, files)}
+    assert (by["validate_timestamps"].value, by["validate_timestamps"].source) == ("0", UNKNOWN_SOURCE)
+    assert by["revalidate_freq"].source == UNKNOWN_SOURCE  # 60 is not PHP's default of 2
+    assert by["memory_consumption"].source == "/conf.d/10-opcache.ini"
+    assert by["enable"].source == "default"

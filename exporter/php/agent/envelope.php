@@ -27,6 +27,12 @@ function cachewarden_run(callable $action): void
         cachewarden_respond(403, false, null, ['missing or wrong token']);
         return;
     }
+    // Past the client's timeout nobody reads the answer, and cachewarden's one-worker rule assumes
+    // the worker is free again; set_time_limit() bounds CPU time, request_terminate_timeout the rest.
+    $limit = $request['time_limit'] ?? null;
+    if (is_int($limit) || is_float($limit)) {
+        set_time_limit(max(1, (int) ceil($limit)));
+    }
     $args = is_array($request['args'] ?? null) ? $request['args'] : [];
     $errors = [];
     // Warnings (a restricted OPcache API, an unreadable ini file) are findings, not page output.

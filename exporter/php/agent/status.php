@@ -1,8 +1,9 @@
 <?php
 // OPcache status for metrics and drift: statistics, the effective directives, the opcache lines of
-// every ini file FPM loaded (in load order), and per cached script: path, hits, last_used_timestamp,
-// timestamp or null, file mtime or null if the file is gone], as one list per field. Agent scripts themselves are left out;
-// they are normally never cached at all, being younger than opcache.file_update_protection.
+// every ini file FPM loaded (in load order), the pool's name, OPcache's blacklist, and per cached
+// script: path, hits, last_used_timestamp, timestamp or null, file mtime and ctime (null if the file is
+// gone) and memory_consumption, as one list per field. Agent scripts themselves are left out; they are
+// normally never cached at all, being younger than opcache.file_update_protection.
 cachewarden_run(function (array $args): array {
     $files = [];
     $loaded = php_ini_loaded_file();
@@ -39,7 +40,13 @@ cachewarden_run(function (array $args): array {
         'ini_files' => $ini_files,
         'status' => null,
         'release_dir' => null,
+        'pool' => null,
+        'blacklist' => [],
     ];
+    if (function_exists('fpm_get_status')) {
+        $fpm = @fpm_get_status();
+        $out['pool'] = is_array($fpm) && is_string($fpm['pool'] ?? null) ? $fpm['pool'] : null;
+    }
     if (is_string($args['release_symlink'] ?? null)) {
         $real = realpath($args['release_symlink']);
         $out['release_dir'] = $real === false ? null : $real;
@@ -47,24 +54,32 @@ cachewarden_run(function (array $args): array {
     if (!$loaded_ext) {
         return $out;
     }
+    $configuration = @opcache_get_configuration();
+    if (is_array($configuration)) {
+        $out['blacklist'] = array_values($configuration['blacklist'] ?? []);
+    }
     $status = @opcache_get_status(true);
     if (!is_array($status)) {
         $out['status'] = false;
         return $out;
     }
     clearstatcache();
-    // Column-wise: five flat lists parse much faster than one small list per script.
-    $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => []];
+    // Column-wise: a few flat lists parse much faster than one small list per script.
+    $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => [],
+                'ctime' => [], 'memory' => []];
     foreach ($status['scripts'] ?? [] as $path => $s) {
         if (cachewarden_is_agent($path)) {
             continue;
         }
-        $mtime = @filemtime($path);
+        // file_exists first: a deleted source is a finding (missing), not a PHP warning per script.
+        $stat = file_exists($path) ? @stat($path) : false;
         $scripts['path'][] = $path;
         $scripts['hits'][] = $s['hits'];
         $scripts['last_used'][] = $s['last_used_timestamp'];
         $scripts['timestamp'][] = $s['timestamp'] ?? null;
-        $scripts['mtime'][] = $mtime === false ? null : $mtime;
+        $scripts['mtime'][] = $stat === false ? null : $stat['mtime'];
+        $scripts['ctime'][] = $stat === false ? null : $stat['ctime'];
+        $scripts['memory'][] = $s['memory_consumption'];
     }
     unset($status['scripts']);
     $status['scripts'] = $scripts;
