@@ -2,6 +2,9 @@
 # the app's PHP-FPM over FastCGI.
 #   docker build -t cachewarden .
 #   docker run -v ./cachewarden.yaml:/etc/cachewarden/cachewarden.yaml:ro -p 9590:9590 cachewarden
+# The HEALTHCHECK probes 127.0.0.1:$CACHEWARDEN_PORT (9590): a configuration or flag that listens on
+# another port must come with the same port in that variable (docker run -e CACHEWARDEN_PORT=9100 …),
+# and so must a build whose built-in configuration listens elsewhere (--build-arg CACHEWARDEN_PORT=9100).
 
 # Builder: a wheel of cachewarden and a virtualenv holding it and its dependencies.
 FROM python:3.11.11-slim-bookworm AS builder
@@ -17,6 +20,7 @@ RUN python -m venv /opt/cachewarden \
 
 # Runtime: the virtualenv only, run as an unprivileged user.
 FROM python:3.11.11-slim-bookworm
+ARG CACHEWARDEN_PORT=9590
 LABEL org.opencontainers.image.title="cachewarden" \
       org.opencontainers.image.description="Prometheus exporter and healing sidecar for PHP/Laravel caches" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -26,14 +30,16 @@ COPY --from=builder /opt/cachewarden /opt/cachewarden
 RUN useradd --system --uid 10001 --gid www-data --home-dir /var/lib/cachewarden --create-home \
       --shell /usr/sbin/nologin cachewarden \
  && mkdir -p /etc/cachewarden \
- && printf 'listen_address: 0.0.0.0:9590\n' > /etc/cachewarden/cachewarden.yaml
+ && printf 'listen_address: 0.0.0.0:%s\n' "$CACHEWARDEN_PORT" > /etc/cachewarden/cachewarden.yaml
+# One port for the built-in configuration, EXPOSE and the HEALTHCHECK.
 ENV PATH=/opt/cachewarden/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    CACHEWARDEN_PORT=$CACHEWARDEN_PORT
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:33
 WORKDIR /var/lib/cachewarden
-EXPOSE 9590
+EXPOSE $CACHEWARDEN_PORT
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9590/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"CACHEWARDEN_PORT\"]}/healthz', timeout=4).status != 200)"]
 ENTRYPOINT ["cachewarden"]
 CMD ["serve", "--config.file", "/etc/cachewarden/cachewarden.yaml"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.wait import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -62,13 +66,45 @@ def test_image_runs_cachewarden_unprivileged_with_a_healthcheck() -> None:
     steps = dict(instructions())  # the last of each instruction is the runtime stage's
     assert steps["ENTRYPOINT"] == '["cachewarden"]'
     assert steps["CMD"] == '["serve", "--config.file", "/etc/cachewarden/cachewarden.yaml"]'
-    assert steps["EXPOSE"] == "9590"
     user = steps["USER"].split(":")[0]
     assert user.isdigit(), "a numeric user lets runAsNonRoot verify it"
     assert int(user) != 0
-    assert "http://127.0.0.1:9590/healthz" in steps["HEALTHCHECK"]
     assert "curl" not in steps["HEALTHCHECK"]
     assert "wget" not in steps["HEALTHCHECK"]
+
+
+def test_the_built_in_configuration_expose_and_healthcheck_share_one_port() -> None:
+    steps = dict(instructions())
+    assert steps["ARG"] == "CACHEWARDEN_PORT=9590"
+    assert "CACHEWARDEN_PORT=$CACHEWARDEN_PORT" in steps["ENV"]
+    assert steps["EXPOSE"] == "$CACHEWARDEN_PORT"
+    assert "listen_address: 0.0.0.0:%s\\n' \"$CACHEWARDEN_PORT\"" in steps["RUN"]
+    assert 'os.environ[\\"CACHEWARDEN_PORT\\"]' in steps["HEALTHCHECK"]
+
+
+def healthcheck_argv() -> list[str]:
+    command = dict(instructions())["HEALTHCHECK"].partition(" CMD ")[2]
+    argv: list[str] = json.loads(command)
+    return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+
+
+def test_healthcheck_probes_the_port_named_by_cachewarden_port(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(f"listen_address: 127.0.0.1:{port}\n", encoding="utf-8")
+    server = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config.file", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def probe(port: int) -> int:
+            env = {**os.environ, "CACHEWARDEN_PORT": str(port)}
+            return subprocess.run(healthcheck_argv(), env=env, capture_output=True, timeout=30,
+                                  check=False).returncode
+
+        wait_for(lambda: probe(port) == 0, timeout=20, message="the HEALTHCHECK passing on the served port")
+        assert probe(free_port()) != 0, "a port nothing listens on fails the check"
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
 
 
 def test_build_context_keeps_what_the_image_copies() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +49,10 @@ def test_the_demo_installs_no_server_and_starts_none() -> None:
 def test_the_suite_installs_every_server_and_the_venv_profile_none() -> None:
     assert packages("all") >= SERVERS
     assert packages("venv") == set()
+
+
+def test_package_metadata_uses_an_spdx_license_expression() -> None:
+    # The {text = ...} table is deprecated by setuptools (an error from 2027-02-18); SPDX strings need 77+.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    assert pyproject["build-system"]["requires"] == ["setuptools>=77"]
