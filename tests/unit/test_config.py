@@ -63,8 +63,8 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
     assert f"laravel[1].root: directory {tmp_path / 'missing'} does not exist" in found
     assert "php_fpm[0].address: expected unix:/path/to.sock or host:port" in found
     assert any(p.startswith("collectors.views.interval: not a duration: 'soon'") for p in found)
-    assert "redis[0].name: use letters, digits, _ . -, starting with a letter or digit, at most 64 characters" \
-        in found
+    assert ("redis[0].name: use letters, digits, _ . -, starting with a letter or digit, "
+            "at most 64 characters") in found
     assert len(found) == 4, found
 
 
