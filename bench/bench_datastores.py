@@ -5,9 +5,11 @@ Targets:
   prometheus-mysqld-exporter (--collect.perf_schema.eventsstatements) scraping the same servers, combined;
 - the statements cachewarden sends cost the database server under 5 ms per scrape, read from
   performance_schema (its statements run as a user of their own, summed per user). Statement digests
-  are read every `digest_interval` (60 s) and the rest every collection (15 s), so the bench measures
-  both kinds of collection and judges the average over one digest interval; the cost of a single
-  collection that reads the digests is printed beside it.
+  are read every `digest_interval` (60 s) and the rest every collection (`collectors.sql.interval`,
+  15 s), so the bench measures both kinds of collection and judges the average over one digest
+  interval ("per scrape"); the strict figure, one collection that reads the digests, is printed beside
+  it with its own PASS/FAIL, as are the first (warm-up) collection and the server time of one
+  mysqld_exporter scrape, measured the same way.
 
 The bench starts its own MariaDB (performance_schema ON, digests_size raised to hold the 5,000 shapes),
 its own redis-server and both peer exporters on free ports, and stops them all. Run as
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import statistics
@@ -34,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.collectors.redis_server import REDIS_UP, RedisCollector
 from exporter.collectors.sql import DB_STATEMENT_CALLS, DB_UP, SqlCollector
-from exporter.config import DatabaseTarget, RedisTarget
+from exporter.config import Collectors, DatabaseTarget, RedisTarget
 from tests.support.mariadb import PrivateMariaDB
 from tests.support.wait import free_port, wait_for
 
 SERVER_TIME_TARGET_MS = 5.0
-SCRAPE_INTERVAL = 15.0  # the exporter's default collection interval, and Prometheus' usual scrape
+SCRAPE_INTERVAL: float = Collectors().sql.interval  # the configured default collection interval
 DIGEST_INTERVAL: float = DatabaseTarget.model_fields["digest_interval"].default
 TABLES, COLUMNS = 10, 20
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -105,6 +108,12 @@ def peer_scrape(proc: subprocess.Popen[bytes], port: int) -> tuple[float, float]
     return time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
 
 
+def collections_per_digest_read(interval: float, digest_interval: float) -> int:
+    """How many collections one digest reading spans: the first collection at or after
+    `digest_interval`, less the half interval the collector's schedule allows it to be early."""
+    return max(1, math.ceil(digest_interval / interval - 0.5))
+
+
 def server_time_ms(server: PrivateMariaDB, user: str) -> float:
     table = "performance_schema.events_statements_summary_by_user_by_event_name"
     [[ps]] = server.sql(f"SELECT COALESCE(SUM(SUM_TIMER_WAIT), 0) FROM {table} WHERE USER = '{user}'")  # noqa: S608
@@ -122,7 +131,7 @@ async def measured_rounds(
     sql = SqlCollector(DatabaseTarget(name="main", url=server.url(user="cw_bench"),
                                       digest_interval=digest_interval),
                        interval=SCRAPE_INTERVAL, timeout=10)
-    out: dict[str, list[float]] = {"wall": [], "cpu": [], "server_ms": []}
+    out: dict[str, list[float]] = {"wall": [], "cpu": [], "server_ms": [], "first_server_ms": []}
     try:
         for i in range(rounds + 1):
             before = server_time_ms(server, "cw_bench")
@@ -137,6 +146,7 @@ async def measured_rounds(
             if digests != DatabaseTarget.model_fields["top_n"].default:
                 raise RuntimeError(f"cachewarden exported {digests} digests, not top_n")
             if i == 0:
+                out["first_server_ms"].append(after - before)
                 continue
             out["wall"].append(wall)
             out["cpu"].append(cpu)
@@ -195,10 +205,12 @@ def main() -> int:
             wait_for(lambda: scrape(redis_exp_port), timeout=30, message="redis exporter answering")
             wait_for(lambda: b"mysql_up 1" in scrape(mysqld_exp_port), timeout=30,
                      message="mysqld exporter up")
-            peer_wall, peer_cpu = [], []
+            peer_wall, peer_cpu, peer_server_ms = [], [], []
             for _ in range(args.rounds):
                 rw, rc = peer_scrape(redis_exp, redis_exp_port)
+                before = server_time_ms(server, "cw_peer")
                 mw, mc = peer_scrape(mysqld_exp, mysqld_exp_port)
+                peer_server_ms.append(server_time_ms(server, "cw_peer") - before)
                 peer_wall.append(rw + mw)
                 peer_cpu.append(rc + mc)
             ours = asyncio.run(cachewarden_rounds(server, redis_port, args.rounds))
@@ -210,8 +222,8 @@ def main() -> int:
     p_wall, p_cpu = statistics.median(peer_wall) * 1000, statistics.median(peer_cpu) * 1000
     full_ms = statistics.median(ours["server_ms"])
     between_ms = statistics.median(ours["server_ms_between"])
-    # At the default intervals one collection in `per_digest_read` reads the digest table.
-    per_digest_read = max(1, round(DIGEST_INTERVAL / SCRAPE_INTERVAL))
+    # At the configured default intervals one collection in `per_digest_read` reads the digest table.
+    per_digest_read = collections_per_digest_read(SCRAPE_INTERVAL, DIGEST_INTERVAL)
     amortised_ms = (full_ms + (per_digest_read - 1) * between_ms) / per_digest_read
     print(f"rounds {args.rounds} (medians); peers: wall {p_wall:.1f} ms, cpu {p_cpu:.1f} ms")
     print("wall and CPU time below are those of a collection that reads the digests, the costlier kind")
@@ -219,8 +231,14 @@ def main() -> int:
         report("collection wall time vs peers combined", wall, p_wall, "ms"),
         report("collection CPU time vs peers combined", cpu, p_cpu, "ms"),
     ]
-    print(f"database server time of one collection with a digest read: {full_ms:.2f} ms "
-          f"(not judged: the target is a cost per scrape)")
+    print(f"database server time of the first (warm-up) collection: "
+          f"{statistics.median(ours['first_server_ms']):.2f} ms (not judged)")
+    print(f"database server time of one mysqld_exporter scrape: {statistics.median(peer_server_ms):.2f} ms "
+          "(the peer, for comparison)")
+    # Strict: one collection that reads the digests, on its own. Printed with its verdict; the exit
+    # status follows the averaged figure below, the target being a cost "per scrape".
+    report("database server time of one collection with a digest read (strict, not the exit status)",
+           full_ms, SERVER_TIME_TARGET_MS, "ms")
     print(f"database server time of one collection between digest reads: {between_ms:.2f} ms")
     print(f"amortised at the defaults (collection every {SCRAPE_INTERVAL:g} s, digests every "
           f"{DIGEST_INTERVAL:g} s: 1 read in {per_digest_read} collections)")

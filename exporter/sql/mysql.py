@@ -208,6 +208,9 @@ async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: Db
 # Plain tuples: thousands are read and ranked per reading, and only the few reported become Digests.
 _Numbers = tuple[str, str, int, int, int, int]
 _TOTAL = operator.itemgetter(3)
+# Statements run with these default schemas read server metadata, whose tables have no indexes to use:
+# a tool browsing information_schema is not an application missing an index.
+_SYSTEM_SCHEMAS = frozenset(("information_schema", "performance_schema", "mysql", "sys"))
 
 
 def _mean(n: _Numbers) -> float:
@@ -221,7 +224,7 @@ class _Ranking:
         slow_ps = opts.slow_threshold * 1e12
         everything = digests.values()
         slow = [n for n in everything if n[3] > slow_ps * n[2]]
-        no_index = [n for n in everything if n[5]]
+        no_index = [n for n in everything if n[5] and n[1].lower() not in _SYSTEM_SCHEMAS]
         self.top = heapq.nlargest(opts.top_n + margin, everything, key=_TOTAL)
         self.slow = heapq.nlargest(opts.listed + margin, slow, key=_mean)
         self.no_index = heapq.nlargest(opts.listed + margin, no_index, key=_TOTAL)

@@ -32,8 +32,8 @@ from exporter.metrics import Samples
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
 from exporter.status_page import render_status_page
-from tests.support.mariadb import PrivateMariaDB, mariadb_server
-from tests.support.wait import free_port
+from tests.support.mariadb import PrivateMariaDB, mariadb_server, start_private_mariadb
+from tests.support.wait import async_wait_for, free_port
 
 __all__ = ["mariadb_server"]  # a fixture, used by name
 
@@ -306,3 +306,24 @@ async def test_without_performance_schema_statement_stats_are_a_note(
     assert note.verdict is Verdict.NOTE
     assert "performance_schema is OFF" in note.summary
     assert all(c.ok for c in obs.checks)
+
+
+async def test_a_server_stopped_mid_run_is_down_and_reconnected_when_it_restarts(
+    tmp_path: Path, make_collector: Callable[..., SqlCollector],
+) -> None:
+    server = start_private_mariadb(tmp_path)  # its own: stopping the shared one would upset other tests
+    try:
+        collector = make_collector(server.url())
+        assert (await collector.collect()).samples.value(DB_UP) == 1  # the pool now holds a connection
+        server.stop()
+        down = await collector.collect()
+        assert down.samples.value(DB_UP) == 0
+        assert down.checks[0].verdict is Verdict.PROBLEM
+        server.start()
+
+        async def back() -> bool:
+            return (await collector.collect()).samples.value(DB_UP) == 1
+
+        await async_wait_for(back, timeout=30, message="sql collector reconnected after the restart")
+    finally:
+        server.stop()

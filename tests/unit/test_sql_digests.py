@@ -210,3 +210,15 @@ async def test_digests_are_read_every_digest_interval_counted_from_the_start_of_
         await collector.collect()
 
     assert [round(t - start) for t in reads] == [0, 60, 120, 180, 240]
+
+
+async def test_statements_run_in_system_schemas_are_not_counted_as_missing_an_index() -> None:
+    system = [(f"sys{i}", schema, 5, PS, 100, 5) for i, schema in
+              enumerate(("information_schema", "performance_schema", "mysql", "sys", "INFORMATION_SCHEMA"))]
+    texts = {d: "SELECT * FROM `TABLES`" for d, *_ in system} | {"app0": app_text(0)}
+    table = FakeDigestTable([*system, ("app0", "shop", 5, PS, 100, 5)], texts)
+
+    stats = await read(table, options(KnownDigests()))
+
+    assert stats.no_index_total == 1
+    assert [d.digest for d in stats.no_index] == ["app0"]
