@@ -2,8 +2,9 @@
 
 Each compiled file is mapped to its source by its footer (`exporter.fs.footer`), never by recomputing
 Laravel's file-name hash, which changed across versions and with every symlinked release directory.
-A footer is read again only when the file's (inode, size, mtime_ns) changed, so a rescan of an
-unchanged tree costs one stat per file, like `find`.
+A footer is read again only when the file's (inode, size, mtime_ns, ctime_ns) changed, so a rescan of
+an unchanged tree costs one stat per file, like `find`; ctime is in it because chmod and chown change
+nothing else, and a file made unreadable must be opened again to be reported.
 
 What is counted, by Laravel's own rules (`Compiler::isExpired`, 8.x-10.x):
 - stale: the source's `filemtime` (whole seconds) is >= the compiled file's; Laravel recompiles it on
@@ -14,6 +15,10 @@ What is counted, by Laravel's own rules (`Compiler::isExpired`, 8.x-10.x):
   Laravel would check it against that very file, so it is checked for staleness the same way.
 - uncompiled: a source under the views directory that no compiled footer names.
 - footerless: a `*.php` file with no footer at its end (half-written, truncated or foreign).
+- not counted at all: `*.blade.php` files in the compiled directory. Laravel writes the template of an
+  inline component (one whose `render()` returns a string) there as `<sha1>.blade.php`
+  (`Component::createBladeViewFromString`) and compiles it like any view; the template is a source, its
+  compiled file is counted as external.
 
 Sources are matched by realpath: the views directory is resolved once per scan, as Laravel's default
 `config/view.php` resolves it, and footers naming a path through a symlink are resolved when read.
@@ -35,8 +40,18 @@ import threading
 from array import array
 from dataclasses import dataclass, field
 
-from exporter.fs.footer import TailReader, read_footer, read_tail
-from exporter.fs.view_sources import CANCEL_CHECK_EVERY, NS_PER_S, ScanCancelled, iter_sources
+from exporter.fs.access import PhpUser, can_create_files
+from exporter.fs.footer import (
+    FOOTER_ENDING,
+    FOOTER_OPENING,
+    READ_FLAGS,
+    TAIL_BYTES,
+    TailReader,
+    footer_in,
+    read_footer,
+    read_tail,
+)
+from exporter.fs.view_sources import BLADE_SUFFIX, CANCEL_CHECK_EVERY, NS_PER_S, ScanCancelled, iter_sources
 
 NO_SOURCE = (1 << 32) - 1  # the source id recorded for a file without a readable footer
 
@@ -55,6 +70,7 @@ _TABLE_SLACK = 4096
 # worst its footer reads, as a first scan does.
 _LOOKAHEAD = 256
 _FAR_SEARCHES = 32
+_S_IFMT = 0o170000  # stat.S_IFMT as a mask, so the cold loop tests a regular file without a call
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +118,13 @@ class _Listing:
 
     inodes: array[int] = field(default_factory=lambda: array("Q"))
     mtimes_ns: array[int] = field(default_factory=lambda: array("q"))
+    ctimes_ns: array[int] = field(default_factory=lambda: array("q"))
     sizes: array[int] = field(default_factory=lambda: array("q"))
     sources: array[int] = field(default_factory=lambda: array("I"))  # source ids, or NO_SOURCE
 
     def head(self, count: int) -> _Listing:
-        return _Listing(self.inodes[:count], self.mtimes_ns[:count], self.sizes[:count],
-                        self.sources[:count])
+        return _Listing(self.inodes[:count], self.mtimes_ns[:count], self.ctimes_ns[:count],
+                        self.sizes[:count], self.sources[:count])
 
 
 class _SourceTable:
@@ -120,11 +137,15 @@ class _SourceTable:
         self.mtimes = array("q", bytes(8 * len(keys)))  # whole seconds
         self._index: dict[str, int] | None = None
 
+    def index(self) -> dict[str, int]:
+        """The path -> id dict, built now if it was not (a first scan meets every path by surprise)."""
+        if self._index is None:
+            self._index = {k: sid for sid, k in enumerate(self.keys)}
+        return self._index
+
     def id_of(self, key: str) -> int:
         """The id of `key`, added to the table if it is new."""
-        index = self._index
-        if index is None:
-            index = self._index = {k: sid for sid, k in enumerate(self.keys)}
+        index = self.index()
         sid = index.get(key)
         if sid is None:
             sid = index[key] = len(self.keys)
@@ -141,8 +162,9 @@ class CompiledViewScanner:
     """
 
     def __init__(self, views_dir: str | os.PathLike[str], compiled_dir: str | os.PathLike[str], *,
-                 reader: TailReader = read_tail) -> None:
+                 reader: TailReader = read_tail, php_user: PhpUser | None = None) -> None:
         self._views_dir = os.fspath(views_dir)
+        self._php_user = php_user  # whom dir_writable is judged for; None: this process
         self._compiled_dir = os.fspath(compiled_dir)
         self._reader = reader
         self._lock = threading.Lock()
@@ -182,9 +204,13 @@ class CompiledViewScanner:
             dir_stat = None
         if dir_stat is not None and stat.S_ISDIR(dir_stat.st_mode):
             result.dir_exists = True
-            result.dir_writable = os.access(compiled_dir, os.W_OK | os.X_OK)
             vfs = os.statvfs(compiled_dir)
             result.free_bytes = vfs.f_bavail * vfs.f_frsize
+            if self._php_user is None:
+                result.dir_writable = os.access(compiled_dir, os.W_OK | os.X_OK)
+            else:
+                result.dir_writable = (not vfs.f_flag & os.ST_RDONLY
+                                       and can_create_files(dir_stat, self._php_user))
             listing = self._scan_compiled(result, dir_stat.st_uid, prefix, table, cancelled)
 
         # A walked source named by no compiled file is in exactly this state: found with bytes.find
@@ -229,15 +255,16 @@ class CompiledViewScanner:
 
     def _scan_compiled(self, result: ViewScan, dir_uid: int, prefix: str, table: _SourceTable,
                        cancelled: threading.Event) -> _Listing:
-        # The hot loop of every scan: locals only, and one stat per unchanged file. An unchanged file
+        if not self._listing.inodes and self._reader is read_tail:
+            return self._scan_compiled_cold(result, dir_uid, prefix, table, cancelled)
+        # The hot loop of every rescan: locals only, and one stat per unchanged file. An unchanged file
         # is the next one the last listing expects; anything else is looked for a little further on,
         # and read when not found: a wrong guess costs a footer read, never a wrong answer.
-        keys, state, mtimes, reader = table.keys, table.state, table.mtimes, self._reader
-        unreadable, foreign, footerless = result.unreadable, result.foreign_owned, result.footerless
-        orphaned, stale = result.orphaned, result.stale
+        state, mtimes, reader = table.state, table.mtimes, self._reader
+        unreadable, foreign, stale = result.unreadable, result.foreign_owned, result.stale
         last = self._listing
-        last_inodes, last_mtimes, last_sizes, last_sources = (
-            last.inodes, last.mtimes_ns, last.sizes, last.sources)
+        last_inodes, last_mtimes, last_ctimes, last_sizes, last_sources = (
+            last.inodes, last.mtimes_ns, last.ctimes_ns, last.sizes, last.sources)
         n = len(last_inodes)
         cursor = 0
         far_searches = _FAR_SEARCHES
@@ -248,8 +275,10 @@ class CompiledViewScanner:
                 seen += 1
                 if not seen % CANCEL_CHECK_EVERY and cancelled.is_set():
                     raise ScanCancelled
-                if not entry.name.endswith(".php"):
-                    continue  # .gitignore, and temporary names of an atomic recompile
+                name = entry.name
+                # Not .gitignore, nor temporary names of an atomic recompile, nor inline templates.
+                if not name.endswith(".php") or name.endswith(BLADE_SUFFIX):
+                    continue
                 path = entry.path
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -261,14 +290,15 @@ class CompiledViewScanner:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                ino, mtime_ns, size = st.st_ino, st.st_mtime_ns, st.st_size
+                ino, mtime_ns, ctime_ns, size = st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
                 if (cursor < n and last_inodes[cursor] == ino and last_mtimes[cursor] == mtime_ns
-                        and last_sizes[cursor] == size):
+                        and last_ctimes[cursor] == ctime_ns and last_sizes[cursor] == size):
                     sid = last_sources[cursor]
                     cursor += 1
                     if listing is not None:
                         listing.inodes.append(ino)
                         listing.mtimes_ns.append(mtime_ns)
+                        listing.ctimes_ns.append(ctime_ns)
                         listing.sizes.append(size)
                         listing.sources.append(sid)
                 else:
@@ -278,7 +308,8 @@ class CompiledViewScanner:
                     if n:
                         after, far_searches = _find(last_inodes, ino, cursor, far_searches)
                         at = after - 1
-                    if at >= 0 and last_mtimes[at] == mtime_ns and last_sizes[at] == size:
+                    if (at >= 0 and last_mtimes[at] == mtime_ns and last_ctimes[at] == ctime_ns
+                            and last_sizes[at] == size):
                         sid = last_sources[at]
                         cursor = at + 1
                     else:
@@ -294,38 +325,136 @@ class CompiledViewScanner:
                             compiled += 1
                             unreadable.append(path)
                             continue
-                        if source is None:
-                            sid = NO_SOURCE
-                        elif source.startswith(prefix):
-                            sid = table.id_of(source[len(prefix):])
-                        else:
-                            sid = table.id_of(self._key_of(source, prefix))
+                        sid = self._source_id(source, prefix, table)
                     listing.inodes.append(ino)
                     listing.mtimes_ns.append(mtime_ns)
+                    listing.ctimes_ns.append(ctime_ns)
                     listing.sizes.append(size)
                     listing.sources.append(sid)
                 compiled += 1
                 if st.st_uid != dir_uid:
                     foreign.append(path)
-                if sid == NO_SOURCE:
-                    footerless.append(path)
-                    continue
-                s = state[sid]
-                if not s & _RESOLVED:
-                    s = self._resolve(sid, prefix, table)
-                state[sid] = s | _COMPILED
-                if s & _MISSING:
-                    orphaned.append(path)
-                    continue
-                if s & _EXTERNAL:
-                    external += 1
-                if mtimes[sid] >= mtime_ns // NS_PER_S:
-                    stale.append(StaleView(path, self._full_path(keys[sid], prefix), mtimes[sid]))
+                s = state[sid] if sid != NO_SOURCE else 0
+                if s & _WALKED:  # one of this app's sources, found by the walk: the common case
+                    state[sid] = s | _COMPILED
+                    if mtimes[sid] >= mtime_ns // NS_PER_S:
+                        stale.append(StaleView(path, prefix + table.keys[sid], mtimes[sid]))
+                else:
+                    external += self._classify_other(path, sid, mtime_ns, prefix, table, result)
         result.compiled, result.external, result.footer_reads = compiled, external, reads
         self.footer_reads += reads
         if listing is None:
             listing = last if cursor == n else last.head(cursor)
         return listing
+
+    def _scan_compiled_cold(self, result: ViewScan, dir_uid: int, prefix: str, table: _SourceTable,
+                            cancelled: threading.Event) -> _Listing:
+        """The first scan, which reads every footer: the rescan loop without its matching, flattened.
+
+        It pays for one read per file, so per-file Python work is kept to locals: the read is inlined
+        (stat size, one pread of the tail), and a footer written exactly as Laravel writes it, naming
+        a path under the views directory, is cut out as bytes and looked up without a method call.
+        """
+        state, mtimes, keys, index = table.state, table.mtimes, table.keys, table.index()
+        unreadable, foreign, stale = result.unreadable, result.foreign_owned, result.stale
+        listing = _Listing()
+        add_inode, add_mtime, add_ctime, add_size, add_source = (
+            listing.inodes.append, listing.mtimes_ns.append, listing.ctimes_ns.append,
+            listing.sizes.append, listing.sources.append)
+        add_unreadable, add_foreign = unreadable.append, foreign.append
+        open_, pread, close, flags = os.open, os.pread, os.close, READ_FLAGS
+        tail_bytes, ending, opening = TAIL_BYTES, FOOTER_ENDING, FOOTER_OPENING
+        prefix_bytes, opening_length, body_end = os.fsencode(prefix), len(opening), -len(ending)
+        body_start = len(prefix_bytes)
+        source_of = self._source_id
+        compiled = external = reads = seen = 0
+        with os.scandir(self._compiled_dir) as entries:
+            for entry in entries:
+                seen += 1
+                if not seen % CANCEL_CHECK_EVERY and cancelled.is_set():
+                    raise ScanCancelled
+                name = entry.name
+                if not name.endswith(".php") or name.endswith(BLADE_SUFFIX):
+                    continue
+                path = entry.path
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_mode & _S_IFMT != stat.S_IFREG:
+                        continue
+                    size = st.st_size
+                    reads += 1
+                    fd = open_(path, flags)
+                    try:
+                        tail = pread(fd, tail_bytes, size - tail_bytes if size > tail_bytes else 0)
+                    finally:
+                        close(fd)
+                except FileNotFoundError:
+                    continue  # deleted between the listing and the read: the race, not an error
+                except OSError:
+                    compiled += 1
+                    add_unreadable(path)
+                    continue
+                start = tail.rfind(opening) + opening_length
+                if start >= opening_length and tail.endswith(ending) and tail.startswith(prefix_bytes, start):
+                    key = tail[start + body_start:body_end].decode("utf-8", "surrogateescape")
+                    sid = index.get(key)
+                    if sid is None:
+                        sid = table.id_of(key)
+                else:
+                    try:
+                        source = footer_in(tail, path, size)
+                    except FileNotFoundError:
+                        continue
+                    except OSError:
+                        compiled += 1
+                        add_unreadable(path)
+                        continue
+                    sid = source_of(source, prefix, table)
+                mtime_ns = st.st_mtime_ns
+                add_inode(st.st_ino)
+                add_mtime(mtime_ns)
+                add_ctime(st.st_ctime_ns)
+                add_size(size)
+                add_source(sid)
+                compiled += 1
+                if st.st_uid != dir_uid:
+                    add_foreign(path)
+                s = state[sid] if sid != NO_SOURCE else 0
+                if s & _WALKED:
+                    state[sid] = s | _COMPILED
+                    if mtimes[sid] >= mtime_ns // NS_PER_S:
+                        stale.append(StaleView(path, prefix + keys[sid], mtimes[sid]))
+                else:
+                    external += self._classify_other(path, sid, mtime_ns, prefix, table, result)
+        result.compiled, result.external, result.footer_reads = compiled, external, reads
+        self.footer_reads += reads
+        return listing
+
+    def _source_id(self, source: str | None, prefix: str, table: _SourceTable) -> int:
+        """The source id a footer names (NO_SOURCE for no footer)."""
+        if source is None:
+            return NO_SOURCE
+        if source.startswith(prefix):
+            return table.id_of(source[len(prefix):])
+        return table.id_of(self._key_of(source, prefix))
+
+    def _classify_other(self, path: str, sid: int, mtime_ns: int, prefix: str, table: _SourceTable,
+                        result: ViewScan) -> int:
+        """Count a compiled file whose source the walk did not find; 1 if that source is external."""
+        if sid == NO_SOURCE:
+            result.footerless.append(path)
+            return 0
+        s = table.state[sid]
+        if not s & _RESOLVED:
+            s = self._resolve(sid, prefix, table)
+        table.state[sid] = s | _COMPILED
+        if s & _MISSING:
+            result.orphaned.append(path)
+            return 0
+        source_mtime = table.mtimes[sid]
+        if source_mtime >= mtime_ns // NS_PER_S:
+            result.stale.append(StaleView(path, self._full_path(table.keys[sid], prefix), source_mtime))
+        return 1 if s & _EXTERNAL else 0
 
     @staticmethod
     def _key_of(source: str, prefix: str) -> str:

@@ -14,18 +14,19 @@ from collections.abc import Callable
 TAIL_BYTES = 512
 LONG_TAIL_BYTES = 4096 + 64  # PATH_MAX plus the markers
 
-_OPEN = b"/**PATH "
+FOOTER_OPENING = b"/**PATH "
 _CLOSE = b" ENDPATH**/"
-_ENDING = _CLOSE + b" ?>"
+FOOTER_ENDING = _CLOSE + b" ?>"  # exactly as Laravel writes it
 _SLASH = ord("/")
+# O_NOFOLLOW: a symlink planted in the compiled dir must not make the exporter read elsewhere.
+READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 TailReader = Callable[[str, int, int], bytes]
 
 
 def read_tail(path: str, size: int, length: int) -> bytes:
     """The last `length` bytes of a file whose size was `size` when it was stat'ed."""
-    # O_NOFOLLOW: a symlink planted in the compiled dir must not make the exporter read elsewhere.
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = os.open(path, READ_FLAGS)
     try:
         return os.pread(fd, length, max(0, size - length))
     finally:
@@ -34,16 +35,16 @@ def read_tail(path: str, size: int, length: int) -> bytes:
 
 def parse_footer(tail: bytes) -> str | None:
     """The source path named by the footer ending `tail`, or None when the tail ends otherwise."""
-    if tail.endswith(_ENDING):  # exactly as Laravel writes it: the common case, kept cheap
-        end = len(tail) - len(_ENDING)
+    if tail.endswith(FOOTER_ENDING):  # exactly as Laravel writes it: the common case, kept cheap
+        end = len(tail) - len(FOOTER_ENDING)
     else:
         end = tail.rfind(_CLOSE)
         if end < 0 or tail[end + len(_CLOSE):].strip() != b"?>":
             return None  # no footer at the very end: half-written, truncated, or not a compiled view
-    start = tail.rfind(_OPEN, 0, end)
-    if start < 0 or tail[start + len(_OPEN)] != _SLASH:
+    start = tail.rfind(FOOTER_OPENING, 0, end)
+    if start < 0 or tail[start + len(FOOTER_OPENING)] != _SLASH:
         return None
-    return tail[start + len(_OPEN):end].decode("utf-8", "surrogateescape")  # as os.fsdecode does
+    return tail[start + len(FOOTER_OPENING):end].decode("utf-8", "surrogateescape")  # as os.fsdecode does
 
 
 def read_footer(path: str, size: int, reader: TailReader = read_tail) -> str | None:
@@ -51,8 +52,14 @@ def read_footer(path: str, size: int, reader: TailReader = read_tail) -> str | N
 
     Raises OSError (FileNotFoundError when it vanished, PermissionError when it cannot be opened).
     """
-    tail = reader(path, size, TAIL_BYTES)
+    return footer_in(reader(path, size, TAIL_BYTES), path, size, reader)
+
+
+def footer_in(tail: bytes, path: str, size: int, reader: TailReader = read_tail) -> str | None:
+    """The source path named by the footer in `tail`, the last TAIL_BYTES of the file at `path`.
+
+    A path longer than the tail is read again with a longer one (may raise OSError as read_footer)."""
     source = parse_footer(tail)
-    if source is None and size > TAIL_BYTES and _CLOSE in tail and _OPEN not in tail:
-        source = parse_footer(reader(path, size, LONG_TAIL_BYTES))  # a path longer than the tail
+    if source is None and size > TAIL_BYTES and _CLOSE in tail and FOOTER_OPENING not in tail:
+        source = parse_footer(reader(path, size, LONG_TAIL_BYTES))
     return source

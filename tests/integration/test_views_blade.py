@@ -16,9 +16,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import SCHEDULER, create_app
-from exporter.config import parse
+from exporter.collectors.base import Verdict
+from exporter.collectors.views import ViewsCollector
+from exporter.config import LaravelTarget, parse
 from exporter.fs.compiled_views import CompiledViewScanner
-from tests.support.blade import compile_views, requires_blade, set_mtime
+from tests.support.blade import compile_views, render_view, requires_blade, set_mtime
 
 pytestmark = [pytest.mark.integration, requires_blade]
 
@@ -124,6 +126,34 @@ def test_views_compiled_through_a_symlinked_release_are_matched_by_realpath(tmp_
     scan = CompiledViewScanner(tmp_path / "current" / "resources" / "views", compiled).scan()
 
     assert (scan.sources, scan.compiled, scan.external, len(scan.uncompiled)) == (1, 1, 0, 0)
+
+
+async def test_an_inline_component_rendered_by_laravel_leaves_a_healthy_report(tmp_path: Path) -> None:
+    views, compiled = tmp_path / "resources" / "views", tmp_path / "storage" / "framework" / "views"
+    views.mkdir(parents=True)
+    compiled.mkdir(parents=True)
+    (views / "page.blade.php").write_text('<x-alert type="warn">Careful</x-alert>\n')
+    set_mtime(views / "page.blade.php", time.time() - 120)
+
+    html = render_view(views, compiled, "page")
+
+    assert '<div class="alert alert-warn">Careful</div>' in html
+    [template] = compiled.glob("*.blade.php")  # the component's raw template, written by Laravel
+    assert "/**PATH" not in template.read_text()
+    set_mtime(template, time.time() - 120)  # a minute before its compile, as in the fixture above
+    for path in compiled.glob("*.php"):
+        if not path.name.endswith(".blade.php"):
+            set_mtime(path, time.time() - 60)
+    target = LaravelTarget(name="shop", root=tmp_path, views_path=views, compiled_path=compiled)
+    collector = ViewsCollector(target, interval=60.0, timeout=30.0)
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    scan = collector.scanner.scan()
+    assert (scan.sources, scan.compiled, scan.external) == (1, 2, 1)  # the page, and the compiled template
+    assert (scan.footerless, scan.orphaned, scan.stale, scan.uncompiled) == ([], [], [], [])
+    assert [c.name for c in obs.checks if c.verdict is not Verdict.OK] == []
 
 
 async def test_metrics_endpoint_shows_the_view_counts(

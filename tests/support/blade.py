@@ -17,9 +17,12 @@ from exporter.fs.compiled_views import CompiledViewScanner
 
 T0 = 1_700_000_000  # a fixed wall-clock second the trees' mtimes are set around
 COMPILE_SCRIPT = Path(__file__).with_name("blade_compile.php")
+RENDER_SCRIPT = Path(__file__).with_name("blade_render.php")
 AUTOLOADS = (
     Path("/usr/share/php/Illuminate/View/autoload.php"),
     Path("/usr/share/php/Illuminate/Filesystem/autoload.php"),
+    Path("/usr/share/php/Illuminate/Config/autoload.php"),
+    Path("/usr/share/php/Illuminate/Events/autoload.php"),
 )
 
 
@@ -49,6 +52,19 @@ def compile_views(compiled_dir: Path, views: Sequence[Path]) -> list[Path]:
     return [Path(line) for line in done.stdout.splitlines()]
 
 
+def render_view(views_dir: Path, compiled_dir: Path, name: str) -> str:
+    """Render view `name` with Laravel's view factory, whose `<x-alert>` is an inline component; return
+    the HTML. Laravel compiles what it renders, and writes the component's template as a .blade.php file
+    into `compiled_dir`."""
+    done = subprocess.run(
+        ["php", str(RENDER_SCRIPT), str(views_dir), str(compiled_dir), name],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Blade render failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
 class AppTree:
     """A Laravel app's views and compiled views, with mtimes chosen by the test."""
 
@@ -72,6 +88,12 @@ class AppTree:
         body = "<?php echo e($title); ?>\n"
         path.write_text(body + (f"<?php /**PATH {source} ENDPATH**/ ?>" if footer else ""))
         set_mtime(path, mtime)
+        return path
+
+    def inline_component(self, template: str) -> Path:
+        """The raw template of an inline component, where and as Laravel writes it (no footer)."""
+        path = self.compiled / (hashlib.sha1(template.encode()).hexdigest() + ".blade.php")  # noqa: S324
+        path.write_text(template)
         return path
 
     def compiled_path(self, source: Path | str) -> Path:

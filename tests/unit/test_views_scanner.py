@@ -404,3 +404,39 @@ def test_files_added_and_removed_in_bulk_are_matched_after_the_gap(app: AppTree)
     assert scan.stale == []
     assert scan.orphaned == []
     assert scanner.scan().footer_reads == 0
+
+
+def test_inline_component_templates_in_the_compiled_directory_are_not_compiled_views(app: AppTree) -> None:
+    # Laravel writes an inline component's template as <sha1>.blade.php among the compiled views, and
+    # compiles it like a view: the template has no footer, its compiled file names it.
+    template = app.inline_component('<div class="alert">{{ $slot }}</div>')
+    set_mtime(template, T0)
+    app.compile(template, T0 + 10)
+    app.compile(app.source("home.blade.php"))
+
+    scanner = app.scanner()
+    for scan in (scanner.scan(), scanner.scan()):  # the first scan and a rescan
+        assert scan.compiled == 2
+        assert scan.external == 1
+        assert scan.footerless == []
+        assert scan.stale == []
+        assert scan.orphaned == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="refusing root a read needs the reader to decide, as root")
+def test_a_file_made_unreadable_after_its_first_scan_is_reported(app: AppTree) -> None:
+    locked = app.compile(app.source("secret.blade.php"))
+
+    def reader(path: str, size: int, length: int) -> bytes:
+        if not os.stat(path).st_mode & 0o444:  # what the kernel refuses a non-root user
+            raise PermissionError(13, "Permission denied", path)
+        return read_tail(path, size, length)
+
+    scanner = app.scanner(reader=reader)
+    assert scanner.scan().unreadable == []
+
+    os.chmod(locked, 0)  # changes neither inode, size nor mtime: only ctime
+    scan = scanner.scan()
+
+    assert scan.unreadable == [str(locked)]
+    assert scan.uncompiled == [str(app.views / "secret.blade.php")]
