@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import read_dotenv
 
 DEFAULT_PORT = 9590
@@ -194,6 +195,8 @@ class LaravelTarget(_Model):
     derived_from: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
     views_path: Path | None = None
     compiled_path: Path | None = None
+    # The user (or "user:group") PHP-FPM runs the app as: dir_writable is judged for it, not for cachewarden.
+    php_user: str | None = None
     # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -242,6 +245,13 @@ class LaravelTarget(_Model):
         except ValueError as exc:
             origin = info.data.get("derived_from", {}).get(info.field_name)
             raise ValueError(f"{exc} ({origin})" if origin else str(exc)) from None
+
+    @field_validator("php_user")
+    @classmethod
+    def _php_user_exists(cls, v: str | None) -> str | None:
+        if v is not None:
+            resolve_php_user(v)  # raises ValueError naming the unknown user or group
+        return v
 
     @property
     def views_dir(self) -> Path:

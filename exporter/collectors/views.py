@@ -1,6 +1,9 @@
 """Laravel's compiled Blade views: stale, orphaned and uncompiled views, and the directory's health.
 
-The walk runs in a worker thread (`exporter.fs.compiled_views`), so `/metrics` never waits for it.
+The walk runs in the collector's own worker thread (`exporter.fs.compiled_views`), so `/metrics` never
+waits for it, and a walk hung on a dead filesystem holds that one thread, not the event loop's shared
+pool (which also runs DNS lookups, heal work and other apps' walks): while it hangs, each collection
+fails at once instead of queueing another walk behind it.
 Sample exposition for one app:
 
     cachewarden_views_sources{target="shop"} 212.0
@@ -17,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import LaravelTarget
+from exporter.fs.access import resolve_php_user
 from exporter.fs.compiled_views import CompiledViewScanner, ViewScan
 from exporter.metrics import MetricSpec, counter, gauge
 
@@ -42,7 +48,7 @@ VIEWS_FOOTERLESS = gauge(
     "cachewarden_views_footerless", "Compiled files without a readable PATH footer (half-written or foreign)."
 )
 VIEWS_UNREADABLE = gauge(
-    "cachewarden_views_unreadable", "View files or directories the exporter cannot read."
+    "cachewarden_views_unreadable", "View files or directories cachewarden's own user cannot read."
 )
 VIEWS_FOREIGN_OWNED = gauge(
     "cachewarden_views_foreign_owned", "Compiled files owned by another user than the compiled directory."
@@ -53,7 +59,8 @@ VIEWS_OLDEST_STALE_AGE = gauge(
 )
 VIEWS_DIR_EXISTS = gauge("cachewarden_views_dir_exists", "1 if the compiled view directory exists.")
 VIEWS_DIR_WRITABLE = gauge(
-    "cachewarden_views_dir_writable", "1 if the exporter's user can create files in the compiled directory."
+    "cachewarden_views_dir_writable",
+    "1 if the compiled directory is writable by laravel[].php_user when set, else by cachewarden's own user.",
 )
 VIEWS_DIR_FREE_BYTES = gauge(
     "cachewarden_views_dir_free_bytes",
@@ -75,16 +82,28 @@ class ViewsCollector(Collector):
     def __init__(self, target: LaravelTarget, *, interval: float, timeout: float,
                  scanner: CompiledViewScanner | None = None) -> None:
         super().__init__(target.name, interval=interval, timeout=timeout)
-        self.scanner = scanner or CompiledViewScanner(target.views_dir, target.compiled_dir)
+        php_user = resolve_php_user(target.php_user) if target.php_user else None
+        self.scanner = scanner or CompiledViewScanner(target.views_dir, target.compiled_dir,
+                                                      php_user=php_user)
+        self.writable_for = f"by {target.php_user}" if php_user else "for cachewarden's own user"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"views-{target.name}")
+        self._walk: Future[ViewScan] | None = None
 
     async def collect(self) -> Observation:
+        if self._walk is not None and not self._walk.done():
+            # Stuck in a system call the cancel flag cannot interrupt (a hung NFS mount, say).
+            raise RuntimeError("previous scan still running (hung filesystem?)")
         cancelled = threading.Event()
+        self._walk = self._thread.submit(self.scanner.scan, cancelled)
         try:
-            scan = await asyncio.to_thread(self.scanner.scan, cancelled)
+            scan = await asyncio.wrap_future(self._walk)
         except asyncio.CancelledError:
             cancelled.set()  # a timed-out walk stops instead of running on in its thread
             raise
         return self.observe(scan, now=time.time())
+
+    async def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def observe(self, scan: ViewScan, *, now: float) -> Observation:
         s = self.new_samples()
@@ -104,20 +123,26 @@ class ViewsCollector(Collector):
         if scan.free_bytes is not None:
             s.add(VIEWS_DIR_FREE_BYTES, scan.free_bytes)
         s.add(VIEWS_FOOTER_READS, self.scanner.footer_reads)
-        return Observation(s, _checks(scan), _details(scan))
+        return Observation(s, _checks(scan, self.writable_for), _details(scan))
 
 
-def _checks(scan: ViewScan) -> list[Check]:
+def _checks(scan: ViewScan, writable_for: str) -> list[Check]:
     where = scan.compiled_dir
     if scan.dir_exists:
         exists = Check("compiled directory", Verdict.OK, f"{where} exists")
     else:
         exists = Check("compiled directory", Verdict.PROBLEM, f"{where} does not exist: every render fails")
     if scan.dir_writable:
-        writable = Check("compiled directory writable", Verdict.OK, f"{where} is writable")
+        writable = Check("compiled directory writable", Verdict.OK, f"{where} is writable {writable_for}")
     else:
         writable = Check("compiled directory writable", Verdict.PROBLEM,
-                         f"{where} is not writable by the exporter's user: views cannot be recompiled")
+                         f"{where} is not writable {writable_for}: views cannot be recompiled")
+    uncompiled = Check.from_items("uncompiled views", scan.uncompiled, "every source is compiled",
+                                  "{n} source(s) not compiled yet: compiled on first request")
+    if uncompiled.items:
+        # Laravel compiles a view on its first request: normal after a deploy or for rarely used
+        # views. The uncompiled-views alert, with its `for:`, judges when it stops being normal.
+        uncompiled = replace(uncompiled, verdict=Verdict.NOTE)
     return [
         exists,
         writable,
@@ -126,12 +151,11 @@ def _checks(scan: ViewScan) -> list[Check]:
                          "{n} compiled view(s) older than their source"),
         Check.from_items("orphaned views", scan.orphaned, "every compiled view has its source",
                          "{n} compiled view(s) whose source is gone"),
-        Check.from_items("uncompiled views", scan.uncompiled, "every source is compiled",
-                         "{n} source(s) not compiled yet: compiled on first request"),
+        uncompiled,
         Check.from_items("footerless views", scan.footerless, "every compiled view ends with its footer",
                          "{n} compiled file(s) without a PATH footer (half-written or foreign)"),
         Check.from_items("unreadable views", scan.unreadable, "every view file is readable",
-                         "{n} view file(s) or directories the exporter cannot read"),
+                         "{n} view file(s) or directories cachewarden's own user cannot read"),
         Check.from_items("foreign-owned views", scan.foreign_owned,
                          "every compiled view has the directory's owner",
                          "{n} compiled view(s) owned by another user than the directory"),
