@@ -29,6 +29,7 @@ class ActionOutcome:
     done: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # caveats about what was done, not failures
 
     @property
     def ok(self) -> bool:
@@ -39,6 +40,7 @@ class ActionOutcome:
             "done": self.done[:LIST_CAP], "done_total": len(self.done),
             "refused": self.refused[:LIST_CAP], "refused_total": len(self.refused),
             "errors": self.errors[:LIST_CAP], "errors_total": len(self.errors),
+            "notes": self.notes,
         }
 
 

@@ -27,6 +27,14 @@ COMPILE_TIMEOUT = 120.0
 DEBIAN_AUTOLOAD = ("/usr/share/php/Illuminate/View/autoload.php",
                    "/usr/share/php/Illuminate/Filesystem/autoload.php")
 
+# The CLI has an OPcache of its own: a pool serving the app is told about rewritten files only when the
+# compile runs inside it (php_fpm[].laravel), which is always preferred when such a pool is configured.
+CLI_OPCACHE_NOTE = (
+    "compiled with heal.php_cli: no php_fpm target is linked to this app, so a PHP-FPM pool running "
+    "with opcache.validate_timestamps=0 may keep serving the old compiled views until it is reloaded "
+    "or its OPcache reset"
+)
+
 
 def autoload_files(laravel: LaravelTarget) -> list[str]:
     vendor = laravel.root / "vendor" / "autoload.php"
@@ -74,7 +82,7 @@ class Recompile(Action):
             "views": views,
             "dry_run": dry_run,
         }
-        result = await self._compile(laravel, args)
+        result, in_fpm = await self._compile(laravel, args)
         verb = "would compile" if dry_run else "compiled"
         for source, compiled in _rows(result, "compiled"):
             if Path(compiled).parent != root:  # the script checks this too; a mismatch is a bug, not a fix
@@ -83,16 +91,19 @@ class Recompile(Action):
                 outcome.done.append(f"{verb} {source} -> {compiled}")
         outcome.refused.extend(f"{s}: {why}" for s, why in _rows(result, "refused"))
         outcome.errors.extend(f"{s}: {why}" for s, why in _rows(result, "failed"))
+        if outcome.done and not in_fpm and not dry_run:
+            outcome.notes.append(CLI_OPCACHE_NOTE)
         return outcome
 
-    async def _compile(self, laravel: LaravelTarget, args: dict[str, Any]) -> Any:
+    async def _compile(self, laravel: LaravelTarget, args: dict[str, Any]) -> tuple[Any, bool]:
+        """The script's result, and whether it ran inside the app's pool (whose OPcache it then updated)."""
         php = self.ctx.php
         pool = php.pool_for_app(laravel.name)
         try:
             if pool is not None:
-                return await php.in_fpm(pool, SCRIPT, args, COMPILE_TIMEOUT)
+                return await php.in_fpm(pool, SCRIPT, args, COMPILE_TIMEOUT), True
             if self.ctx.config.heal.php_cli is not None:
-                return await php.in_cli(SCRIPT, args, COMPILE_TIMEOUT)
+                return await php.in_cli(SCRIPT, args, COMPILE_TIMEOUT), False
         except PhpError as exc:
             raise ActionError(str(exc)) from None
         raise ActionError(

@@ -26,6 +26,9 @@ cachewarden_run(function (array $args): array {
             }
         }
     }
+    // Only meaningful inside the FPM pool: the CLI's OPcache is not the one that serves the app.
+    $invalidate = function_exists('opcache_invalidate') && PHP_SAPI !== 'cli'
+        && (bool) ini_get('opcache.enable');
     $compiler = new CachewardenAtomicBlade(new \Illuminate\Filesystem\Filesystem(), $compiledDir);
 
     $compiled = [];
@@ -85,6 +88,11 @@ cachewarden_run(function (array $args): array {
             }
             if (!rename($tmp, $target)) {
                 throw new RuntimeException('rename failed');
+            }
+            if ($invalidate) {
+                // With opcache.validate_timestamps=0 the pool would keep serving the old bytecode
+                // of this path forever; the rename alone changes nothing for it.
+                opcache_invalidate($target, true);
             }
             $compiled[] = [$path, $target];
         } catch (Throwable $e) {
