@@ -32,7 +32,7 @@ from exporter.collectors.opcache import (
 from exporter.config import parse
 from exporter.php import agent as agent_module
 from exporter.php.agent import AgentError
-from exporter.php.fastcgi import FastCGIConnectError
+from exporter.php.fastcgi import FastCGIConnectError, FastCGITimeout
 from exporter.php.ini import UNKNOWN_SOURCE
 from tests.support import phpfpm
 from tests.support.phpfpm import Fpm, FpmFactory
@@ -354,3 +354,18 @@ async def test_agent_warnings_are_a_note_and_logged_once(
     assert any("restrict_api" in w for w in warnings.items)
     logged = [r.getMessage() for r in caplog.records if "PHP warning" in r.getMessage()]
     assert len(logged) == len(warnings.items)  # the second collection logged nothing new
+
+
+async def test_an_agent_run_past_its_timeout_stops_and_frees_the_worker(php_fpm: FpmFactory) -> None:
+    # One worker: while a runaway agent run holds it, nothing else is answered. set_time_limit(timeout)
+    # ends it soon after the client gave up, not at request_terminate_timeout (60 s here).
+    fpm = php_fpm(pool={"pm.max_children": 1})
+    collector = opcache_collector(fpm, agent_timeout="1s")
+    with pytest.raises(FastCGITimeout):
+        await collector.agent.run_source("runaway", "<?php cachewarden_run(function (array $a): int {"
+                                                    " while (true) { $a[] = 1; array_pop($a); } });")
+
+    async def worker_free() -> bool:
+        return (await fpm.get("/fpm-status", "json", timeout=1)).status == 200
+
+    await async_wait_for(worker_free, timeout=8, message="the runaway agent run stopped by its time limit")

@@ -72,13 +72,14 @@ cachewarden_run(function (array $args): array {
             continue;
         }
         // file_exists first: a deleted source is a finding (missing), not a PHP warning per script.
-        $stat = file_exists($path) ? @stat($path) : false;
+        // The later calls are answered from PHP's stat cache.
+        $mtime = file_exists($path) ? @filemtime($path) : false;
         $scripts['path'][] = $path;
         $scripts['hits'][] = $s['hits'];
         $scripts['last_used'][] = $s['last_used_timestamp'];
         $scripts['timestamp'][] = $s['timestamp'] ?? null;
-        $scripts['mtime'][] = $stat === false ? null : $stat['mtime'];
-        $scripts['ctime'][] = $stat === false ? null : $stat['ctime'];
+        $scripts['mtime'][] = $mtime === false ? null : $mtime;
+        $scripts['ctime'][] = $mtime === false ? null : @filectime($path);
         $scripts['memory'][] = $s['memory_consumption'];
     }
     unset($status['scripts']);
