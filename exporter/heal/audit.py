@@ -49,8 +49,15 @@ STREAM_MAXLEN = 10_000
 
 HEAL_RUNS = counter(
     "cachewarden_heal_runs_total",
-    "Heal steps by action and result (verified, unverified, failed, dry_run, already_healthy, "
-    "cooldown, ineffective); target is the healed target.",
+    "Heal runs by final result (verified, unverified, failed, dry_run, already_healthy, cooldown, "
+    "ineffective), once per run; action is the plan's first step or the manual action, target the "
+    "healed target.",
+    ("action", "result"),
+)
+HEAL_STEPS = counter(
+    "cachewarden_heal_steps_total",
+    "Steps of heal runs by action and result (verified, unverified, failed, dry_run, cooldown); "
+    "target is the healed target.",
     ("action", "result"),
 )
 HEAL_REQUESTS = counter(
@@ -73,11 +80,12 @@ HEAL_INEFFECTIVE = gauge(
 )
 
 RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective")
+STEP_RESULTS = ("verified", "unverified", "failed", "dry_run", "cooldown")
 REQUEST_OUTCOMES = ("accepted", "manual", "unauthorized", "forbidden", "disabled", "bad_request",
                     "too_large", "unsupported_media_type", "conflict", "unavailable")
 ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "other_instance",
                    "locked", "cooldown", "ineffective", "disabled")
-HEAL_METRICS = (HEAL_RUNS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE)
+HEAL_METRICS = (HEAL_RUNS, HEAL_STEPS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE)
 
 
 class HealMetrics:
@@ -85,7 +93,8 @@ class HealMetrics:
 
     def __init__(self, action_targets: Mapping[str, Iterable[str]],
                  plan_targets: Mapping[str, Iterable[str]]) -> None:
-        self.runs: Counter[tuple[str, str, str]] = Counter()  # (target, action, result)
+        self.runs: Counter[tuple[str, str, str]] = Counter()  # (target, first action, run result)
+        self.steps: Counter[tuple[str, str, str]] = Counter()  # (target, action, step result)
         self.requests: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
         self.durations: dict[tuple[str, str], float] = {}
@@ -94,6 +103,8 @@ class HealMetrics:
             for t in targets:
                 for result in RUN_RESULTS:
                     self.runs[(t, action, result)] += 0
+                for result in STEP_RESULTS:
+                    self.steps[(t, action, result)] += 0
                 self.durations[(t, action)] = 0.0
         for plan, targets in plan_targets.items():
             for t in targets:
@@ -112,6 +123,8 @@ class HealMetrics:
 
         for (target, action, result), n in sorted(self.runs.items()):
             buf(target).add(HEAL_RUNS, n, action=action, result=result)
+        for (target, action, result), n in sorted(self.steps.items()):
+            buf(target).add(HEAL_STEPS, n, action=action, result=result)
         for (target, action), seconds in sorted(self.durations.items()):
             buf(target).add(HEAL_DURATION, seconds, action=action)
         for (target, plan), stuck in sorted(self.ineffective.items()):

@@ -9,6 +9,8 @@ is unreachable, a failure worth a retry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -71,7 +73,11 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
     app.router.add_get("/heal/runs/{run_id}", handle_run)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        refresh = asyncio.create_task(runner.refresh_ineffective_forever(), name="heal-ineffective")
         yield
+        refresh.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresh
         await runner.close()
         await store.close()
 

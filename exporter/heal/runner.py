@@ -29,11 +29,14 @@ from exporter.heal.names import ACTIONS
 from exporter.heal.phpexec import PhpExecutor
 from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet
 from exporter.heal.runs import Run, StepRecord
-from exporter.heal.store import Store
+from exporter.heal.store import STORE_ERRORS, Store
 from exporter.heal.webhook import Alert
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+# How often cachewarden_heal_ineffective is recounted from the store (at most the window itself).
+INEFFECTIVE_REFRESH = 30.0
 
 
 class Rejected(Exception):
@@ -86,6 +89,7 @@ class HealRunner:
         self.dedup = Deduplicator(store, heal.dedup_ttl)
         self.locks = ActionLocks(store, heal.lock_ttl, heal.cooldown, heal.instance)
         self._clock = clock
+        self.ineffective_refresh = INEFFECTIVE_REFRESH  # seconds between recounts from the store
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -201,8 +205,35 @@ class HealRunner:
         self.metrics.ineffective[(target, plan)] = stuck
         return stuck
 
+    async def refresh_ineffective(self) -> None:
+        """Recount every plan's failures within the window from the store.
+
+        A plan stays ineffective only while its failures lie within the window, and the store may be
+        shared with other sidecars: the gauge must follow the store, not this process's last verdict.
+        """
+        for target, plan in list(self.metrics.ineffective):
+            await self._ineffective(plan, target)
+
+    async def refresh_ineffective_forever(self) -> None:
+        interval = min(self.ineffective_refresh, self.config.heal.ineffective_window)
+        while True:
+            try:
+                await self.refresh_ineffective()
+            except STORE_ERRORS as exc:  # the store may come back; the gauge keeps its last value
+                log.warning("cannot recount ineffective heal plans: %s", type(exc).__name__)
+            await asyncio.sleep(interval)
+
     async def _account_plan(self, run: Run) -> None:
-        assert run.plan is not None
+        if run.plan is None:
+            if run.verified:
+                # A person fixed it by hand with the same first step: the plans starting with it get
+                # another chance on this target.
+                for name, plan in self.plans.items():
+                    if plan.steps[0] == run.steps[0]:
+                        await self.store.clear_events(self._events_key(name, run.target))
+                        if (run.target, name) in self.metrics.ineffective:
+                            self.metrics.ineffective[(run.target, name)] = False
+            return
         key = self._events_key(run.plan, run.target)
         if run.verified or run.result == "already_healthy":
             await self.store.clear_events(key)
@@ -248,12 +279,12 @@ class HealRunner:
             run.result, run.note = "failed", f"internal error: {type(exc).__name__}"
         finally:
             run.state, run.finished_at = "finished", self._clock()
+            self.metrics.runs[(run.target, run.steps[0], run.result or "failed")] += 1
             if not run.dry_run:
                 with contextlib.suppress(Exception):
                     await self.locks.release(run.steps, run.target, run.id)
-                if run.plan is not None:
-                    with contextlib.suppress(Exception):
-                        await self._account_plan(run)
+                with contextlib.suppress(Exception):
+                    await self._account_plan(run)
             await asyncio.shield(self.audit.event("heal_finished", _audit_fields(run)))
 
     async def _steps(self, run: Run) -> None:
@@ -262,7 +293,6 @@ class HealRunner:
         observation = await self._measure(kind, run.target, run)
         if kind is not None and cleared(conditions, observation):
             run.result = "already_healthy"
-            self.metrics.runs[(run.target, run.steps[0], "already_healthy")] += 1
             return
         any_ran = False
         for step in run.steps:
@@ -271,7 +301,7 @@ class HealRunner:
             started = time.monotonic()
             if not run.dry_run and await self.locks.cooling_down(step, run.target):
                 record.result = "cooldown"
-                self.metrics.runs[(run.target, step, "cooldown")] += 1
+                self.metrics.steps[(run.target, step, "cooldown")] += 1
                 continue
             try:
                 record.outcome = await self.actions[step].run(run.target, observation, run.dry_run)
@@ -296,7 +326,7 @@ class HealRunner:
                 elif not record.outcome.ok:
                     record.result = "failed"
             record.duration = time.monotonic() - started
-            self.metrics.runs[(run.target, step, record.result)] += 1
+            self.metrics.steps[(run.target, step, record.result)] += 1
             self.metrics.durations[(run.target, step)] = record.duration
             if run.verified:
                 break

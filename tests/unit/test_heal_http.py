@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.support.healing import (
     token_file,
     write_compiled,
 )
+from tests.support.wait import async_wait_for
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -88,6 +90,8 @@ async def test_firing_alert_starts_a_run_that_removes_the_orphan_and_verifies(
     assert not compiled.exists()
     text = await (await client.get("/metrics")).text()
     assert metric(text, "cachewarden_heal_runs_total", action="views.remove_orphans",
+                  result="verified", target="shop") == 1
+    assert metric(text, "cachewarden_heal_steps_total", action="views.remove_orphans",
                   result="verified", target="shop") == 1
     assert metric(text, "cachewarden_heal_requests_total", outcome="accepted") == 1
     assert metric(text, "cachewarden_heal_ineffective", plan="CachewardenViewsOrphaned", target="shop") == 0
@@ -341,3 +345,24 @@ async def test_global_dry_run_makes_every_alert_run_a_dry_run(
     assert run is not None
     assert run.result == "dry_run"
     assert compiled.exists()
+
+
+async def test_the_ineffective_gauge_follows_the_failures_in_the_store(
+        aiohttp_client: MakeClient, config: Config) -> None:
+    app = create_app(config, run_collectors=False)
+    runner = app[HEAL_RUNNER]
+    runner.ineffective_refresh = 0.02
+    client = await aiohttp_client(app)
+    # Failures another sidecar sharing the store recorded, then cleared by its verified run.
+    key = runner._events_key("CachewardenViewsOrphaned", "shop")
+    for _ in range(config.heal.ineffective_runs):
+        await runner.store.add_event(key, time.time(), config.heal.ineffective_window)
+
+    async def gauge_is(value: float) -> bool:
+        text = await (await client.get("/metrics")).text()
+        return metric(text, "cachewarden_heal_ineffective", plan="CachewardenViewsOrphaned",
+                      target="shop") == value
+
+    await async_wait_for(lambda: gauge_is(1), timeout=5, message="the plan counted ineffective")
+    await runner.store.clear_events(key)
+    await async_wait_for(lambda: gauge_is(0), timeout=5, message="the plan acting again")

@@ -21,13 +21,14 @@ from exporter.scheduler import Scheduler
 from tests.support.healing import heal_config, make_app_dir
 
 STALE = gauge("cachewarden_views_stale", "scripted")
+UNCOMPILED = gauge("cachewarden_views_uncompiled", "scripted")  # a manual views.recompile checks it too
 
 
 class ScriptedViews(Collector):
     """A views collector whose `cachewarden_views_stale` value the test sets."""
 
     kind = "views"
-    metrics = (STALE,)
+    metrics = (STALE, UNCOMPILED)
 
     def __init__(self, stale: float) -> None:
         super().__init__("shop", interval=60, timeout=5)
@@ -36,6 +37,7 @@ class ScriptedViews(Collector):
     async def collect(self) -> Observation:
         s = self.new_samples()
         s.add(STALE, self.stale)
+        s.add(UNCOMPILED, 0)
         return Observation(s)
 
 
@@ -279,3 +281,76 @@ async def test_audit_lines_on_stderr_are_bare_json_documents(
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     events = [json.loads(line)["event"] for line in lines]  # fails on any prefix
     assert events == ["heal_started", "heal_finished"]
+
+
+def failing_plan_runner(tmp_path: Path) -> tuple[HealRunner, dict[str, ScriptedAction], list[float]]:
+    """A plan that never clears, made ineffective by two runs; `now` drives the runner and the store."""
+    now = [1000.0]
+    config = plan_config(tmp_path, ineffective_runs=2, ineffective_window=100, cooldown=10)
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(config, views, MemoryStore(monotonic=lambda: now[0]),
+                               **{"views.recompile": None, "views.remove_orphans": None})
+    runner._clock = lambda: now[0]
+    return runner, acts, now
+
+
+async def make_ineffective(runner: HealRunner, now: list[float]) -> None:
+    for i in range(2):
+        await runner.accept_alert(firing(f"t{i}"), "test")
+        await runner.wait_idle()
+        now[0] += 11  # past the cooldown
+    assert runner.metrics.ineffective[("shop", "Stale")] is True
+
+
+async def test_an_ineffective_plan_is_cleared_once_its_failures_leave_the_window(tmp_path: Path) -> None:
+    runner, _, now = failing_plan_runner(tmp_path)
+    await make_ineffective(runner, now)
+
+    await runner.refresh_ineffective()
+    assert runner.metrics.ineffective[("shop", "Stale")] is True
+    now[0] += 100
+    await runner.refresh_ineffective()
+
+    assert runner.metrics.ineffective[("shop", "Stale")] is False
+    assert (await runner.accept_alert(firing("later"), "test")).decision == "started"
+    await runner.wait_idle()
+
+
+async def test_a_verified_manual_run_of_the_first_step_clears_the_ineffective_plan(tmp_path: Path) -> None:
+    runner, acts, now = failing_plan_runner(tmp_path)
+    await make_ineffective(runner, now)
+    acts["views.recompile"].fixes_to = 0
+
+    run = await runner.run_action("views.recompile", "shop", False, "test")
+
+    assert run.result == "verified"
+    assert runner.metrics.ineffective[("shop", "Stale")] is False
+    acts["views.recompile"].views.stale = 3
+    now[0] += 11
+    assert (await runner.accept_alert(firing("later"), "test")).decision == "started"
+    await runner.wait_idle()
+
+
+async def test_a_failed_manual_run_leaves_the_ineffective_plan_alone(tmp_path: Path) -> None:
+    runner, _, now = failing_plan_runner(tmp_path)
+    await make_ineffective(runner, now)
+
+    run = await runner.run_action("views.recompile", "shop", False, "test")
+
+    assert run.result == "unverified"
+    assert runner.metrics.ineffective[("shop", "Stale")] is True
+
+
+async def test_a_run_is_counted_once_with_its_result_and_each_step_on_its_own(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, _ = runner_with(plan_config(tmp_path), views,
+                            **{"views.recompile": None, "views.remove_orphans": 0})
+
+    await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    runs = {k: n for k, n in runner.metrics.runs.items() if n}
+    steps = {k: n for k, n in runner.metrics.steps.items() if n}
+    assert runs == {("shop", "views.recompile", "verified"): 1}
+    assert steps == {("shop", "views.recompile", "unverified"): 1,
+                     ("shop", "views.remove_orphans", "verified"): 1}
