@@ -8,6 +8,7 @@ managers that stop their process whatever the test did.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -172,3 +173,43 @@ def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
     return True
+
+
+# What Grafana substitutes when "All" is selected and for its built-in interval, at a 1 s scrape.
+GRAFANA_VARIABLES = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m", "$__interval": "15s"}
+
+
+def grafana_substitute(expr: str) -> str:
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+def shipped_dashboards() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted((ROOT / "grafana" / "dashboards").glob("*.json"))]
+
+
+def dashboard_queries(*, annotations: bool = False) -> list[tuple[str, str]]:
+    """(dashboard / panel title, expression) of every panel query, or of every annotation query."""
+    out = []
+    for board in shipped_dashboards():
+        if annotations:
+            out.extend((f"{board['uid']} / {a['name']}", a["expr"])
+                       for a in board["annotations"]["list"] if "expr" in a)
+        else:
+            out.extend((f"{board['uid']} / {p['title']}", t["expr"])
+                       for p in board["panels"] for t in p.get("targets", []))
+    return out
+
+
+def panel_problems(prometheus: Prometheus, queries: Sequence[tuple[str, str]]) -> list[str]:
+    """The queries a Grafana panel would show as empty, NaN or infinite, with what was wrong."""
+    problems = []
+    for title, expr in queries:
+        result = prometheus.query(grafana_substitute(expr))
+        if not result:
+            problems.append(f"{title}: no data from {expr}")
+        elif bad := [r["metric"] for r in result if not math.isfinite(float(r["value"][1]))]:
+            problems.append(f"{title}: NaN or infinite for {bad} from {expr}")
+    return problems
