@@ -310,3 +310,36 @@ async def test_atomic_compile_writes_exactly_what_laravels_compile_writes(
     [theirs] = list(reference.iterdir())
     assert ours.name == theirs.name
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+DEBIAN_AUTOLOAD = ("<?php require '/usr/share/php/Illuminate/View/autoload.php';"
+                   " require '/usr/share/php/Illuminate/Filesystem/autoload.php';\n")
+
+
+@pytest.mark.parametrize(("bootstrap", "refusal"), [
+    (None, "no bootstrap/app.php"),
+    ("<?php throw new RuntimeException('DB_PASSWORD=hunter2');\n", "cannot boot the app (RuntimeException"),
+])
+async def test_an_app_with_its_own_vendor_dir_is_never_compiled_without_its_directives(
+        tmp_path: Path, aiohttp_client: MakeClient, bootstrap: str | None, refusal: str) -> None:
+    php = require_php_cli()
+    require_blade()
+    root = make_app_dir(tmp_path / "shop")
+    (root / "vendor").mkdir()
+    (root / "vendor" / "autoload.php").write_text(DEBIAN_AUTOLOAD)
+    if bootstrap is not None:
+        (root / "bootstrap").mkdir()
+        (root / "bootstrap" / "app.php").write_text(bootstrap)
+    write_views(root, 1, 1, mtime=time.time() - 60)
+    config = parse({"laravel": [{"name": "shop", "root": str(root)}],
+                    "heal": {"token_file": str(token_file(tmp_path)), "php_cli": php}})
+    client = await aiohttp_client(create_app(config, run_collectors=False))
+
+    resp = await client.post("/heal?action=views.recompile&target=shop", headers=AUTH)
+
+    run: dict[str, Any] = (await resp.json())["run"]
+    assert run["result"] == "failed", run
+    [step] = run["step_results"]
+    assert refusal in step["error"]
+    assert "hunter2" not in json.dumps(run)
+    assert list(compiled_dir(root).iterdir()) == []

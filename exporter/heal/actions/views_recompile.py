@@ -41,6 +41,23 @@ def autoload_files(laravel: LaravelTarget) -> list[str]:
     return [str(vendor)] if vendor.is_file() else list(DEBIAN_AUTOLOAD)
 
 
+def app_bootstrap(laravel: LaravelTarget) -> str | None:
+    """The app's bootstrap/app.php when it has its own vendor/ (blocking: stats files).
+
+    Such an app may register Blade directives of its own, known only once it is booted; compiling its
+    views with a bare compiler would write those directives out as text. So an app with vendor/ but
+    no bootstrap/app.php is refused rather than compiled without them.
+    """
+    if not (laravel.root / "vendor" / "autoload.php").is_file():
+        return None
+    bootstrap = laravel.root / "bootstrap" / "app.php"
+    if not bootstrap.is_file():
+        raise ActionError(
+            f"{laravel.root} has vendor/autoload.php but no bootstrap/app.php: the app's own Blade "
+            "directives cannot be loaded, so its views are not compiled without them")
+    return str(bootstrap)
+
+
 def _as_laravel_named_it(compiled: str, source: str) -> str:
     """The source path exactly as the compiled file's footer spells it, when it is the same file.
 
@@ -75,8 +92,10 @@ class Recompile(Action):
         outcome = ActionOutcome()
         if not views:
             return outcome
+        bootstrap = await asyncio.to_thread(app_bootstrap, laravel)
         args: dict[str, Any] = {
             "autoload": autoload_files(laravel),
+            **({"bootstrap": bootstrap} if bootstrap else {}),
             "views_dir": views_dir,
             "compiled_dir": str(root),
             "views": views,

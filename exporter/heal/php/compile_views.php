@@ -19,11 +19,33 @@ cachewarden_run(function (array $args): array {
         // appendFilePath() is protected: a subclass is the way to reuse Laravel's exact footer logic.
         final class CachewardenAtomicBlade extends \Illuminate\View\Compilers\BladeCompiler
         {
-            public function compiledContents(string $path): string
+            public function compiledContents(string $path, ?\Illuminate\View\Compilers\BladeCompiler $app): string
             {
                 $this->setPath($path);
-                return $this->appendFilePath($this->compileString($this->files->get($path)));
+                $text = $this->files->get($path);
+                if ($app === null) {
+                    return $this->appendFilePath($this->compileString($text));
+                }
+                $app->setPath($path);
+                return $this->appendFilePath($app->compileString($text));
             }
+        }
+    }
+    // An app with its own vendor/ registers directives (Blade::directive, @livewire) on its container's
+    // compiler: only that one turns them into PHP, a bare compiler would leave them as literal text.
+    $appCompiler = null;
+    if (isset($args['bootstrap'])) {
+        try {
+            $app = require (string) $args['bootstrap'];
+            $app->make(\Illuminate\Contracts\Console\Kernel::class)->bootstrap();
+            $appCompiler = $app->make('blade.compiler');
+        } catch (Throwable $e) {
+            // Not the message: a failing boot may name credentials from the app's configuration.
+            throw new RuntimeException(sprintf(
+                'cannot boot the app (%s at %s:%d), so its own Blade directives are unknown; '
+                . 'refusing to compile its views without them',
+                get_class($e), basename($e->getFile()), $e->getLine()
+            ));
         }
     }
     // Only meaningful inside the FPM pool: the CLI's OPcache is not the one that serves the app.
@@ -58,7 +80,7 @@ cachewarden_run(function (array $args): array {
         }
         $tmp = $target . '.cwtmp-' . bin2hex(random_bytes(8));
         try {
-            $contents = $compiler->compiledContents($path);
+            $contents = $compiler->compiledContents($path, $appCompiler);
             $fh = fopen($tmp, 'xb');
             if ($fh === false) {
                 throw new RuntimeException('cannot create a temporary file in the compiled directory');
