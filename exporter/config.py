@@ -358,35 +358,6 @@ class RedisTarget(_Secret):
     def password(self) -> str | None:
         return self._discovered_password or super().password()
 
-
-class DatabaseTarget(_Secret):
-    name: TargetName
-    url: str
-    laravel: TargetName | None = None  # the Laravel app this database belongs to: replaces .env discovery
-    top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
-    slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
-    digest_text_length: int = Field(default=120, ge=16, le=1000)
-    # Reading the digest table is the costliest query by far: done this often, other values every collection.
-    digest_interval: Duration = 60.0
-    statement_timeout: Duration = 5.0  # for the exporter's own queries
-    lock_timeout: Duration = 1.0
-    connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)
-    _discovered_password: str | None = PrivateAttr(default=None)
-
-    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
-
-    def password(self) -> str | None:
-        return self._discovered_password or super().password()
-
-    _supported = field_validator("url")(lambda cls, v: _sql_url(v))
-
-
-class AppStatsTarget(_Model):
-    name: TargetName
-    url: HttpUrl
-
-
-def _octal_mode(value: Any) -> Any:
     @field_validator("url")
     @classmethod
     def _usable(cls, v: str) -> str:
@@ -427,6 +398,35 @@ def _sql_url(value: str) -> str:
         raise ValueError(f"port {url.port} is not from 1 to 65535")
     return value
 
+
+class DatabaseTarget(_Secret):
+    name: TargetName
+    url: str
+    laravel: TargetName | None = None  # the Laravel app this database belongs to: replaces .env discovery
+    top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
+    slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
+    digest_text_length: int = Field(default=120, ge=16, le=1000)
+    # Reading the digest table is the costliest query by far: done this often, other values every collection.
+    digest_interval: Duration = 60.0
+    statement_timeout: Duration = 5.0  # for the exporter's own queries
+    lock_timeout: Duration = 1.0
+    connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)
+    _discovered_password: str | None = PrivateAttr(default=None)
+
+    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
+
+    def password(self) -> str | None:
+        return self._discovered_password or super().password()
+
+    _supported = field_validator("url")(lambda cls, v: _sql_url(v))
+
+
+class AppStatsTarget(_Model):
+    name: TargetName
+    url: HttpUrl
+
+
+def _octal_mode(value: Any) -> Any:
     """A file mode written as "0644"/"644" (YAML may also hand over 0644 already parsed as an integer)."""
     if isinstance(value, str):
         if not re.fullmatch(r"0?[0-7]{3}", value.strip()):

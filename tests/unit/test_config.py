@@ -395,3 +395,19 @@ def test_empty_file_is_an_empty_configuration(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("", encoding="utf-8")
     assert load(path).laravel == []
+
+
+def test_file_modes_are_read_as_octal_and_bad_ones_are_refused() -> None:
+    assert parse({"heal": {"views_mode": "0640"}}).heal.views_mode == 0o640
+    with pytest.raises(ConfigError, match=r"heal.views_mode: .*not an octal file mode"):
+        parse({"heal": {"views_mode": "rw-r--r--"}})
+
+
+def test_redis_urls_with_a_bad_port_or_database_are_refused_at_load() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse({"redis": [{"name": "a", "url": "redis://h:abc/0"},
+                                {"name": "b", "url": "redis://h:6379/x"}]})
+    assert exc.value.problems == [
+        "redis[0].url: port 'abc' is not a number from 1 to 65535",
+        "redis[1].url: database 'x' is not a number",
+    ]
