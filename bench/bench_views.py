@@ -6,9 +6,12 @@ Targets:
 - peak RSS (VmHWM) of the real `cachewarden serve`, configured with one Laravel app, < 80 MB: read once
   it has completed three scans (the cold one and two rescans), and again after the /metrics load below;
   the later, higher figure is the one held to the target;
-- /metrics p99 < 25 ms from that server while it rescans them (every 10 s, timeout 8 s), under a scrape
-  load of 4 clients each sending GET /metrics back to back for 25 s (a handful of Prometheus servers,
-  not a flood); at least 2 rescans must complete during the load.
+- /metrics p99 < 25 ms from that server while it rescans them back to back (interval 2 s, timeout 2 s,
+  so a scan is running most of the time), under a scrape load of 4 clients each sending GET /metrics
+  every 100 ms for 25 s (40 scrapes a second: far more than any set of Prometheus servers sends); at least
+  5 rescans must complete during the load. Clients sending back to back are not a scrape load: they
+  keep the event loop busy all the time, so the scan thread waits for the interpreter lock after every
+  stat() and the rescans, not the scrapes, are what suffers.
 
 The tree is synthetic (written from Python, footers as Laravel writes them) so that it builds in
 seconds; a few views are made stale, orphaned and uncompiled. Run: python bench/bench_views.py
@@ -43,9 +46,11 @@ RSS_TARGET_MB = 80.0
 P99_TARGET_MS = 25.0
 STALE, ORPHANED, UNCOMPILED = 7, 5, 3
 ROUNDS = 5
-SERVER_INTERVAL = 10.0  # seconds between the server's rescans while /metrics is scraped
-SERVER_TIMEOUT = 8.0
+SERVER_INTERVAL = 2.0  # seconds between the server's rescans while /metrics is scraped
+SERVER_TIMEOUT = 2.0
 SCRAPERS = 4  # concurrent clients during the load
+SCRAPE_EVERY = 0.1  # seconds between one client's requests
+MIN_RESCANS = 5
 SCANS_BEFORE_RSS = 3  # the cold scan and two rescans
 LAST_SUCCESS = "cachewarden_collector_last_success_timestamp_seconds{"
 NS = 1_000_000_000
@@ -175,7 +180,7 @@ def last_success_in(body: str) -> float:
 
 async def exercise_server(port: int, pid: int, seconds: float) -> tuple[float, list[float], int]:
     """Wait for SCANS_BEFORE_RSS completed scans and read the peak RSS; then SCRAPERS clients GET /metrics
-    back to back for `seconds`. Returns that RSS, the latencies in ms, and how many scans finished
+    every SCRAPE_EVERY seconds for `seconds`. Returns that RSS, the latencies in ms, and how many scans finished
     meanwhile."""
     url = f"http://127.0.0.1:{port}/metrics"
     async with aiohttp.ClientSession() as session:
@@ -195,12 +200,16 @@ async def exercise_server(port: int, pid: int, seconds: float) -> tuple[float, l
         deadline = time.monotonic() + seconds
 
         async def scrape() -> None:
-            while time.monotonic() < deadline:
+            next_at = time.monotonic()
+            while next_at < deadline:
                 started = time.perf_counter()
                 async with session.get(url) as resp:
                     body = await resp.read()
                 latencies.append((time.perf_counter() - started) * 1000)
                 scans_seen.add(last_success_in(body.decode()))
+                # A paced client, as a scraper is; a slow answer delays the next request, not piles up.
+                next_at = max(next_at + SCRAPE_EVERY, time.monotonic())
+                await asyncio.sleep(next_at - time.monotonic())
 
         await asyncio.gather(*(scrape() for _ in range(SCRAPERS)))
         scans_seen.discard(before)
@@ -274,7 +283,7 @@ def main() -> int:
                 f"<= {COLD_RATIO_TARGET}x", cold <= COLD_RATIO_TARGET * tails),
         verdict("server peak RSS", f"{rss:.1f} MB", f"< {RSS_TARGET_MB:g} MB", rss < RSS_TARGET_MB),
         verdict("/metrics p99 during rescans", f"{p99:.1f} ms", f"< {P99_TARGET_MS:g} ms",
-                p99 < P99_TARGET_MS and scans >= 2),
+                p99 < P99_TARGET_MS and scans >= MIN_RESCANS),
     ]
     return 0 if all(results) else 1
 

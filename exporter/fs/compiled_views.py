@@ -230,6 +230,8 @@ class CompiledViewScanner:
         keys, state, mtimes = table.keys, table.state, table.mtimes
         expected = self._walk_order
         n = len(expected)
+        if n == 0:
+            return self._walk_first(root, table, cancelled, unreadable)
         known = len(keys)  # ids below this may be in the last walk
         cursor = 0
         far_searches = _FAR_SEARCHES
@@ -251,6 +253,27 @@ class CompiledViewScanner:
             mtimes[sid] = mtime
         if order is None:
             order = expected if cursor == n else expected[:cursor]
+        return order
+
+    @staticmethod
+    def _walk_first(root: str, table: _SourceTable, cancelled: threading.Event,
+                    unreadable: list[str]) -> array[int]:
+        """The walk with no earlier order to follow: every source is looked up (mostly added) by path."""
+        keys, state, mtimes, index = table.keys, table.state, table.mtimes, table.index()
+        order = array("I")
+        add_key, add_state, add_mtime, add_order = keys.append, state.append, mtimes.append, order.append
+        found = _WALKED | _RESOLVED
+        for rel, mtime in iter_sources(root, cancelled, unreadable):
+            sid = index.get(rel)
+            if sid is None:
+                sid = index[rel] = len(keys)
+                add_key(rel)
+                add_state(found)
+                add_mtime(mtime)
+            else:
+                state[sid] = found
+                mtimes[sid] = mtime
+            add_order(sid)
         return order
 
     def _scan_compiled(self, result: ViewScan, dir_uid: int, prefix: str, table: _SourceTable,
@@ -362,29 +385,49 @@ class CompiledViewScanner:
             listing.inodes.append, listing.mtimes_ns.append, listing.ctimes_ns.append,
             listing.sizes.append, listing.sources.append)
         add_unreadable, add_foreign = unreadable.append, foreign.append
-        open_, pread, close, flags = os.open, os.pread, os.close, READ_FLAGS
+        # O_NONBLOCK: a FIFO planted in the directory must not hang the open; fstat then rejects it.
+        # O_NOATIME: a first read right after a compile would otherwise write 100,000 inodes back
+        # (relatime updates an atime that is not newer than the mtime); only the owner or root may ask,
+        # so the first refusal drops it for the rest of the scan.
+        open_, fstat, pread, close = os.open, os.fstat, os.pread, os.close
+        plain_flags = READ_FLAGS | os.O_NONBLOCK
+        flags = plain_flags | getattr(os, "O_NOATIME", 0)
         tail_bytes, ending, opening = TAIL_BYTES, FOOTER_ENDING, FOOTER_OPENING
         prefix_bytes, opening_length, body_end = os.fsencode(prefix), len(opening), -len(ending)
         body_start = len(prefix_bytes)
         source_of = self._source_id
+        # Module constants as locals: this loop body runs once per compiled file.
+        regular, file_type, no_source = stat.S_IFREG, _S_IFMT, NO_SOURCE
+        walked, compiled_flag, ns_per_s, blade = _WALKED, _COMPILED, NS_PER_S, BLADE_SUFFIX
+        is_set, check_every = cancelled.is_set, CANCEL_CHECK_EVERY
         compiled = external = reads = seen = 0
         with os.scandir(self._compiled_dir) as entries:
             for entry in entries:
                 seen += 1
-                if not seen % CANCEL_CHECK_EVERY and cancelled.is_set():
+                if not seen % check_every and is_set():
                     raise ScanCancelled
                 name = entry.name
-                if not name.endswith(".php") or name.endswith(BLADE_SUFFIX):
+                if not name.endswith(".php") or name.endswith(blade):
+                    continue
+                # The directory entry's type costs no syscall; the stat comes from the open descriptor,
+                # which is cheaper than a path lookup and describes exactly the file that is read.
+                if not entry.is_file(follow_symlinks=False):
                     continue
                 path = entry.path
                 try:
-                    st = entry.stat(follow_symlinks=False)
-                    if st.st_mode & _S_IFMT != stat.S_IFREG:
-                        continue
-                    size = st.st_size
-                    reads += 1
-                    fd = open_(path, flags)
                     try:
+                        fd = open_(path, flags)
+                    except PermissionError:
+                        if flags == plain_flags:
+                            raise
+                        flags = plain_flags
+                        fd = open_(path, flags)
+                    try:
+                        st = fstat(fd)
+                        if st.st_mode & file_type != regular:
+                            continue
+                        size = st.st_size
+                        reads += 1
                         tail = pread(fd, tail_bytes, size - tail_bytes if size > tail_bytes else 0)
                     finally:
                         close(fd)
@@ -419,10 +462,10 @@ class CompiledViewScanner:
                 compiled += 1
                 if st.st_uid != dir_uid:
                     add_foreign(path)
-                s = state[sid] if sid != NO_SOURCE else 0
-                if s & _WALKED:
-                    state[sid] = s | _COMPILED
-                    if mtimes[sid] >= mtime_ns // NS_PER_S:
+                s = state[sid] if sid != no_source else 0
+                if s & walked:
+                    state[sid] = s | compiled_flag
+                    if mtimes[sid] >= mtime_ns // ns_per_s:
                         stale.append(StaleView(path, prefix + keys[sid], mtimes[sid]))
                 else:
                     external += self._classify_other(path, sid, mtime_ns, prefix, table, result)

@@ -440,3 +440,27 @@ def test_a_file_made_unreadable_after_its_first_scan_is_reported(app: AppTree) -
 
     assert scan.unreadable == [str(locked)]
     assert scan.uncompiled == [str(app.views / "secret.blade.php")]
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOATIME"), reason="O_NOATIME is Linux-only")
+def test_a_refused_noatime_open_falls_back_to_a_plain_read(app: AppTree,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a file's owner (or root) may open it with O_NOATIME; for anyone else Linux answers EPERM.
+    app.compile(app.source("home.blade.php", T0), T0 + 10)
+    stale = app.compile(app.source("shop.blade.php", T0 + 20), T0 + 10)
+    real_open = os.open
+    noatime_refused = []
+
+    def open_as_non_owner(path: str, flags: int, *args: Any) -> int:
+        if flags & os.O_NOATIME:
+            noatime_refused.append(path)
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_as_non_owner)
+    scan = app.scanner().scan()
+
+    assert len(noatime_refused) == 1  # refused once, then the scan stops asking
+    assert scan.compiled == 2
+    assert scan.unreadable == []
+    assert [v.compiled for v in scan.stale] == [str(stale)]
