@@ -49,6 +49,10 @@ def make_app_dir(root: Path) -> None:
 
 def serve(tmp: str, port_out: Connection) -> None:
     """The sidecar, in its own process as in production, so the load generator does not share its loop."""
+    # The audit trail is written as in production (one JSON line per request), into a file rather
+    # than over the benchmark's own output.
+    log_fd = os.open(Path(tmp) / "audit.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 2)
     root = Path(tmp) / "shop"
     (Path(tmp) / "token").write_text(TOKEN)
     config = parse({"laravel": [{"name": "shop", "root": str(root)}],
