@@ -6,7 +6,6 @@ port and two test runs could not coexist.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.prometheus import check_alive, http_json, http_ok, require_binary, stop_process
-from tests.support.wait import free_port, wait_for
+from tests.support.prometheus import http_json, require_binary, running
+from tests.support.wait import free_port
 
 
 @dataclass
@@ -41,16 +40,8 @@ def run_alertmanager(config: dict[str, Any], root: Path) -> Iterator[Alertmanage
     config_file.write_text(yaml.safe_dump(config))
     address = f"127.0.0.1:{free_port()}"
     log = root / "alertmanager.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={config_file}", f"--storage.path={root / 'data'}",
-             f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
     server = Alertmanager(address, log)
-    try:
-        wait_for(lambda: check_alive(proc, log) and http_ok(f"{server.url}/-/ready"), timeout=30,
-                 message="alertmanager ready")
+    argv = [binary, f"--config.file={config_file}", f"--storage.path={root / 'data'}",
+            f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=warn"]
+    with running(argv, log, f"{server.url}/-/ready", "alertmanager ready"):
         yield server
-    finally:
-        stop_process(proc)

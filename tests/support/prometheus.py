@@ -120,19 +120,11 @@ def run_prometheus(
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
     log = root / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={config_file}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
     server = Prometheus(f"http://127.0.0.1:{port}", log)
-    try:
-        wait_for(lambda: check_alive(proc, log) and http_ok(f"{server.url}/-/ready"), timeout=30,
-                 message="prometheus ready")
+    argv = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    with running(argv, log, f"{server.url}/-/ready", "prometheus ready"):
         yield server
-    finally:
-        stop_process(proc)
 
 
 @dataclass
@@ -153,19 +145,11 @@ def run_cachewarden(config: dict[str, Any], root: Path) -> Iterator[Cachewarden]
     config_file.write_text(yaml.safe_dump(config))
     address = f"127.0.0.1:{free_port()}"
     log = root / "cachewarden.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
-             "--web.listen-address", address],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
     served = Cachewarden(address, log)
-    try:
-        wait_for(lambda: check_alive(proc, log) and http_ok(f"{served.url}/healthz"), timeout=30,
-                 message="cachewarden serve answering /healthz")
+    argv = [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
+            "--web.listen-address", address]
+    with running(argv, log, f"{served.url}/healthz", "cachewarden serve answering /healthz", cwd=ROOT):
         yield served
-    finally:
-        stop_process(proc)
 
 
 def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
@@ -173,6 +157,19 @@ def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
     return True
+
+
+@contextmanager
+def running(argv: Sequence[str], log: Path, ready_url: str, what: str,
+            cwd: Path | None = None) -> Iterator[None]:
+    """A server process with its output in `log`, ready once `ready_url` answers; stopped on exit."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        wait_for(lambda: check_alive(proc, log) and http_ok(ready_url), timeout=30, message=what)
+        yield
+    finally:
+        stop_process(proc)
 
 
 # What Grafana substitutes when "All" is selected and for its built-in interval, at a 1 s scrape.
