@@ -179,9 +179,9 @@ def last_success_in(body: str) -> float:
 
 
 async def exercise_server(port: int, pid: int, seconds: float) -> tuple[float, list[float], int]:
-    """Wait for SCANS_BEFORE_RSS completed scans and read the peak RSS; then SCRAPERS clients GET /metrics
-    every SCRAPE_EVERY seconds for `seconds`. Returns that RSS, the latencies in ms, and how many scans finished
-    meanwhile."""
+    """Wait for SCANS_BEFORE_RSS completed scans and read the peak RSS; then SCRAPERS clients GET
+    /metrics every SCRAPE_EVERY seconds for `seconds`. Returns that RSS, the latencies in ms, and how
+    many scans finished meanwhile."""
     url = f"http://127.0.0.1:{port}/metrics"
     async with aiohttp.ClientSession() as session:
         successes: set[float] = set()

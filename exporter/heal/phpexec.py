@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from exporter.config import Config, PhpFpmTarget
 from exporter.heal.fpm import HealFpm
-from exporter.php.agent import AgentError
+from exporter.php.agent import AgentError, compose_source
 from exporter.php.fastcgi import FastCGIError
 
 SCRIPTS_DIR = Path(__file__).parent / "php"
-CLI_ENVELOPE = SCRIPTS_DIR / "cli_envelope.php"
 
 
 class PhpError(Exception):
@@ -59,19 +60,26 @@ class PhpExecutor:
         php = self._config.heal.php_cli
         if php is None:
             raise PhpError("heal.php_cli is not configured")
-        proc = await asyncio.create_subprocess_exec(
-            str(php), "-d", "display_errors=stderr", "-d", "log_errors=0",
-            str(CLI_ENVELOPE), str(SCRIPTS_DIR / script),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            async with asyncio.timeout(time_limit):
-                out, err = await proc.communicate(json.dumps({"args": args}).encode())
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise PhpError(f"{script} did not finish within {time_limit:g}s") from None
+        # The same envelope as inside FPM (token check, JSON answer), written to a private file for
+        # this one run: nothing but this process ever reads it.
+        token = secrets.token_urlsafe(32)
+        with tempfile.TemporaryDirectory(prefix="cachewarden-heal-") as tmp:
+            path = Path(tmp) / "run.php"
+            path.write_text(compose_source(script_text(script), token), encoding="utf-8")
+            proc = await asyncio.create_subprocess_exec(
+                str(php), "-d", "display_errors=stderr", "-d", "log_errors=0", str(path),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            request = json.dumps({"token": token, "args": args, "time_limit": time_limit}).encode()
+            try:
+                async with asyncio.timeout(time_limit):
+                    out, err = await proc.communicate(request)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise PhpError(f"{script} did not finish within {time_limit:g}s") from None
         return decode_answer(script, out, err.decode(errors="replace"))
 
 

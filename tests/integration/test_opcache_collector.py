@@ -369,3 +369,13 @@ async def test_an_agent_run_past_its_timeout_stops_and_frees_the_worker(php_fpm:
         return (await fpm.get("/fpm-status", "json", timeout=1)).status == 200
 
     await async_wait_for(worker_free, timeout=8, message="the runaway agent run stopped by its time limit")
+
+
+async def test_warnings_silenced_with_at_are_not_findings_but_others_are(php_fpm: FpmFactory) -> None:
+    collector = opcache_collector(php_fpm())
+    reply = await collector.agent.run_source("warnings", "<?php cachewarden_run(function (array $a): int {"
+                                                        " @unlink('/nonexistent/silenced');"
+                                                        " unlink('/nonexistent/reported'); return 1; });")
+    assert reply.result == 1
+    assert any("/nonexistent/reported" in w for w in reply.warnings)
+    assert not any("silenced" in w for w in reply.warnings)

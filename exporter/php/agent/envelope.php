@@ -21,7 +21,10 @@ function cachewarden_respond(int $status, bool $ok, mixed $result, array $errors
 
 function cachewarden_run(callable $action): void
 {
-    $request = json_decode((string) file_get_contents('php://input'), true);
+    // Inside FPM the request body carries the token and arguments; a heal run with the `php` CLI
+    // (no pool linked to the app) sends the same JSON on standard input.
+    $input = PHP_SAPI === 'cli' ? stream_get_contents(STDIN) : file_get_contents('php://input');
+    $request = json_decode((string) $input, true);
     $token = is_array($request) && is_string($request['token'] ?? null) ? $request['token'] : '';
     if (!hash_equals(CACHEWARDEN_TOKEN_SHA256, hash('sha256', $token))) {
         cachewarden_respond(403, false, null, ['missing or wrong token']);
@@ -37,6 +40,9 @@ function cachewarden_run(callable $action): void
     $errors = [];
     // Warnings (a restricted OPcache API, an unreadable ini file) are findings, not page output.
     set_error_handler(function (int $level, string $message) use (&$errors): bool {
+        if (!(error_reporting() & $level)) {
+            return false;  // silenced with @ on purpose: not a finding
+        }
         $errors[] = $message;
         return true;
     });

@@ -20,7 +20,7 @@ cachewarden_run(function (array $args): array {
     }
     $ini_files = [];
     foreach ($files as $f) {
-        $lines = @file($f, FILE_IGNORE_NEW_LINES);
+        $lines = file($f, FILE_IGNORE_NEW_LINES);
         $ini_files[] = [$f, $lines === false ? null : array_values(array_filter(
             $lines,
             fn (string $l): bool => str_contains($l, 'opcache.')
@@ -44,7 +44,7 @@ cachewarden_run(function (array $args): array {
         'blacklist' => [],
     ];
     if (function_exists('fpm_get_status')) {
-        $fpm = @fpm_get_status();
+        $fpm = fpm_get_status();
         $out['pool'] = is_array($fpm) && is_string($fpm['pool'] ?? null) ? $fpm['pool'] : null;
     }
     if (is_string($args['release_symlink'] ?? null)) {
@@ -54,11 +54,11 @@ cachewarden_run(function (array $args): array {
     if (!$loaded_ext) {
         return $out;
     }
-    $configuration = @opcache_get_configuration();
+    $configuration = opcache_get_configuration();
     if (is_array($configuration)) {
         $out['blacklist'] = array_values($configuration['blacklist'] ?? []);
     }
-    $status = @opcache_get_status(true);
+    $status = opcache_get_status(true);
     if (!is_array($status)) {
         $out['status'] = false;
         return $out;
