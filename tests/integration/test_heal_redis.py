@@ -1,4 +1,5 @@
-"""Two cachewarden apps sharing a real Redis: one alert delivered to both heals exactly once."""
+"""Two cachewarden sidecars sharing a real Redis (as apps in one process, and as two processes): one
+alert delivered to both heals exactly once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -19,6 +22,8 @@ from exporter.config import parse
 from exporter.heal.audit import STREAM
 from exporter.heal.routes import HEAL_RUNNER
 from tests.support.healing import AUTH, alert, an_hour_ago, make_app_dir, payload, token_file, write_compiled
+from tests.support.prometheus import run_cachewarden
+from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +74,38 @@ async def test_two_sidecars_sharing_redis_heal_one_alert_once(
     records = [json.loads(fields[b"event"]) for _, fields in events]
     finished = [e for e in records if e["event"] == "heal_finished" and e["target"] == target]
     assert [e["result"] for e in finished] == ["verified"]
+
+
+async def test_two_sidecar_processes_sharing_redis_heal_one_alert_once(redis: Redis, tmp_path: Path) -> None:
+    # The fleet case as deployed: two `cachewarden serve` processes, each with its own event loop and
+    # memory, that only Redis connects.
+    target = f"shop-{uuid.uuid4().hex[:8]}"
+    root = make_app_dir(tmp_path / "shop")
+    compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
+    config = {"laravel": [{"name": target, "root": str(root)}],
+              "heal": {"token_file": str(token_file(tmp_path)), "redis_url": REDIS_URL}}
+    body = json.dumps(payload(alert("CachewardenViewsOrphaned", target, fingerprint=uuid.uuid4().hex)))
+    headers = {"Content-Type": "application/json", **AUTH}
+
+    with run_cachewarden(config, tmp_path / "a") as a, run_cachewarden(config, tmp_path / "b") as b:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(url: str) -> str:
+                async with session.post(f"{url}/heal", data=body, headers=headers) as resp:
+                    assert resp.status == 200
+                    return str((await resp.json())["decisions"][0]["decision"])
+
+            decisions = await asyncio.gather(*(post(s.url) for s in (a, b) for _ in range(5)))
+
+            async def finished_runs() -> list[dict[str, Any]] | None:
+                runs = []
+                for served in (a, b):
+                    async with session.get(f"{served.url}/heal", headers=AUTH) as resp:
+                        runs += (await resp.json())["runs"]
+                return runs if runs and all(r["state"] == "finished" for r in runs) else None
+
+            runs = await async_wait_for(finished_runs, timeout=30, message="the heal run finished")
+
+    assert sorted(decisions) == ["duplicate"] * 9 + ["started"]
+    assert [(r["target"], r["result"]) for r in runs] == [(target, "verified")]
+    assert not compiled.exists()
