@@ -12,10 +12,9 @@ from exporter.collectors import build_collectors
 from exporter.collectors.redis_server import REDIS_DB_KEYS, REDIS_UP
 from exporter.collectors.sql import DB_UP
 from exporter.config import parse
-from exporter.report import build_report
 from exporter.scheduler import Scheduler
-from exporter.status_page import render_status_page
 from tests.integration.test_redis import PrivateRedis
+from tests.support.disclosure import assert_nowhere, shown_to_people
 from tests.support.mariadb import PrivateMariaDB, mariadb_server
 
 __all__ = ["mariadb_server"]  # a fixture, used by name
@@ -65,11 +64,8 @@ async def test_a_laravel_root_alone_is_watched_with_the_passwords_from_its_env(
         assert redis_obs.samples.value(REDIS_UP) == 1
         assert redis_obs.samples.value(REDIS_DB_KEYS, db="0") == 0
         assert sql_obs.samples.value(DB_UP) == 1
-        report = build_report(scheduler.statuses())
-        page = render_status_page(report, started_at=0)
-        for shown in (page, report.as_text(), str(report.as_dict()), caplog.text):
-            assert DB_PASSWORD not in shown
-            assert REDIS_PASSWORD not in shown
+        assert_nowhere((DB_PASSWORD, REDIS_PASSWORD),
+                       shown_to_people(scheduler, caplog.text, *scheduler.collectors))
     finally:
         await scheduler.close()
         redis_with_password.stop()
