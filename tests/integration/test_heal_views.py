@@ -267,16 +267,23 @@ async def test_a_cli_compile_notes_that_fpm_may_serve_the_old_views(
     php = require_php_cli()
     require_blade()
     root = make_app_dir(tmp_path / "shop")
+
+    run = await recompile_with_php_cli(root, php, tmp_path, aiohttp_client)
+
+    assert run["result"] == "verified", run
+    assert run["step_results"][0]["notes"] == [CLI_OPCACHE_NOTE]
+
+
+async def recompile_with_php_cli(root: Path, php: str, tmp_path: Path,
+                                 aiohttp_client: MakeClient) -> dict[str, Any]:
+    """Make one view of `root` stale and run views.recompile on it through `heal.php_cli`."""
     write_views(root, 1, 1, mtime=time.time() - 60)
     config = parse({"laravel": [{"name": "shop", "root": str(root)}],
                     "heal": {"token_file": str(token_file(tmp_path)), "php_cli": php}})
     client = await aiohttp_client(create_app(config, run_collectors=False))
-
     resp = await client.post("/heal?action=views.recompile&target=shop", headers=AUTH)
-
     run: dict[str, Any] = (await resp.json())["run"]
-    assert run["result"] == "verified", run
-    assert run["step_results"][0]["notes"] == [CLI_OPCACHE_NOTE]
+    return run
 
 
 async def test_atomic_compile_writes_exactly_what_laravels_compile_writes(
@@ -330,14 +337,9 @@ async def test_an_app_with_its_own_vendor_dir_is_never_compiled_without_its_dire
     if bootstrap is not None:
         (root / "bootstrap").mkdir()
         (root / "bootstrap" / "app.php").write_text(bootstrap)
-    write_views(root, 1, 1, mtime=time.time() - 60)
-    config = parse({"laravel": [{"name": "shop", "root": str(root)}],
-                    "heal": {"token_file": str(token_file(tmp_path)), "php_cli": php}})
-    client = await aiohttp_client(create_app(config, run_collectors=False))
 
-    resp = await client.post("/heal?action=views.recompile&target=shop", headers=AUTH)
+    run = await recompile_with_php_cli(root, php, tmp_path, aiohttp_client)
 
-    run: dict[str, Any] = (await resp.json())["run"]
     assert run["result"] == "failed", run
     [step] = run["step_results"]
     assert refusal in step["error"]
