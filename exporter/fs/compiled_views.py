@@ -3,7 +3,8 @@
 Each compiled file is mapped to its source by its footer (`exporter.fs.footer`), never by recomputing
 Laravel's file-name hash, which changed across versions and with every symlinked release directory.
 A footer is read again only when the file's (inode, size, mtime_ns, ctime_ns) changed, so a rescan of
-an unchanged tree costs one stat per file, like `find`; ctime is in it because chmod and chown change
+an unchanged tree costs one stat per file, like `find`, each relative to the directory's descriptor
+(`fstatat`, as `find` does) rather than a lookup of the whole path; ctime is in it because chmod and chown change
 nothing else, and a file made unreadable must be opened again to be reported.
 
 What is counted, by Laravel's own rules (`Compiler::isExpired`, 8.x-10.x):
@@ -51,7 +52,14 @@ from exporter.fs.footer import (
     read_footer,
     read_tail,
 )
-from exporter.fs.view_sources import BLADE_SUFFIX, CANCEL_CHECK_EVERY, NS_PER_S, ScanCancelled, iter_sources
+from exporter.fs.view_sources import (
+    BLADE_SUFFIX,
+    CANCEL_CHECK_EVERY,
+    DIR_FLAGS,
+    NS_PER_S,
+    ScanCancelled,
+    iter_sources,
+)
 
 NO_SOURCE = (1 << 32) - 1  # the source id recorded for a file without a readable footer
 
@@ -199,19 +207,23 @@ class CompiledViewScanner:
         listing = _Listing()
         compiled_dir = self._compiled_dir
         try:
-            dir_stat = os.stat(compiled_dir)
+            dir_fd = os.open(compiled_dir, DIR_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
-            dir_stat = None
-        if dir_stat is not None and stat.S_ISDIR(dir_stat.st_mode):
-            result.dir_exists = True
-            vfs = os.statvfs(compiled_dir)
-            result.free_bytes = vfs.f_bavail * vfs.f_frsize
-            if self._php_user is None:
-                result.dir_writable = os.access(compiled_dir, os.W_OK | os.X_OK)
-            else:
-                result.dir_writable = (not vfs.f_flag & os.ST_RDONLY
-                                       and can_create_files(dir_stat, self._php_user))
-            listing = self._scan_compiled(result, dir_stat.st_uid, prefix, table, cancelled)
+            dir_fd = -1
+        if dir_fd >= 0:
+            try:
+                dir_stat = os.fstat(dir_fd)
+                result.dir_exists = True
+                vfs = os.fstatvfs(dir_fd)
+                result.free_bytes = vfs.f_bavail * vfs.f_frsize
+                if self._php_user is None:
+                    result.dir_writable = os.access(compiled_dir, os.W_OK | os.X_OK)
+                else:
+                    result.dir_writable = (not vfs.f_flag & os.ST_RDONLY
+                                           and can_create_files(dir_stat, self._php_user))
+                listing = self._scan_compiled(result, dir_fd, dir_stat.st_uid, prefix, table, cancelled)
+            finally:
+                os.close(dir_fd)
 
         # A walked source named by no compiled file is in exactly this state: found with bytes.find
         # rather than a Python loop over every source.
@@ -276,14 +288,15 @@ class CompiledViewScanner:
             add_order(sid)
         return order
 
-    def _scan_compiled(self, result: ViewScan, dir_uid: int, prefix: str, table: _SourceTable,
+    def _scan_compiled(self, result: ViewScan, dir_fd: int, dir_uid: int, prefix: str, table: _SourceTable,
                        cancelled: threading.Event) -> _Listing:
         if not self._listing.inodes and self._reader is read_tail:
-            return self._scan_compiled_cold(result, dir_uid, prefix, table, cancelled)
+            return self._scan_compiled_cold(result, dir_fd, dir_uid, prefix, table, cancelled)
         # The hot loop of every rescan: locals only, and one stat per unchanged file. An unchanged file
         # is the next one the last listing expects; anything else is looked for a little further on,
         # and read when not found: a wrong guess costs a footer read, never a wrong answer.
         state, mtimes, reader = table.state, table.mtimes, self._reader
+        here = self._compiled_dir.rstrip(os.sep) + os.sep  # entries are listed by name only
         unreadable, foreign, stale = result.unreadable, result.foreign_owned, result.stale
         last = self._listing
         last_inodes, last_mtimes, last_ctimes, last_sizes, last_sources = (
@@ -293,7 +306,7 @@ class CompiledViewScanner:
         far_searches = _FAR_SEARCHES
         listing: _Listing | None = None  # None while the listing repeats the last one
         compiled = external = reads = seen = 0
-        with os.scandir(self._compiled_dir) as entries:
+        with os.scandir(dir_fd) as entries:
             for entry in entries:
                 seen += 1
                 if not seen % CANCEL_CHECK_EVERY and cancelled.is_set():
@@ -302,16 +315,15 @@ class CompiledViewScanner:
                 # Not .gitignore, nor temporary names of an atomic recompile, nor inline templates.
                 if not name.endswith(".php") or name.endswith(BLADE_SUFFIX):
                     continue
-                path = entry.path
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted between the listing and the stat: the race, not an error
                 except OSError:
                     compiled += 1
-                    unreadable.append(path)
+                    unreadable.append(here + name)
                     continue
-                if not stat.S_ISREG(st.st_mode):
+                if st.st_mode & _S_IFMT != stat.S_IFREG:
                     continue
                 ino, mtime_ns, ctime_ns, size = st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
                 if (cursor < n and last_inodes[cursor] == ino and last_mtimes[cursor] == mtime_ns
@@ -340,13 +352,13 @@ class CompiledViewScanner:
                         # new file given a removed file's inode, anywhere in the old order.
                         reads += 1
                         try:
-                            source = read_footer(path, size, reader)
+                            source = read_footer(here + name, size, reader)
                         except FileNotFoundError:
                             continue
                         except OSError:
                             # Not remembered: a permission fixed later shows without the file changing.
                             compiled += 1
-                            unreadable.append(path)
+                            unreadable.append(here + name)
                             continue
                         sid = self._source_id(source, prefix, table)
                     listing.inodes.append(ino)
@@ -356,26 +368,26 @@ class CompiledViewScanner:
                     listing.sources.append(sid)
                 compiled += 1
                 if st.st_uid != dir_uid:
-                    foreign.append(path)
+                    foreign.append(here + name)
                 s = state[sid] if sid != NO_SOURCE else 0
                 if s & _WALKED:  # one of this app's sources, found by the walk: the common case
                     state[sid] = s | _COMPILED
                     if mtimes[sid] >= mtime_ns // NS_PER_S:
-                        stale.append(StaleView(path, prefix + table.keys[sid], mtimes[sid]))
+                        stale.append(StaleView(here + name, prefix + table.keys[sid], mtimes[sid]))
                 else:
-                    external += self._classify_other(path, sid, mtime_ns, prefix, table, result)
+                    external += self._classify_other(here + name, sid, mtime_ns, prefix, table, result)
         result.compiled, result.external, result.footer_reads = compiled, external, reads
         self.footer_reads += reads
         if listing is None:
             listing = last if cursor == n else last.head(cursor)
         return listing
 
-    def _scan_compiled_cold(self, result: ViewScan, dir_uid: int, prefix: str, table: _SourceTable,
-                            cancelled: threading.Event) -> _Listing:
+    def _scan_compiled_cold(self, result: ViewScan, dir_fd: int, dir_uid: int, prefix: str,
+                            table: _SourceTable, cancelled: threading.Event) -> _Listing:
         """The first scan, which reads every footer: the rescan loop without its matching, flattened.
 
         It pays for one read per file, so per-file Python work is kept to locals: the read is inlined
-        (stat size, one pread of the tail), and a footer written exactly as Laravel writes it, naming
+        (open by name relative to the directory's descriptor, fstat, one pread of the tail), and a footer written exactly as Laravel writes it, naming
         a path under the views directory, is cut out as bytes and looked up without a method call.
         """
         state, mtimes, keys, index = table.state, table.mtimes, table.keys, table.index()
@@ -396,12 +408,13 @@ class CompiledViewScanner:
         prefix_bytes, opening_length, body_end = os.fsencode(prefix), len(opening), -len(ending)
         body_start = len(prefix_bytes)
         source_of = self._source_id
+        here = self._compiled_dir.rstrip(os.sep) + os.sep  # entries are listed by name only
         # Module constants as locals: this loop body runs once per compiled file.
         regular, file_type, no_source = stat.S_IFREG, _S_IFMT, NO_SOURCE
         walked, compiled_flag, ns_per_s, blade = _WALKED, _COMPILED, NS_PER_S, BLADE_SUFFIX
         is_set, check_every = cancelled.is_set, CANCEL_CHECK_EVERY
         compiled = external = reads = seen = 0
-        with os.scandir(self._compiled_dir) as entries:
+        with os.scandir(dir_fd) as entries:
             for entry in entries:
                 seen += 1
                 if not seen % check_every and is_set():
@@ -413,15 +426,14 @@ class CompiledViewScanner:
                 # which is cheaper than a path lookup and describes exactly the file that is read.
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                path = entry.path
                 try:
                     try:
-                        fd = open_(path, flags)
+                        fd = open_(name, flags, dir_fd=dir_fd)
                     except PermissionError:
                         if flags == plain_flags:
                             raise
                         flags = plain_flags
-                        fd = open_(path, flags)
+                        fd = open_(name, flags, dir_fd=dir_fd)
                     try:
                         st = fstat(fd)
                         if st.st_mode & file_type != regular:
@@ -435,7 +447,7 @@ class CompiledViewScanner:
                     continue  # deleted between the listing and the read: the race, not an error
                 except OSError:
                     compiled += 1
-                    add_unreadable(path)
+                    add_unreadable(here + name)
                     continue
                 start = tail.rfind(opening) + opening_length
                 if start >= opening_length and tail.endswith(ending) and tail.startswith(prefix_bytes, start):
@@ -445,12 +457,12 @@ class CompiledViewScanner:
                         sid = table.id_of(key)
                 else:
                     try:
-                        source = footer_in(tail, path, size)
+                        source = footer_in(tail, here + name, size)
                     except FileNotFoundError:
                         continue
                     except OSError:
                         compiled += 1
-                        add_unreadable(path)
+                        add_unreadable(here + name)
                         continue
                     sid = source_of(source, prefix, table)
                 mtime_ns = st.st_mtime_ns
@@ -461,14 +473,14 @@ class CompiledViewScanner:
                 add_source(sid)
                 compiled += 1
                 if st.st_uid != dir_uid:
-                    add_foreign(path)
+                    add_foreign(here + name)
                 s = state[sid] if sid != no_source else 0
                 if s & walked:
                     state[sid] = s | compiled_flag
                     if mtimes[sid] >= mtime_ns // ns_per_s:
-                        stale.append(StaleView(path, prefix + keys[sid], mtimes[sid]))
+                        stale.append(StaleView(here + name, prefix + keys[sid], mtimes[sid]))
                 else:
-                    external += self._classify_other(path, sid, mtime_ns, prefix, table, result)
+                    external += self._classify_other(here + name, sid, mtime_ns, prefix, table, result)
         result.compiled, result.external, result.footer_reads = compiled, external, reads
         self.footer_reads += reads
         return listing

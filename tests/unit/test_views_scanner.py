@@ -34,6 +34,11 @@ class TakenListing:
         return None
 
 
+def _lists(scandir_arg: Any, directory: Path) -> bool:
+    """Whether os.scandir was called on `directory`: the scanner lists directories by descriptor."""
+    return isinstance(scandir_arg, int) and os.path.samestat(os.fstat(scandir_arg), directory.stat())
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> AppTree:
     return AppTree(tmp_path / "app")
@@ -125,7 +130,7 @@ def test_compiled_files_deleted_between_listing_and_stat_are_skipped(
 
     def scandir(path: Any) -> TakenListing:
         listing = TakenListing(real_scandir(path))
-        if Path(path) == app.compiled:
+        if _lists(path, app.compiled):
             victim.unlink()  # listed, not yet stat'ed: the race
         return listing
 
@@ -162,7 +167,7 @@ def test_sources_deleted_during_the_walk_are_skipped(
 
     def scandir(path: Any) -> TakenListing:
         listing = TakenListing(real_scandir(path))
-        if Path(path) == app.views:
+        if _lists(path, app.views):
             goes.unlink(missing_ok=True)
         return listing
 
@@ -451,11 +456,11 @@ def test_a_refused_noatime_open_falls_back_to_a_plain_read(app: AppTree,
     real_open = os.open
     noatime_refused = []
 
-    def open_as_non_owner(path: str, flags: int, *args: Any) -> int:
+    def open_as_non_owner(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
         if flags & os.O_NOATIME:
             noatime_refused.append(path)
             raise PermissionError(1, "Operation not permitted", path)
-        return real_open(path, flags, *args)
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", open_as_non_owner)
     scan = app.scanner().scan()
