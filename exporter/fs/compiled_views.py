@@ -3,9 +3,9 @@
 Each compiled file is mapped to its source by its footer (`exporter.fs.footer`), never by recomputing
 Laravel's file-name hash, which changed across versions and with every symlinked release directory.
 A footer is read again only when the file's (inode, size, mtime_ns, ctime_ns) changed, so a rescan of
-an unchanged tree costs one stat per file, like `find`, each relative to the directory's descriptor
-(`fstatat`, as `find` does) rather than a lookup of the whole path; ctime is in it because chmod and chown change
-nothing else, and a file made unreadable must be opened again to be reported.
+an unchanged tree costs one stat per file, like `find`, and like `find` each is relative to the
+directory's descriptor (`fstatat`) rather than a lookup of the whole path. ctime is in the key because
+chmod and chown change nothing else, and a file made unreadable must be opened again to be reported.
 
 What is counted, by Laravel's own rules (`Compiler::isExpired`, 8.x-10.x):
 - stale: the source's `filemtime` (whole seconds) is >= the compiled file's; Laravel recompiles it on

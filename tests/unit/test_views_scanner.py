@@ -178,6 +178,41 @@ def test_sources_deleted_during_the_walk_are_skipped(
     assert scan.uncompiled == [str(app.views / "stays.blade.php")]
 
 
+class _Unsearchable:
+    """A directory entry in a directory that can be listed but not searched (mode r without x): its
+    name is known, stat() is refused. Root is never refused, so the refusal is played here."""
+
+    def __init__(self, entry: os.DirEntry[str]) -> None:
+        self.name, self.path = entry.name, entry.path
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        raise PermissionError(13, "Permission denied", self.path)
+
+    stat = is_dir
+
+
+def test_sources_a_directory_lists_but_cannot_stat_are_unreadable(
+        app: AppTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    app.compile(app.source("home.blade.php"))
+    app.source("locked/secret.blade.php")
+    app.source("locked/inner/deeper.blade.php")
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> TakenListing:
+        listing = TakenListing(real_scandir(path))
+        if _lists(path, app.views / "locked"):
+            listing.entries = [_Unsearchable(e) for e in listing.entries]  # type: ignore[misc]
+        return listing
+
+    monkeypatch.setattr(compiled_views.os, "scandir", scandir)
+    scan = app.scanner().scan()
+
+    assert scan.sources == 1
+    assert sorted(scan.unreadable) == [str(app.views / "locked/inner"),
+                                       str(app.views / "locked/secret.blade.php")]
+    assert scan.uncompiled == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_compiled_files_owned_by_another_user_than_the_directory_are_counted(app: AppTree) -> None:
     foreign = app.compile(app.source("a.blade.php"))
