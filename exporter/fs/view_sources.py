@@ -52,15 +52,17 @@ def iter_sources(root: str, cancelled: threading.Event, unreadable: list[str]) -
             if first:
                 top = os.fstat(dir_fd)
                 seen_dirs.add((top.st_dev, top.st_ino))
-                first = False
             listing = os.scandir(dir_fd)
         except PermissionError:
             os.close(dir_fd)
+            if first:
+                raise
             unreadable.append(directory)
             continue
         except BaseException:
             os.close(dir_fd)
             raise
+        first = False
         try:
             with listing:
                 for entry in listing:
