@@ -387,8 +387,9 @@ class CompiledViewScanner:
         """The first scan, which reads every footer: the rescan loop without its matching, flattened.
 
         It pays for one read per file, so per-file Python work is kept to locals: the read is inlined
-        (open by name relative to the directory's descriptor, fstat, one pread of the tail), and a footer written exactly as Laravel writes it, naming
-        a path under the views directory, is cut out as bytes and looked up without a method call.
+        (open by name relative to the directory's descriptor, fstat, one pread of the tail), and a
+        footer written exactly as Laravel writes it, naming a path under the views directory, is cut
+        out as bytes and looked up without a method call.
         """
         state, mtimes, keys, index = table.state, table.mtimes, table.keys, table.index()
         unreadable, foreign, stale = result.unreadable, result.foreign_owned, result.stale
