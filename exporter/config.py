@@ -477,6 +477,9 @@ class WarmCommand(_Model):
     argv: list[str] = Field(min_length=1)  # run without a shell
     cwd: Path | None = None
     timeout: Duration = 60.0
+    # "user" or "user:group" to run as (cachewarden must then run as root): an artisan command run as
+    # root writes root-owned caches that the app's own user can no longer rewrite.
+    user: Annotated[str | None, Field(pattern=_OWNER)] = None
 
 
 class WarmUrl(_Model):
@@ -684,6 +687,11 @@ class Config(_Model):
     def _host_and_port(cls, v: str) -> str:
         split_listen_address(v)
         return v
+
+    def secret_variables(self) -> set[str]:
+        """The environment variables secrets are read from: kept out of every child process."""
+        optional = [self.heal.redis_password_env, *(t.password_env for t in [*self.redis, *self.databases])]
+        return {self.heal.token_env, *(name for name in optional if name)}
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

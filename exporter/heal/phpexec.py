@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import Config, PhpFpmTarget
+from exporter.heal.child_process import environment
 from exporter.heal.fpm import HealFpm
 from exporter.php.agent import AgentError, compose_source
 from exporter.php.fastcgi import FastCGIError
@@ -69,7 +70,7 @@ class PhpExecutor:
             proc = await asyncio.create_subprocess_exec(
                 str(php), "-d", "display_errors=stderr", "-d", "log_errors=0", str(path),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=environment(self._config),
             )
             request = json.dumps({"token": token, "args": args, "time_limit": time_limit}).encode()
             try:

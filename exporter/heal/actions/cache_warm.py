@@ -1,7 +1,8 @@
 """`cache.warm`: the configured warm commands (argument lists, no shell) and warm URLs of one app.
 
 Command output is not recorded: warm commands print whatever the app prints, secrets included.
-Only the exit status or HTTP status of each is reported.
+Only the exit status or HTTP status of each is reported. Each command runs without cachewarden's
+secrets in its environment, as the account its `user` names (`exporter.heal.child_process`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import contextlib
 import aiohttp
 
 from exporter.collectors.base import Observation
-from exporter.config import HealWarm, WarmCommand, WarmUrl
+from exporter.config import Config, HealWarm, WarmCommand, WarmUrl
 from exporter.heal.actions.base import Action, ActionOutcome
+from exporter.heal.child_process import AccountError, spawn_options
 
 
 class Warm(Action):
@@ -32,9 +34,10 @@ class Warm(Action):
         for cmd in warm.commands:
             cwd = cmd.cwd or laravel.root
             if dry_run:
-                outcome.done.append(f"would run {cmd.argv} in {cwd}")
+                as_user = f" as {cmd.user}" if cmd.user else ""
+                outcome.done.append(f"would run {cmd.argv} in {cwd}{as_user}")
             else:
-                await _run_command(cmd, str(cwd), outcome)
+                await _run_command(self.ctx.config, cmd, str(cwd), outcome)
         if warm.urls:
             if dry_run:
                 outcome.done.extend(f"would GET {u.url}" for u in warm.urls)
@@ -47,11 +50,16 @@ class Warm(Action):
         return outcome
 
 
-async def _run_command(cmd: WarmCommand, cwd: str, outcome: ActionOutcome) -> None:
+async def _run_command(config: Config, cmd: WarmCommand, cwd: str, outcome: ActionOutcome) -> None:
+    try:
+        options = spawn_options(config, cmd.user)
+    except AccountError as exc:
+        outcome.errors.append(f"{cmd.argv}: {exc}")
+        return
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd.argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, **options,
         )
     except OSError as exc:
         outcome.errors.append(f"{cmd.argv}: cannot start ({exc.strerror})")

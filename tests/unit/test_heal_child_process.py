@@ -1,0 +1,50 @@
+"""What the heal's child processes inherit: the environment without secrets, and the account to run as."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from exporter.config import parse
+from exporter.heal import child_process
+from exporter.heal.child_process import AccountError, environment, spawn_options
+
+
+def test_the_variables_secrets_are_read_from_are_left_out(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    for name in ("CW_T_TOKEN", "CW_T_HEAL_REDIS", "CW_T_REDIS", "CW_T_DB", "CW_T_PLAIN"):
+        monkeypatch.setenv(name, "value")
+    config = parse({
+        "redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/0", "password_env": "CW_T_REDIS"}],
+        "databases": [{"name": "db", "url": "mysql://app@127.0.0.1/app", "password_env": "CW_T_DB"}],
+        "heal": {"token_env": "CW_T_TOKEN", "redis_password_env": "CW_T_HEAL_REDIS"},
+    })
+
+    env = environment(config)
+
+    assert {"CW_T_TOKEN", "CW_T_HEAL_REDIS", "CW_T_REDIS", "CW_T_DB"}.isdisjoint(env)
+    assert env["CW_T_PLAIN"] == "value"
+    assert env["PATH"] == os.environ["PATH"]
+
+
+def test_running_as_oneself_needs_no_switch() -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    assert set(spawn_options(parse({}), me)) == {"env"}
+
+
+def test_only_root_may_run_a_command_as_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(child_process.os, "geteuid", lambda: 4242)
+
+    with pytest.raises(AccountError, match="only root may switch users, cachewarden runs as uid 4242"):
+        spawn_options(parse({}), "nobody")
+
+
+def test_an_unknown_user_or_group_is_named() -> None:
+    with pytest.raises(AccountError, match="no user named 'no-such-user-cw'"):
+        spawn_options(parse({}), "no-such-user-cw")
+    with pytest.raises(AccountError, match="no group named 'no-such-group-cw'"):
+        spawn_options(parse({}), "nobody:no-such-group-cw")
