@@ -1,5 +1,6 @@
-"""Two cachewarden sidecars sharing a real Redis (as apps in one process, and as two processes): one
-alert delivered to both heals exactly once."""
+"""The heal's coordination through a real Redis: two sidecars (as apps in one process, and as two
+processes) heal one alert exactly once; an alert refused while Redis is down is acted on when retried;
+a crashed sidecar's lock expires, and its late release frees nothing."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from exporter.app import create_app
 from exporter.config import parse
 from exporter.heal.audit import STREAM
+from exporter.heal.locks import ActionLocks
 from exporter.heal.routes import HEAL_RUNNER
+from exporter.heal.store import KEY_PREFIX, RedisStore
 from tests.support.healing import AUTH, alert, an_hour_ago, make_app_dir, payload, token_file, write_compiled
 from tests.support.prometheus import run_cachewarden
-from tests.support.wait import async_wait_for
+from tests.support.wait import async_wait_for, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +113,74 @@ async def test_two_sidecar_processes_sharing_redis_heal_one_alert_once(redis: Re
     assert sorted(decisions) == ["duplicate"] * 9 + ["started"]
     assert [(r["target"], r["result"]) for r in runs] == [(target, "verified")]
     assert not compiled.exists()
+
+
+@pytest.fixture
+def redis_port() -> int:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    return free_port()
+
+
+async def test_an_alert_that_arrives_while_redis_is_down_is_refused_then_acted_on_when_retried(
+        redis_port: int, tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    # Alertmanager retries a 5xx: the refusal must consume nothing, so that the retry heals.
+    root = make_app_dir(tmp_path / "shop")
+    compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    config = parse({"laravel": [{"name": "shop", "root": str(root)}],
+                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": url}})
+    client = await aiohttp_client(create_app(config, run_collectors=False))
+    body = json.dumps(payload(alert("CachewardenViewsOrphaned", "shop", fingerprint=uuid.uuid4().hex)))
+    headers = {"Content-Type": "application/json", **AUTH}
+
+    refused = await client.post("/heal", data=body, headers=headers)
+    manual = await client.post("/heal?action=views.remove_orphans&target=shop", headers=AUTH)
+
+    assert refused.status == 503
+    assert "coordination store is unavailable" in (await refused.json())["error"]
+    assert manual.status == 503
+    assert compiled.exists()
+
+    server = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(tmp_path), stdout=asyncio.subprocess.DEVNULL)
+    try:
+        probe = Redis.from_url(url)
+        await async_wait_for(lambda: _pings(probe), timeout=15, message="the test's redis-server answers")
+        await probe.aclose()
+        retried = await client.post("/heal", data=body, headers=headers)
+        assert retried.status == 200
+        assert (await retried.json())["decisions"][0]["decision"] == "started"
+        await client.server.app[HEAL_RUNNER].wait_idle()  # type: ignore[index]
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=10)
+    assert not compiled.exists()
+
+
+async def _pings(client: Redis) -> bool:
+    try:
+        return bool(await client.ping())
+    except RedisError:
+        return False
+
+
+async def test_a_crashed_sidecars_lock_expires_and_its_late_release_frees_nothing(redis: Redis) -> None:
+    target = f"shop-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis)
+    crashed, survivor = ActionLocks(store, 0.5, 60), ActionLocks(store, 60, 60)
+    actions = ["views.recompile", "views.remove_orphans"]
+
+    assert await crashed.acquire(actions, target, "crashed-sidecar")
+    assert not await survivor.acquire(actions, target, "survivor")
+    # Taking every lock or none: the refused attempt holds no half of the set.
+    assert await redis.get(f"{KEY_PREFIX}lock:views.recompile:{target}") == b"crashed-sidecar"
+
+    await async_wait_for(lambda: survivor.acquire(actions, target, "survivor"), timeout=10,
+                         message="the crashed sidecar's lock expired")
+    await crashed.release(actions, target, "crashed-sidecar")  # it comes back and cleans up, late
+
+    assert not await crashed.acquire(actions, target, "crashed-sidecar")  # the survivor still holds it
+    await survivor.release(actions, target, "survivor")
+    assert await redis.exists(*(f"{KEY_PREFIX}lock:{a}:{target}" for a in actions)) == 0
