@@ -56,6 +56,7 @@ from exporter.fs.view_sources import (
     BLADE_SUFFIX,
     CANCEL_CHECK_EVERY,
     DIR_FLAGS,
+    FILE_TYPE_MASK,
     NS_PER_S,
     ScanCancelled,
     iter_sources,
@@ -78,7 +79,6 @@ _TABLE_SLACK = 4096
 # worst its footer reads, as a first scan does.
 _LOOKAHEAD = 256
 _FAR_SEARCHES = 32
-_S_IFMT = 0o170000  # stat.S_IFMT as a mask, so the cold loop tests a regular file without a call
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +323,7 @@ class CompiledViewScanner:
                     compiled += 1
                     unreadable.append(here + name)
                     continue
-                if st.st_mode & _S_IFMT != stat.S_IFREG:
+                if st.st_mode & FILE_TYPE_MASK != stat.S_IFREG:
                     continue
                 ino, mtime_ns, ctime_ns, size = st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
                 if (cursor < n and last_inodes[cursor] == ino and last_mtimes[cursor] == mtime_ns
@@ -411,7 +411,7 @@ class CompiledViewScanner:
         source_of = self._source_id
         here = self._compiled_dir.rstrip(os.sep) + os.sep  # entries are listed by name only
         # Module constants as locals: this loop body runs once per compiled file.
-        regular, file_type, no_source = stat.S_IFREG, _S_IFMT, NO_SOURCE
+        regular, file_type, no_source = stat.S_IFREG, FILE_TYPE_MASK, NO_SOURCE
         walked, compiled_flag, ns_per_s, blade = _WALKED, _COMPILED, NS_PER_S, BLADE_SUFFIX
         is_set, check_every = cancelled.is_set, CANCEL_CHECK_EVERY
         compiled = external = reads = seen = 0
