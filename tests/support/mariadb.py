@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import check_alive, stop_process
 from tests.support.wait import free_port, wait_for
 
 BINARIES = ("mariadbd", "mariadb-install-db", "mariadb")
@@ -59,20 +60,14 @@ class PrivateMariaDB:
         wait_for(self._answers, timeout=60, message=f"mariadbd on port {self.port} answering")
 
     def _answers(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            tail = (self.base / "error.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"mariadbd exited with {self._proc.returncode}:\n{tail}")
+        if self._proc is not None:
+            check_alive(self._proc, self.base / "error.log", "mariadbd")
         return self.sql_ok("SELECT 1")
 
     def stop(self) -> None:
         if self._proc is None:
             return
-        self._proc.send_signal(signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, signal.SIGTERM, timeout=60)
         self._proc = None
 
     @property

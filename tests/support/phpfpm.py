@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import textwrap
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from exporter.php import fastcgi
+from tests.support.processes import check_alive, stop_process
 from tests.support.wait import async_wait_for, free_port, wait_for
 
 FPM_BINARY = "php-fpm8.2"
@@ -78,9 +78,8 @@ class Fpm:
         wait_for(self._accepts, timeout=15, message=f"php-fpm listening on {self.address}")
 
     def _accepts(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            log = self.log.read_text(errors="replace") if self.log.exists() else ""
-            raise RuntimeError(f"php-fpm exited with {self.process.returncode}: {log[-2000:]}")
+        if self.process is not None:
+            check_alive(self.process, self.log, "php-fpm")
         host, where = fastcgi.parse_address(self.address)
         family = socket.AF_UNIX if host == "unix" else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -94,13 +93,7 @@ class Fpm:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def restart(self) -> None:

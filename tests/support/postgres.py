@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import check_alive, stop_process
 from tests.support.wait import free_port, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -77,9 +78,8 @@ class PrivatePostgres:
         wait_for(self._answers, timeout=60, message=f"postgres on port {self.port} answering")
 
     def _answers(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            tail = (self.base / "postgres.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"postgres exited with {self._proc.returncode}:\n{tail}")
+        if self._proc is not None:
+            check_alive(self._proc, self.base / "postgres.log", "postgres")
         return subprocess.run(
             ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
              "-Atc", "SELECT 1"], capture_output=True, timeout=30, check=False,
@@ -88,12 +88,7 @@ class PrivatePostgres:
     def stop(self) -> None:
         if self._proc is None:
             return
-        self._proc.send_signal(signal.SIGINT)  # "fast" shutdown: disconnect clients, no waiting
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, signal.SIGINT, timeout=60)  # "fast" shutdown: disconnect clients
         self._proc = None
 
     def destroy(self) -> None:

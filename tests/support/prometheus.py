@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.processes import check_alive, stop_process
 from tests.support.wait import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,16 +50,6 @@ def http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @dataclass
@@ -150,13 +140,6 @@ def run_cachewarden(config: dict[str, Any], root: Path) -> Iterator[Cachewarden]
             "--web.listen-address", address]
     with running(argv, log, f"{served.url}/healthz", "cachewarden serve answering /healthz", cwd=ROOT):
         yield served
-
-
-def check_alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
-    if proc.poll() is not None:
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
-    return True
 
 
 @contextmanager
