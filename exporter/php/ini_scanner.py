@@ -23,11 +23,13 @@ from dataclasses import dataclass
 
 _TRUE = {"true", "on", "yes"}
 _FALSE = {"false", "off", "no", "none", "null"}
-_VAR = re.compile(r"\$\{([^{}\"'\n]*)\}")
+# `${NAME}`. Other names are left not understood: `${A:-default}` means a default only from PHP 8.3.
+_VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 # Characters that make a bare value an expression or a syntax error in the scanner.
 _OPERATORS = set("|&^~!()=[]{}\"'")
 # A bare word PHP would look up as a constant (E_ALL, PHP_INT_MAX, …): not understood here.
 _CONSTANT = re.compile(r"[A-Z_][A-Z0-9_]*")
+_ODD_DOLLAR = re.compile(r"\$(?![A-Za-z_{])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class Entry:
 
 def _bare(text: str) -> tuple[str | Var, ...] | None:
     """A bare value with `${NAME}` references; None if the scanner would read it otherwise."""
+    # A `$` that starts neither `${` nor a name (`$pool`): the scanner reads the rest in its own way.
+    if _ODD_DOLLAR.search(text):
+        return None
     parts: list[str | Var] = []
     pos = 0
     for m in _VAR.finditer(text):
@@ -98,7 +103,13 @@ def _bare(text: str) -> tuple[str | Var, ...] | None:
     literal = "".join(p for p in parts if isinstance(p, str))
     if "${" in literal or any(c in _OPERATORS for c in literal):
         return None
-    return tuple(p for p in parts if p != "")
+    parts = [p for p in parts if p != ""]
+    # A boolean or null keyword between blanks or next to `${}` is a token of its own, and a token
+    # beside others is a syntax error ("Off 0", "${A}yes"); inside a word ("/x/none", "on.x") it is text.
+    tokens = [t for p in parts if isinstance(p, str) for t in p.split()]
+    if any(t.lower() in _TRUE | _FALSE for t in tokens) and not (len(parts) == 1 and len(tokens) == 1):
+        return None
+    return tuple(parts)
 
 
 def _double_quoted(body: str) -> tuple[str | Var, ...] | None:
@@ -115,14 +126,14 @@ def _double_quoted(body: str) -> tuple[str | Var, ...] | None:
         if c == '"':
             return None  # an unescaped quote inside: two strings, not read here
         if body.startswith("${", i):
-            end = body.find("}", i)
-            if end < 0:
+            m = _VAR.match(body, i)
+            if m is None:
                 return None
             if buf:
                 parts.append("".join(buf))
                 buf = []
-            parts.append(Var(body[i + 2:end]))
-            i = end + 1
+            parts.append(Var(m.group(1)))
+            i = m.end()
             continue
         buf.append(c)
         i += 1

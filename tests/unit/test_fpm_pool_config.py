@@ -87,7 +87,8 @@ def test_official_docker_image_layout_resolves_include_against_the_prefix(tmp_pa
 
 def test_a_relative_include_without_a_known_prefix_is_a_clear_error(tmp_path: Path) -> None:
     write(tmp_path, {"fpm/php-fpm.conf": "[global]\ninclude=pool.d/*.conf\n"})
-    with pytest.raises(PoolConfigError, match=r"php-fpm.conf:2: include=pool.d/\*.conf is relative.*fpm_prefix"):
+    relative = r"php-fpm.conf:2: include=pool.d/\*.conf is relative.*fpm_prefix"
+    with pytest.raises(PoolConfigError, match=relative):
         read_config(tmp_path / "fpm/php-fpm.conf")
     write(tmp_path, {"fpm/pool.d/www.conf": "[www]\npm.max_children = 2\n"})
     assert read_pool(tmp_path / "fpm/php-fpm.conf", "www", prefix=tmp_path / "fpm").max_children == 2
@@ -147,7 +148,8 @@ def test_where_a_worker_sees_the_masters_variable(tmp_path: Path) -> None:
 
 
 def test_pool_name_token_is_expanded_in_values(tmp_path: Path) -> None:
-    write(tmp_path, {"p.conf": "[shop]\nlisten = /run/php/$pool.sock\nphp_value[error_log] = /var/log/$pool.log\n"})
+    write(tmp_path, {"p.conf": "[shop]\nlisten = /run/php/$pool.sock\n"
+                               "php_value[error_log] = /var/log/$pool.log\n"})
     shop = read_pool(tmp_path / "p.conf", "shop")
     assert shop.directives["listen"].value.literal == "/run/php/shop.sock"
     assert shop.ini["error_log"].value.literal == "/var/log/shop.log"

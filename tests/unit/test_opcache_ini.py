@@ -58,7 +58,8 @@ def test_a_pool_value_from_an_environment_variable_names_it(tmp_path: Path) -> N
     conf = tmp_path / "zz-docker.conf"
     conf.write_text("[www]\nphp_value[opcache.validate_timestamps] = ${VT}\n")
     files = [("/conf.d/10-opcache.ini", ["opcache.validate_timestamps=1"])]
-    by = {s.directive: s for s in attribute({"opcache.validate_timestamps": ""}, files, read_pool(conf, "www"))}
+    pool = read_pool(conf, "www")
+    by = {s.directive: s for s in attribute({"opcache.validate_timestamps": ""}, files, pool)}
     assert (by["validate_timestamps"].value, by["validate_timestamps"].source) == ("0", f"{conf} (${{VT}})")
 
 
