@@ -159,12 +159,14 @@ def start_fpm(
     tcp: bool = False,
     start: bool = True,
     load_opcache: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> Fpm:
     """Write a private FPM setup under `root` and start it.
 
     `opcache` settings go into conf.d/10-opcache.ini (which loads the extension unless `load_opcache`
     is False); `conf_d` adds more files by name; `pool` adds or overrides pool directives (pm,
-    pm.max_children, php_admin_value[...]).
+    pm.max_children, php_admin_value[...]). `env` adds variables to FPM's environment, which `${NAME}`
+    in its ini and pool files is expanded from.
     """
     root.mkdir(parents=True, exist_ok=True)
     docroot, agent_dir, scan = root / "www", root / "agent", root / "conf.d"
@@ -194,8 +196,8 @@ def start_fpm(
         "[app]\n" + "".join(f"{k} = {v}\n" for k, v in pool_settings.items())
     )
     (docroot / "hold.php").write_text(HOLD_SCRIPT)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHP_INI_SCAN_DIR": str(scan)}
-    fpm = Fpm(root, address, conf, php_ini, scan, docroot, agent_dir, _env=env)
+    fpm_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHP_INI_SCAN_DIR": str(scan), **(env or {})}
+    fpm = Fpm(root, address, conf, php_ini, scan, docroot, agent_dir, _env=fpm_env)
     if start:
         fpm.start()
     return fpm
