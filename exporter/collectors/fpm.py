@@ -204,6 +204,11 @@ class FpmCollector(Collector):
                    "is pool_config the configuration this FPM runs?)")
             return Check("fpm.max_children", Verdict.PROBLEM, why)
         where = f"{directive.file}:{directive.line}"
+        if not directive.value.understood:
+            return Check("fpm.max_children", Verdict.NOTE,
+                         f"pm.max_children = {directive.value.raw} ({where}) is in a form cachewarden does "
+                         "not read (e.g. ${NAME:-default}, PHP 8.3+); cachewarden_fpm_max_children is "
+                         "left out")
         origin = ""
         text = directive.value.literal
         if directive.value.variables:

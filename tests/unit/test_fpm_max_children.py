@@ -65,6 +65,7 @@ async def test_an_unreadable_value_is_absent_with_the_reason(tmp_path: Path) -> 
         ("clear_env = no\npm.max_children = ${MAXC}\n", FakeAgent(AgentError("agent_dir missing")),
          "agent_dir missing"),
         ("clear_env = no\npm.max_children = ${MAXC}\n", FakeAgent({"MAXC": None}), "$MAXC is not set"),
+        ("pm.max_children = ${MAXC:-5}\n", FakeAgent({}), "a form cachewarden does not read"),
     ]
     for pool, agent, reason in cases:
         c = collector(tmp_path, pool, agent)
