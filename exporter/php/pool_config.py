@@ -9,8 +9,8 @@ tests/integration/test_fpm_config_oracle.py):
   kept as a template here; resolving it needs the environment FPM had (see `env_source`).
 - `include=PATTERN` is a glob; a relative pattern resolves against FPM's prefix (`-p`, else the prefix
   FPM was built with: `/usr/local` in the official Docker image), not against the including file's
-  folder. Matches load in sorted order, directories are skipped, no match is not an error. Nesting
-  stops at 5 levels.
+  folder. Matches load in sorted order, directories are skipped, no match is not an error (but a
+  directory the glob cannot list is). A chain of includes holds at most 5 files.
 - The current section carries across files: a file included from inside `[www]` without a section
   header of its own adds to `[www]`, and after an include the section is the one the included file
   ended in. `[global]` and pool names match case-insensitively; pool directive names too.
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from exporter.php.ini_scanner import Entry, Section, Value, Var, scan_line
 
-MAX_INCLUDE_DEPTH = 5  # fpm_conf_load_ini_file: "failed to include more than 5 files recursively"
+# fpm_conf_load_ini_file: "failed to include more than 5 files recursively": the main file and 4 levels
+MAX_INCLUDE_DEPTH = 4
 _INI_ARRAYS = {"php_value": False, "php_flag": False, "php_admin_value": True, "php_admin_flag": True}
 
 
@@ -139,8 +140,8 @@ class _Reader:
 
     def load(self, path: str, depth: int = 0) -> None:
         if depth > MAX_INCLUDE_DEPTH:
-            raise PoolConfigError(f"{path}: included more than {MAX_INCLUDE_DEPTH} levels deep; FPM "
-                                  "refuses to start with it")
+            raise PoolConfigError(f"{path}: more than {MAX_INCLUDE_DEPTH + 1} files in a chain of "
+                                  "includes; FPM refuses to start with it")
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines = f.read().split("\n")
@@ -186,11 +187,27 @@ class _Reader:
                     "prefix (-p, else its install prefix, e.g. /usr/local in the official Docker "
                     "image): set fpm_prefix")
             pattern = f"{self.prefix}/{pattern}"
+        _check_glob_directory(pattern, f"{path}:{number}")
         matches = [m for m in sorted(glob.glob(pattern)) if not os.path.isdir(m)]
         if not matches:
             self.notes.append(f"{path}:{number}: include={pattern} matches no file")
         for match in matches:
             self.load(match, depth + 1)
+
+
+def _check_glob_directory(pattern: str, where: str) -> None:
+    """FPM globs with GLOB_ERR: a directory it must list but cannot (e.g. missing) stops FPM, while a
+    pattern that merely matches nothing does not."""
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            directory = "/".join(parts[:i]) or "/"
+            try:
+                os.listdir(directory)
+            except OSError as exc:
+                raise PoolConfigError(f"{where}: include={pattern}: cannot list {directory} "
+                                      f"({exc.strerror}); FPM refuses to start with it") from None
+            return
 
 
 def _expand_pool_name(value: Value, pool: str) -> Value:

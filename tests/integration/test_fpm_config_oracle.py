@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.php.pool_config import FpmConfig, PoolSettings, fpm_integer, read_config
+from exporter.php.pool_config import FpmConfig, PoolConfigError, PoolSettings, fpm_integer, read_config
 from tests.support.fpm_dump import DumpedPool, fpm_dump
 
 pytestmark = pytest.mark.integration
@@ -110,6 +110,12 @@ LAYOUTS: dict[str, Callable[[], Layout]] = {
         "pool.d/notes.txt": "[notes]\n",
         "more/1-a.conf": "[a]\npm.max_children = 4\n",
         "more/22-a.conf": "[a]\npm.max_children = 99\n",
+    }, "fpm.conf"),
+    "include-matching-nothing": lambda: Layout({
+        "fpm.conf": "[global]\nerror_log = {root}/fpm.log\ninclude={root}/empty/*.conf\n"
+                    "include={root}/absent.conf\ninclude={root}/absent/www.conf\n[www]\n"
+                    "listen = 127.0.0.1:9070\npm = static\npm.max_children = 1\n",
+        "empty/notes.txt": "",
     }, "fpm.conf"),
     "global-between-pools": lambda: Layout({
         "fpm.conf": "[global]\nerror_log = {root}/fpm.log\n[www]\nlisten = 127.0.0.1:9010\npm = static\n"
@@ -224,3 +230,28 @@ def test_the_official_image_layout_has_www_with_zz_docker_overrides(tmp_path: Pa
     assert directive.source() == f"{tmp_path}/etc/php-fpm.d/zz-docker.conf (${{PHP_FPM_PM_MAX_CHILDREN}})"
     # docker.conf sets clear_env = no: the workers see the master's variable
     assert www.env_source("PHP_FPM_PM_MAX_CHILDREN") == "PHP_FPM_PM_MAX_CHILDREN"
+
+
+@pytest.mark.parametrize("nested", [4, 5])
+def test_a_chain_of_includes_is_as_long_as_fpm_allows(tmp_path: Path, nested: int) -> None:
+    for i in range(nested):
+        (tmp_path / f"{i}.conf").write_text(f"include={tmp_path}/{i + 1}.conf\n")
+    (tmp_path / f"{nested}.conf").write_text(f"[global]\nerror_log = {tmp_path}/fpm.log\n[www]\n"
+                                             "listen = 127.0.0.1:9080\npm = static\npm.max_children = 1\n")
+    if nested == 4:
+        assert ours(read_config(tmp_path / "0.conf"), {}) == oracle(fpm_dump(tmp_path / "0.conf"))
+    else:
+        with pytest.raises(AssertionError, match="failed to include more than 5 files"):
+            fpm_dump(tmp_path / "0.conf")
+        with pytest.raises(PoolConfigError, match="more than 5 files in a chain of includes"):
+            read_config(tmp_path / "0.conf")
+
+
+def test_a_glob_in_a_directory_that_cannot_be_listed_is_refused_by_both(tmp_path: Path) -> None:
+    (tmp_path / "fpm.conf").write_text(f"[global]\nerror_log = {tmp_path}/fpm.log\n"
+                                       f"include={tmp_path}/absent/*.conf\n[www]\nlisten = 127.0.0.1:9090\n"
+                                       "pm = static\npm.max_children = 1\n")
+    with pytest.raises(AssertionError, match="Unable to globalize"):
+        fpm_dump(tmp_path / "fpm.conf")
+    with pytest.raises(PoolConfigError, match=r"fpm.conf:3: include=.*/absent/\*.conf: cannot list"):
+        read_config(tmp_path / "fpm.conf")
