@@ -23,6 +23,7 @@ from exporter.config import parse
 from exporter.php.ini import DEFAULT_SOURCE, UNKNOWN_SOURCE, attribute
 from exporter.php.pool_config import read_pool
 from tests.support import phpfpm
+from tests.support.fpm_layouts import ZZ_DOCKER_CONF, docker_files
 from tests.support.phpfpm import Fpm, FpmFactory
 
 pytestmark = pytest.mark.integration
@@ -193,3 +194,32 @@ def test_the_source_of_each_directive_is_the_file_php_took_it_from(
             assert source.endswith(")") == ("${" in line)  # the variable is named
         else:
             assert source == DEFAULT_SOURCE
+
+
+async def test_the_official_image_layout_end_to_end(php_fpm: FpmFactory) -> None:
+    # FPM started as in php:8.x-fpm: -p PREFIX, PREFIX/etc/php-fpm.conf with include=etc/php-fpm.d/*.conf,
+    # zz-docker.conf overriding www.conf's listen and setting pm.max_children from the environment.
+    # cachewarden is pointed at php-fpm.conf only; this layout once gave "no [www] pool section".
+    fpm = php_fpm(start=False, env={MAXC: "3"})
+    prefix = fpm.root / "usr/local"
+    zz = ZZ_DOCKER_CONF.replace("listen = 9000", f"listen = {fpm.root / 'fpm.sock'}")
+    zz += f"pm = static\npm.max_children = ${{{MAXC}}}\npm.status_path = {phpfpm.STATUS_PATH}\n"
+    for name, text in docker_files(zz).items():
+        path = prefix / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The workers stay root (-R) so they can read the agent_dir under the root-only tmp dir.
+        lines = [line for line in text.splitlines() if not line.startswith(("user =", "group ="))]
+        path.write_text("\n".join(lines).replace("{root}", str(prefix)) + "\n")
+    fpm.pool_config, fpm.prefix, fpm.pool = prefix / "etc/php-fpm.conf", prefix, "www"
+    fpm.start()
+    fpm_c, opcache_c = collectors(fpm)
+    obs = await fpm_c.collect()
+    assert obs.details["pool"] == "www"
+    assert obs.samples.value(FPM_TOTAL_PROCESSES) == 3
+    assert obs.samples.value(FPM_MAX_CHILDREN) == 3
+    zz_path = prefix / "etc/php-fpm.d/zz-docker.conf"
+    line = line_of(zz_path, "pm.max_children")
+    expected = f"pm.max_children = 3, from ${{{MAXC}}} in {zz_path}:{line}"
+    assert check(obs, "fpm.max_children").summary == expected
+    opcache_obs = await opcache_c.collect()
+    assert not [c for c in opcache_obs.checks if c.name == "opcache.pool_config"]

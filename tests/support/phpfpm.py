@@ -64,6 +64,7 @@ class Fpm:
     pool: str = "app"
     process: subprocess.Popen[bytes] | None = None
     _env: dict[str, str] = field(default_factory=dict)
+    prefix: Path | None = None  # FPM's -p, for layouts whose include= is relative to it
 
     @property
     def log(self) -> Path:
@@ -71,8 +72,10 @@ class Fpm:
 
     def start(self) -> None:
         binary = require_fpm()
+        prefix = [] if self.prefix is None else ["-p", str(self.prefix)]
         self.process = subprocess.Popen(
-            [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini)],
+            [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini),
+             *prefix],
             env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(self._accepts, timeout=15, message=f"php-fpm listening on {self.address}")
