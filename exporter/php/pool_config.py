@@ -71,16 +71,17 @@ class IniOverride:
 class PoolSettings:
     name: str
     directives: dict[str, Directive] = field(default_factory=dict)  # lower-cased directive names
-    env: dict[str, Value] = field(default_factory=dict)  # env[NAME] lines, the last one of each name
+    # env[NAME] lines, the first of each name: FPM applies them, like php_value, in reverse order
+    env: dict[str, Value] = field(default_factory=dict)
     # Every php_value-style line in definition order; `ini` says which one wins.
-    _ini_lines: list[tuple[str, IniOverride]] = field(default_factory=list)
+    ini_lines: list[tuple[str, IniOverride]] = field(default_factory=list)
 
     @property
     def ini(self) -> dict[str, IniOverride]:
         """The effective override of each directive: any php_admin_* beats php_*; within a kind the
         first line wins (FPM applies the lines in reverse order of definition)."""
         out: dict[str, IniOverride] = {}
-        for key, override in self._ini_lines:
+        for key, override in self.ini_lines:
             previous = out.get(key)
             if previous is None or (override.admin and not previous.admin):
                 out[key] = override
@@ -168,12 +169,12 @@ class _Reader:
         if item.offset is None:
             pool.directives[item.key.lower()] = Directive(value, path, number)
         elif item.key == "env":
-            pool.env[item.offset] = value
+            pool.env.setdefault(item.offset, value)
         elif item.key in _INI_ARRAYS:
             if item.key.endswith("_flag"):
                 flag = item.value.literal
                 value = Value.of("1" if flag == "1" else "0") if flag in ("1", "") else item.value
-            pool._ini_lines.append((item.offset, IniOverride(value, _INI_ARRAYS[item.key], path)))
+            pool.ini_lines.append((item.offset, IniOverride(value, _INI_ARRAYS[item.key], path)))
 
     def _include(self, value: Value, path: str, number: int, depth: int) -> None:
         pattern = value.literal

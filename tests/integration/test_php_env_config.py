@@ -118,10 +118,12 @@ async def test_pool_ini_overrides_are_the_values_a_worker_runs_with(php_fpm: Fpm
     extra.mkdir()
     (extra / "a.conf").write_text(
         "php_value[memory_limit] = ${LIMIT}\nphp_value[max_execution_time] = 11\n"
-        "php_admin_value[precision] = 10\nphp_flag[html_errors] = off\nphp_value[error_log] = ${ERRLOG}\n")
+        "php_admin_value[precision] = 10\nphp_flag[html_errors] = off\nphp_value[error_log] = ${ERRLOG}\n"
+        "env[DUP] = first\n")
     (extra / "b.conf").write_text(
         "php_value[memory_limit] = 300M\nphp_admin_value[max_execution_time] = 22\n"
-        "php_value[precision] = 12\nphp_admin_value[precision] = 9\nphp_admin_flag[html_errors] = On\n")
+        "php_value[precision] = 12\nphp_admin_value[precision] = 9\nphp_admin_flag[html_errors] = On\n"
+        "env[DUP] = second\n")
     with fpm.pool_config.open("a") as f:
         f.write(f"include={extra}/*.conf\n")  # inside [app]: the included lines add to it
     fpm.start()
@@ -132,6 +134,8 @@ async def test_pool_ini_overrides_are_the_values_a_worker_runs_with(php_fpm: Fpm
     resp = await fpm.get("ini.php", "keys=" + json.dumps(sorted(ours)))
     assert json.loads(resp.body) == ours
     assert ours["memory_limit"] == "96M"  # the first php_value of the pool wins
+    fpm.script("env.php", "<?php echo getenv('DUP');")
+    assert (await fpm.get("env.php")).body.decode() == pool.env["DUP"].literal == "first"
 
 
 # --- ini files in scan-dir order, against the php CLI ---------------------------------------------

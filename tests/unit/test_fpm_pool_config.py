@@ -139,13 +139,15 @@ def test_where_a_worker_sees_the_masters_variable(tmp_path: Path) -> None:
     write(tmp_path, {"p.conf": "[cleared]\n"
                                "[copied]\nenv[MAXC] = $MAXC\nenv[OTHER] = ${VT}\n"
                                "[inherited]\nclear_env = no\n"
-                               "[overridden]\nclear_env = no\nenv[MAXC] = 3\n"})
+                               "[overridden]\nclear_env = no\nenv[MAXC] = 3\n"
+                               "[first-wins]\nenv[MAXC] = $MAXC\nenv[MAXC] = 3\n"})
     config = read_config(tmp_path / "p.conf")
     assert config.pool("cleared").env_source("MAXC") is None
     assert config.pool("copied").env_source("MAXC") == "MAXC"
     assert config.pool("copied").env_source("VT") == "OTHER"
     assert config.pool("inherited").env_source("MAXC") == "MAXC"
     assert config.pool("overridden").env_source("MAXC") is None
+    assert config.pool("first-wins").env_source("MAXC") == "MAXC"  # FPM applies env[] lines in reverse
 
 
 def test_pool_name_token_is_expanded_in_values(tmp_path: Path) -> None:
