@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exporter.php.pool_config import FpmConfig, PoolConfigError, PoolSettings, fpm_integer, read_config
 from tests.support.fpm_dump import DumpedPool, fpm_dump
@@ -199,3 +201,33 @@ def test_a_glob_in_a_directory_that_cannot_be_listed_is_refused_by_both(tmp_path
         fpm_dump(tmp_path / "fpm.conf")
     with pytest.raises(PoolConfigError, match=r"fpm.conf:3: include=.*/absent/\*.conf: cannot list"):
         read_config(tmp_path / "fpm.conf")
+
+
+LINES = st.sampled_from([
+    "[p1]", "[P1]", "[p2]", "[P2]", "pm.max_children = 3", "pm.max_children = 7 ; seven",
+    'pm.max_children = "9"', "pm.max_children = ${N}", "php_value[memory_limit] = 100M",
+    "php_value[memory_limit] = ${MEM}", "php_admin_value[memory_limit] = 300M",
+    "php_admin_value[precision] = 9", "php_value[precision] = 12", "php_flag[html_errors] = off",
+    "php_admin_flag[html_errors] = yes", "php_value[error_log] = /var/log/$pool.log",
+    "pm.status_path = /$pool-status", "PM.Max_Children = 4", "; pm.max_children = 99", "",
+])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(st.lists(st.lists(LINES, max_size=8), min_size=1, max_size=4))
+def test_generated_pool_files_are_read_as_fpm_reads_them(
+    tmp_path_factory: pytest.TempPathFactory, files: list[list[str]]
+) -> None:
+    # Both pools exist before the include, which sits in [p2]: every generated line lands in a pool.
+    root = tmp_path_factory.mktemp("fpm")
+    env = {"N": "5", "MEM": "64M"}
+    main = (f"[global]\nerror_log = {root}/fpm.log\n[p1]\nlisten = 127.0.0.1:9101\npm = static\n"
+            f"pm.max_children = 1\n[p2]\nlisten = 127.0.0.1:9102\npm = static\npm.max_children = 2\n"
+            f"include={root}/pool.d/*.conf\n")
+    (root / "pool.d").mkdir()
+    (root / "fpm.conf").write_text(main)
+    for i, lines in enumerate(files):
+        (root / "pool.d" / f"{i:02d}.conf").write_text("\n".join(lines) + "\n")
+    expected = oracle(fpm_dump(root / "fpm.conf", env=env))
+    assert ours(read_config(root / "fpm.conf"), env) == expected
