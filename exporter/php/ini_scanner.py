@@ -11,8 +11,8 @@ Hand-written because no Python library reads PHP's ini dialect (configparser dif
 booleans, comments and `${}`). Only the forms real configurations use are read: a bare value, a
 double-quoted or single-quoted one, `${NAME}` inside a bare or double-quoted value, boolean and null
 keywords. Anything else (the bitwise expressions, mixed quoted and bare parts, constants) is returned
-as not understood rather than guessed; tests/unit/test_ini_scanner.py compares every value read here
-with PHP's own parse_ini_string().
+as not understood rather than guessed; tests/integration/test_ini_scanner_oracle.py compares every
+value read here with PHP's own parse_ini_string().
 """
 
 from __future__ import annotations
