@@ -25,6 +25,7 @@ from exporter.php.pool_config import read_pool
 from tests.support import phpfpm
 from tests.support.fpm_layouts import ZZ_DOCKER_CONF, docker_files
 from tests.support.phpfpm import Fpm, FpmFactory
+from tests.support.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
 php_fpm = phpfpm.php_fpm
@@ -39,6 +40,16 @@ def collectors(fpm: Fpm) -> tuple[FpmCollector, OpcacheCollector]:
     assert isinstance(fpm_c, FpmCollector)
     assert isinstance(opcache_c, OpcacheCollector)
     return fpm_c, opcache_c
+
+
+async def all_workers_up(collector: FpmCollector, workers: int) -> Observation:
+    """A collection once a static pool has forked all its workers (FPM answers before it has)."""
+
+    async def up() -> Observation | None:
+        obs = await collector.collect()
+        return obs if obs.samples.value(FPM_TOTAL_PROCESSES) == workers else None
+
+    return await async_wait_for(up, message=f"{workers} workers running")
 
 
 def line_of(path: Path, start: str) -> int:
@@ -58,9 +69,8 @@ async def test_max_children_from_the_environment_is_the_number_fpm_runs(
 ) -> None:
     fpm = php_fpm(pool={"pm": "static", "pm.max_children": f"${{{MAXC}}}", **pool}, env={MAXC: "3"})
     collector, _ = collectors(fpm)
-    obs = await collector.collect()
     # A static pool runs exactly pm.max_children workers: FPM's own answer to what it expanded.
-    assert obs.samples.value(FPM_TOTAL_PROCESSES) == 3
+    obs = await all_workers_up(collector, 3)
     assert obs.samples.value(FPM_MAX_CHILDREN) == 3
     c = check(obs, "fpm.max_children")
     assert c.verdict is Verdict.OK
@@ -70,8 +80,7 @@ async def test_max_children_from_the_environment_is_the_number_fpm_runs(
 
 async def test_max_children_fpm_hides_from_its_workers_is_unknown_not_zero(php_fpm: FpmFactory) -> None:
     fpm = php_fpm(pool={"pm": "static", "pm.max_children": f"${{{MAXC}}}"}, env={MAXC: "2"})
-    obs = await collectors(fpm)[0].collect()
-    assert obs.samples.value(FPM_TOTAL_PROCESSES) == 2
+    obs = await all_workers_up(collectors(fpm)[0], 2)
     assert obs.samples.value(FPM_MAX_CHILDREN) is None  # absent, never 0
     c = check(obs, "fpm.max_children")
     assert c.verdict is Verdict.NOTE
@@ -217,9 +226,8 @@ async def test_the_official_image_layout_end_to_end(php_fpm: FpmFactory) -> None
     fpm.pool_config, fpm.prefix, fpm.pool = prefix / "etc/php-fpm.conf", prefix, "www"
     fpm.start()
     fpm_c, opcache_c = collectors(fpm)
-    obs = await fpm_c.collect()
+    obs = await all_workers_up(fpm_c, 3)
     assert obs.details["pool"] == "www"
-    assert obs.samples.value(FPM_TOTAL_PROCESSES) == 3
     assert obs.samples.value(FPM_MAX_CHILDREN) == 3
     zz_path = prefix / "etc/php-fpm.d/zz-docker.conf"
     line = line_of(zz_path, "pm.max_children")
