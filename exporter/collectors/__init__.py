@@ -68,12 +68,12 @@ def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Col
     out: list[Collector] = []
     for t in config.php_fpm:
         endpoint = FpmEndpoint(t.address, connect_timeout=t.connect_timeout)
+        agent = Agent(endpoint, t.agent_dir, timeout=t.agent_timeout)
         if fpm:
             o = config.collectors.fpm
-            out.append(FpmCollector(t, endpoint, interval=o.interval, timeout=o.timeout))
+            out.append(FpmCollector(t, endpoint, agent, interval=o.interval, timeout=o.timeout))
         if opcache:
             o = config.collectors.opcache
-            agent = Agent(endpoint, t.agent_dir, timeout=t.agent_timeout)
             out.append(OpcacheCollector(t, agent, interval=o.interval, timeout=o.timeout))
     return out
 

@@ -16,6 +16,13 @@ most `timeout - connect_timeout - status_timeout`, and a wait that runs out also
 timeout, so an agent run holding the slot cannot hide a saturated pool for a whole collection.
 Active processes include the worker answering the status request itself.
 
+`pm.max_children` is read from the pool configuration by FPM's rules (exporter.php.pool_config). Where
+it is `${NAME}`, FPM took the number from its environment at start. That environment cannot be read
+from /proc/<master pid>/environ: FPM overwrites that area with its process title (measured: all
+zero bytes). The workers hold the master's variables when the pool has `clear_env = no` or an
+`env[X] = $NAME` line, and then the agent reads it there (getenv inside a worker), once per FPM
+start. Otherwise the value is unknown: the gauge is left out, and the fpm.max_children check says why.
+
 FPM measures its listen queue only on TCP sockets: on a unix socket the listen-queue gauges are always 0
 (still exported, so dashboards and rules keep one shape), and saturation shows only as
 cachewarden_fpm_status_timeouts_total; the fpm.listen_queue check says so.
@@ -31,8 +38,9 @@ from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge
 from exporter.php import fastcgi
+from exporter.php.agent import Agent, AgentError
 from exporter.php.endpoint import EndpointBusy, FpmEndpoint
-from exporter.php.pool_config import PoolConfigError, read_pool
+from exporter.php.pool_config import Directive, PoolConfigError, PoolSettings, fpm_integer, read_pool
 
 FPM_UP = gauge("cachewarden_fpm_up", "1 if the pool answered its status page, else 0.")
 FPM_STATUS_TIMEOUTS = counter(
@@ -101,13 +109,17 @@ class FpmCollector(Collector):
     )
 
     def __init__(
-        self, target: PhpFpmTarget, endpoint: FpmEndpoint, *, interval: float, timeout: float
+        self, target: PhpFpmTarget, endpoint: FpmEndpoint, agent: Agent | None = None, *,
+        interval: float, timeout: float,
     ) -> None:
         super().__init__(target.name, interval=interval, timeout=timeout)
         self.config = target
         self.endpoint = endpoint
+        self.agent = agent  # reads `${NAME}` values from a worker's environment
         self.status_timeouts = 0
         self._last_reached: float | None = None
+        # The workers' variables last read, by FPM start time: they change only when FPM restarts.
+        self._environment: tuple[object, dict[str, str | None]] | None = None
 
     async def collect(self) -> Observation:
         s = self.new_samples()
@@ -155,7 +167,7 @@ class FpmCollector(Collector):
                 s.add(spec, float(status[key]))
         pool = str(status.get("pool", ""))
         checks = [Check("fpm.up", Verdict.OK, f"pool {pool} answers its status page")]
-        checks.append(await self._max_children(s, pool))
+        checks.append(await self._max_children(s, pool, status.get("start time")))
         reached = float(status.get("max children reached", 0))
         queue = int(status.get("listen queue", 0))
         if self._last_reached is not None and reached > self._last_reached:
@@ -176,16 +188,73 @@ class FpmCollector(Collector):
             )
         return Observation(s, checks, {"pool": pool, "status": status})
 
-    async def _max_children(self, s: Samples, pool: str) -> Check:
+    async def _max_children(self, s: Samples, pool: str, started: object) -> Check:
         path = self.config.pool_config
         if path is None:
             return Check("fpm.max_children", Verdict.NOTE, "pool_config is not set: pm.max_children unknown")
         try:
-            settings = await asyncio.to_thread(read_pool, path, self.config.pool_name or pool)
+            settings = await asyncio.to_thread(
+                read_pool, path, self.config.pool_name or pool, self.config.fpm_prefix
+            )
         except PoolConfigError as exc:
             return Check("fpm.max_children", Verdict.PROBLEM, str(exc))
-        if settings.max_children is None:
-            why = f"{path}: [{settings.name}] sets no pm.max_children"
+        directive = settings.max_children_directive
+        if directive is None:
+            why = (f"{path}: [{settings.name}] sets no pm.max_children (FPM does not start without one: "
+                   "is pool_config the configuration this FPM runs?)")
             return Check("fpm.max_children", Verdict.PROBLEM, why)
-        s.add(FPM_MAX_CHILDREN, settings.max_children)
-        return Check("fpm.max_children", Verdict.OK, f"pm.max_children = {settings.max_children}")
+        where = f"{directive.file}:{directive.line}"
+        if not directive.value.understood:
+            return Check("fpm.max_children", Verdict.NOTE,
+                         f"pm.max_children = {directive.value.raw} ({where}) is in a form cachewarden does "
+                         "not read (e.g. ${NAME:-default}, PHP 8.3+); cachewarden_fpm_max_children is "
+                         "left out")
+        origin = ""
+        text = directive.value.literal
+        if directive.value.variables:
+            text, why = await self._expand(settings, directive, started)
+            if text is None:
+                return Check("fpm.max_children", Verdict.NOTE,
+                             f"pm.max_children = {directive.value.raw} ({where}) comes from FPM's "
+                             f"environment at start, unknown here: {why}; cachewarden_fpm_max_children "
+                             "is left out")
+            origin = f", from {directive.value.label()} in {where}"
+        number = fpm_integer(text)
+        if number is None or number < 1:
+            return Check("fpm.max_children", Verdict.PROBLEM,
+                         f"pm.max_children = {text!r} ({where}) is not a positive integer: FPM refuses it")
+        s.add(FPM_MAX_CHILDREN, number)
+        return Check("fpm.max_children", Verdict.OK, f"pm.max_children = {number}{origin}")
+
+    async def _expand(
+        self, settings: PoolSettings, directive: Directive, started: object
+    ) -> tuple[str | None, str]:
+        """The directive's `${NAME}` value as FPM expanded it, read from a worker; or None and why."""
+        sources = {name: settings.env_source(name) for name in directive.value.variables}
+        hidden = [name for name, source in sources.items() if source is None]
+        if hidden:
+            names = ", ".join(f"${name}" for name in hidden)
+            return None, (f"FPM's workers do not see {names} (their environment is cleared: "
+                          f"clear_env = yes); add `env[{hidden[0]}] = ${hidden[0]}` to [{settings.name}] "
+                          "or set clear_env = no to let cachewarden read it")
+        if self.agent is None:
+            return None, "no agent to read the workers' environment"
+        wanted = sorted({source for source in sources.values() if source is not None})
+        cached = self._environment
+        if cached is None or cached[0] != started or not set(wanted) <= cached[1].keys():
+            try:
+                reply = await self.agent.run("environment", {"names": wanted})
+            except (AgentError, fastcgi.FastCGIError) as exc:
+                return None, f"the agent could not read the workers' environment: {exc}"
+            found = reply.result.get("variables") if isinstance(reply.result, dict) else None
+            if not isinstance(found, dict):
+                return None, "the agent's answer has no variables"
+            variables = {k: v if isinstance(v, str) else None for k, v in found.items()}
+            self._environment = cached = (started, variables)
+        env: dict[str, str] = {}
+        for name, source in sources.items():
+            value = cached[1].get(source or name)
+            if value is None:
+                return None, f"${source} is not set in the workers' environment"
+            env[name] = value
+        return directive.value.expand(env), ""

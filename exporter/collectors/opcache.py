@@ -36,7 +36,7 @@ from exporter.metrics import Samples, counter, gauge, info
 from exporter.php import fastcgi
 from exporter.php.agent import Agent, AgentError
 from exporter.php.ini import Setting, attribute
-from exporter.php.pool_config import PoolConfigError, PoolSettings, parse_pool_text
+from exporter.php.pool_config import PoolConfigError, PoolSettings, read_config
 from exporter.php.revision import as_label, read_disk_revision
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,13 @@ def _pool_settings(target: PhpFpmTarget, running_pool: str | None) -> PoolSettin
     """
     if target.pool_config is None:
         return None
+    config = read_config(target.pool_config, target.fpm_prefix)
+    pools = list(config)
+    name = target.pool_name or running_pool or (pools[0].name if len(pools) == 1 else target.name)
     try:
-        text = target.pool_config.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise PoolConfigError(f"{target.pool_config}: cannot read: {exc.strerror}") from None
-    pools = parse_pool_text(text, str(target.pool_config))
-    name = target.pool_name or running_pool or (next(iter(pools)) if len(pools) == 1 else target.name)
-    if name not in pools:
-        raise PoolConfigError(f"{target.pool_config}: no [{name}] pool section; set pool_name")
-    return pools[name]
+        return config.pool(name)
+    except PoolConfigError as exc:
+        raise PoolConfigError(f"{exc}; set pool_name") from None
 
 
 def _cached_scripts(columns: dict[str, list[Any]]) -> Iterator[ScriptRow]:

@@ -32,7 +32,7 @@ from typing import Any
 from exporter.php import fastcgi
 from exporter.php.endpoint import FpmEndpoint
 
-ACTIONS = ("status", "invalidate", "reset", "revision")
+ACTIONS = ("status", "invalidate", "reset", "revision", "environment")
 _ERR_SNIPPET = 300
 
 

@@ -8,6 +8,12 @@ module parses those lines and names, for each directive, the file whose line pro
 The pool's lines are known only from the target's pool_config. Without it (or when the value came from
 a web server's PHP_VALUE or FPM's -d), the effective value differs from what the last file (or PHP's
 default) says; the source is then UNKNOWN_SOURCE rather than a file that did not set that value.
+
+Lines are read as PHP's ini scanner reads them (exporter.php.ini_scanner). A line whose value is
+`${NAME}` was expanded by PHP from its environment when FPM started: the value is the one ini_get
+reports inside FPM, and the source is the file with the variable named, e.g.
+`/usr/local/etc/php/conf.d/zz-opcache.ini (${PHP_OPCACHE_VALIDATE_TIMESTAMPS})`. Such a value cannot
+be compared with the line, so a PHP_VALUE or -d override of it is not noticed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.php.ini_scanner import Entry, Value, scan_line
 from exporter.php.pool_config import PoolSettings
 
 DEFAULT_SOURCE = "default"
@@ -49,23 +56,13 @@ class Setting:
     source: str  # a file path, or "default"
 
 
-def _strip_value(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    return value.split(";", 1)[0].strip()
-
-
-def parse_ini_lines(lines: Iterable[str]) -> dict[str, str]:
+def parse_ini_lines(lines: Iterable[str]) -> dict[str, Value]:
     """`key=value` lines into a dict (the last occurrence wins); comments and sections are skipped."""
-    out: dict[str, str] = {}
-    for raw in lines:
-        line = raw.strip()
-        if not line or line[0] in ";#[":
-            continue
-        key, eq, value = line.partition("=")
-        if eq:
-            out[key.strip()] = _strip_value(value)
+    out: dict[str, Value] = {}
+    for line in lines:
+        item = scan_line(line)
+        if isinstance(item, Entry) and item.offset is None:
+            out[item.key] = item.value
     return out
 
 
@@ -89,16 +86,22 @@ def attribute(
     sets the effective value; else "default" if that is PHP's default; else UNKNOWN_SOURCE.
     """
     parsed = [(path, parse_ini_lines(lines)) for path, lines in files]
+    overrides = pool.ini if pool is not None else {}
     out = []
     for d in directives:
         key = f"opcache.{d}"
         source, expected = DEFAULT_SOURCE, DEFAULTS.get(d)
         for path, settings in parsed:
             if key in settings:
-                source, expected = path, normalize(d, settings[key])
+                line = settings[key]
+                literal = line.literal
+                label = line.label()
+                source = f"{path} ({label})" if label else path
+                # A ${NAME} (or a form not read here) has no value to compare with: trust the file.
+                expected = None if literal is None else normalize(d, literal)
         value = normalize(d, effective.get(key, ""))
-        if pool is not None and key in pool.ini:
-            source = pool.ini[key].file
+        if key in overrides:
+            source = overrides[key].source()
         elif key in effective and expected is not None and value != expected:
             source = UNKNOWN_SOURCE
         out.append(Setting(d, value, source))

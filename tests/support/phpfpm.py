@@ -64,6 +64,7 @@ class Fpm:
     pool: str = "app"
     process: subprocess.Popen[bytes] | None = None
     _env: dict[str, str] = field(default_factory=dict)
+    prefix: Path | None = None  # FPM's -p, for layouts whose include= is relative to it
 
     @property
     def log(self) -> Path:
@@ -71,8 +72,10 @@ class Fpm:
 
     def start(self) -> None:
         binary = require_fpm()
+        prefix = [] if self.prefix is None else ["-p", str(self.prefix)]
         self.process = subprocess.Popen(
-            [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini)],
+            [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini),
+             *prefix],
             env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(self._accepts, timeout=15, message=f"php-fpm listening on {self.address}")
@@ -159,12 +162,14 @@ def start_fpm(
     tcp: bool = False,
     start: bool = True,
     load_opcache: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> Fpm:
     """Write a private FPM setup under `root` and start it.
 
     `opcache` settings go into conf.d/10-opcache.ini (which loads the extension unless `load_opcache`
     is False); `conf_d` adds more files by name; `pool` adds or overrides pool directives (pm,
-    pm.max_children, php_admin_value[...]).
+    pm.max_children, php_admin_value[...]). `env` adds variables to FPM's environment, which `${NAME}`
+    in its ini and pool files is expanded from.
     """
     root.mkdir(parents=True, exist_ok=True)
     docroot, agent_dir, scan = root / "www", root / "agent", root / "conf.d"
@@ -194,8 +199,8 @@ def start_fpm(
         "[app]\n" + "".join(f"{k} = {v}\n" for k, v in pool_settings.items())
     )
     (docroot / "hold.php").write_text(HOLD_SCRIPT)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHP_INI_SCAN_DIR": str(scan)}
-    fpm = Fpm(root, address, conf, php_ini, scan, docroot, agent_dir, _env=env)
+    fpm_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PHP_INI_SCAN_DIR": str(scan), **(env or {})}
+    fpm = Fpm(root, address, conf, php_ini, scan, docroot, agent_dir, _env=fpm_env)
     if start:
         fpm.start()
     return fpm
