@@ -673,8 +673,21 @@ class AlertsConfig(_Model):
         return merged
 
 
+class WebConfig(_Model):
+    """Limits of the HTTP server (see exporter/serving.py for how they are enforced)."""
+
+    # A connection that has not sent a whole request header this long after opening, or after its
+    # previous response, is closed: a slow client cannot hold a descriptor for long.
+    read_header_timeout: Duration = 10.0
+    read_body_timeout: Duration = 10.0  # for the /heal body, the only one that is read
+    # Open connections at most; unset: RLIMIT_NOFILE less a reserve for the collectors. Half of
+    # them at most may be waiting for a request header.
+    max_connections: Annotated[int | None, Field(ge=4)] = None
+
+
 class Config(_Model):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
+    web: WebConfig = WebConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     collectors: Collectors = Collectors()
     laravel: list[LaravelTarget] = []
