@@ -77,7 +77,7 @@ def redis_available() -> bool:
 def serve(tmp_path: Path, config: dict[str, object], listen: str | None = None,
           env: dict[str, str] | None = None) -> Iterator[Served]:
     port = free_port()
-    listen = listen or f"127.0.0.1:{port}"
+    listen = (listen or "127.0.0.1:{port}").format(port=port)
     config_file = tmp_path / "cachewarden.yaml"
     config_file.write_text(yaml.safe_dump(config))
     log = tmp_path / "serve.log"
@@ -240,3 +240,21 @@ def test_a_heal_body_that_trickles_in_is_refused_after_read_body_timeout(tmp_pat
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"web.read_body_timeout" in answer
     assert 0.9 <= took < 5
+
+
+def host_has_ipv6() -> bool:
+    # The kernel lists IPv6 addresses here only while IPv6 is on (absent with ipv6.disable=1).
+    path = Path("/proc/net/if_inet6")
+    return path.exists() and bool(path.read_text().strip())
+
+
+def test_listening_on_the_ipv6_unspecified_address_answers_ipv4_and_ipv6_clients(tmp_path: Path) -> None:
+    # `[::]:PORT` is what the configuration's own error message suggests for IPv6: it must not lock
+    # out every IPv4 client, as asyncio's IPv6-only default would.
+    with serve(tmp_path, {}, listen="[::]:{port}") as served:
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/healthz", timeout=5) as v4:  # noqa: S310
+            assert v4.status == 200
+        if host_has_ipv6():
+            with urllib.request.urlopen(f"http://[::1]:{served.port}/healthz", timeout=5) as v6:  # noqa: S310
+                assert v6.status == 200
+    assert f"listening on [::]:{served.port}" in served.log.read_text()

@@ -152,3 +152,60 @@ def test_the_shipped_systemd_unit_raises_the_descriptor_table_past_systemds_defa
     assert len(values) == 1
     assert int(values[0]) > 1024
     assert Limits.for_process(WebConfig(), int(values[0])).max_connections >= 8192
+
+
+@pytest.mark.parametrize(("remote", "allowed"), [
+    ("10.0.0.5", True),
+    ("::ffff:10.0.0.5", True),  # an IPv4 client of a dual-stack socket, as aiohttp reports it
+    ("::ffff:a00:5", True),  # the same address, written in hex
+    ("::ffff:192.168.1.5", False),
+    ("192.168.1.5", False),
+    ("fd00::5", True),
+    ("fd00::5%eth0", True),  # a scope id does not change the address
+    ("::ffff:fd00:5", False),  # a mapped address is IPv4 only, never one of the IPv6 networks
+    ("", False),
+    (None, False),
+    ("not-an-address", False),
+])
+def test_the_heal_allowlist_sees_ipv4_clients_of_a_dual_stack_socket_as_ipv4(remote: str | None,
+                                                                             allowed: bool) -> None:
+    from exporter.heal.guards import check_address, parse_networks
+
+    refusal = check_address(remote, parse_networks(["10.0.0.0/8", "fd00::/8"]))
+    assert (refusal is None) is allowed
+    if not allowed:
+        assert refusal is not None
+        assert refusal.status == 403
+
+
+def test_the_ipv6_unspecified_address_is_one_dual_stack_socket() -> None:
+    import socket
+
+    from exporter.serving import listening_sockets
+
+    try:
+        socks = listening_sockets("::", 0)
+    except OSError as exc:  # pragma: no cover - a host without IPv6 gets 0.0.0.0, tested by the fallback
+        pytest.skip(f"no IPv6 here: {exc}")
+    try:
+        assert len(socks) == 1
+        sock = socks[0]
+        if sock.family == socket.AF_INET6:
+            assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_an_explicit_ipv4_address_binds_only_it() -> None:
+    from exporter.serving import listening_sockets
+
+    socks = listening_sockets("127.0.0.1", 0)
+    try:
+        assert [s.getsockname()[0] for s in socks] == ["127.0.0.1"]
+    finally:
+        for s in socks:
+            s.close()
