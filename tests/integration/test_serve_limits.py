@@ -252,9 +252,9 @@ def test_listening_on_the_ipv6_unspecified_address_answers_ipv4_and_ipv6_clients
     # `[::]:PORT` is what the configuration's own error message suggests for IPv6: it must not lock
     # out every IPv4 client, as asyncio's IPv6-only default would.
     with serve(tmp_path, {}, listen="[::]:{port}") as served:
-        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/healthz", timeout=5) as v4:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/healthz", timeout=5) as v4:
             assert v4.status == 200
         if host_has_ipv6():
-            with urllib.request.urlopen(f"http://[::1]:{served.port}/healthz", timeout=5) as v6:  # noqa: S310
+            with urllib.request.urlopen(f"http://[::1]:{served.port}/healthz", timeout=5) as v6:
                 assert v6.status == 200
     assert f"listening on [::]:{served.port}" in served.log.read_text()
