@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import signal
@@ -74,15 +75,21 @@ def _collector_switches(args: argparse.Namespace) -> dict[str, bool]:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from exporter.text import OneLineMessages
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(OneLineMessages())
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # What is printed is made encodable (exporter.text); this only spares a terminal that cannot show
+    # some character (LC_ALL=C without UTF-8, PYTHONIOENCODING=ascii) a crash over it.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     if args.command == "render":
         return _render(args.config_file, args.output_dir)
     try:
@@ -127,7 +134,7 @@ async def _check(config: Config, switches: dict[str, bool], fmt: str) -> int:
     finally:
         await scheduler.close()
     if fmt == "json":
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps(report.as_dict(), indent=2))  # as_dict() is json_safe
     else:
         sys.stdout.write(report.as_text())
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
