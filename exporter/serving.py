@@ -1,11 +1,13 @@
 """How `serve` listens: its sockets, and the limits that keep a connection flood from starving it.
 
-aiohttp reads a request header with no deadline (its keepalive_timeout only runs between requests),
-accepts connections without bound, and once the process is out of descriptors asyncio logs a traceback
-for every accept() that fails. Measured before these limits: 600 slow connections against a process
-with a 256-descriptor table made every scrape time out, failed the collectors with "Too many open
-files" and wrote 10 MB of tracebacks in 10 s. aiohttp has no setting for any of it, so it is written
-here, on aiohttp's public runner API (the runner's request-handler factory and one middleware):
+aiohttp reads a request header with no deadline (its keepalive_timeout is an idle timer), accepts
+connections without bound, and asyncio's accept loop takes a whole backlog of connections before any
+protocol factory could refuse one, then logs a traceback for each accept() that fails. Measured before
+these limits: 600 slow connections against a process with a 256-descriptor table made every scrape
+time out, failed the collectors with "Too many open files" and wrote 10 MB of tracebacks in 10 s.
+Neither library has a setting for it, so it is written here, around aiohttp's runner (whose request
+handlers still parse and answer every request): an accept loop of its own, the server's
+connection_made/connection_lost calls, and one middleware that marks connections busy.
 
 - A connection that has not sent a whole request header `read_header_timeout` after it opened, or
   after its previous response, is closed (idle keep-alive connections included).
@@ -13,9 +15,10 @@ here, on aiohttp's public runner API (the runner's request-handler factory and o
   collectors (a quarter of the table, at least 64), so a flood cannot make a views walk, a FastCGI
   call or a database connection fail. At most half of the cap may be connections still waiting for
   a request header: past that the *oldest* waiting one is closed to make room, which is a slow client,
-  never a scrape (a scrape sends its header at once). Past the cap, a new connection is closed at once.
+  never a scrape (a scrape sends its header at once). Past the cap, a new connection is reset at once.
 - What was closed is counted in `cachewarden_http_connections_closed_total{reason}` and logged once a
   minute at most, without tracebacks; so are failed accept() calls.
+- `[::]` listens dual-stack (see `listening_sockets`).
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ class ConnectionGuard:
 
     def admit(self) -> bool:
         """Whether a connection just accepted may stay, after closing the oldest waiting ones if need be."""
-        while (len(self._waiting) >= self.limits.max_waiting
+        # Connections not connected yet count as waiting: they have sent nothing that was read.
+        while (self._pending + len(self._waiting) >= self.limits.max_waiting
                or self.open_connections >= self.limits.max_connections) and self._waiting:
             self._close(next(iter(self._waiting)), "make_room")
         if self.open_connections >= self.limits.max_connections:
