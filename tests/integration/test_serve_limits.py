@@ -1,7 +1,8 @@
 """`cachewarden serve` under a connection flood, with systemd's default-sized descriptor table.
 
 A real serve process runs with a low RLIMIT_NOFILE (set in the child before exec) and collects a
-Laravel view tree and the Redis on 127.0.0.1:6379 every second. The test holds a few hundred slow
+Laravel view tree, a private php-fpm8.2 pool with its OPcache, and the Redis on 127.0.0.1:6379 every
+second. The test holds a few hundred slow
 connections against it, each trickling an unfinished request header and reopened whenever the server
 closes it, and scrapes /metrics meanwhile: every scrape is answered, the collectors stay up and the log
 stays a few lines long.
@@ -25,10 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import phpfpm
+from tests.support.phpfpm import FpmFactory
 from tests.support.processes import check_alive, stop_process
 from tests.support.wait import free_port, wait_for
 
 pytestmark = pytest.mark.integration
+php_fpm = phpfpm.php_fpm
 
 ROOT = Path(__file__).resolve().parents[2]
 NOFILE = 256  # small enough for a flood the test can hold; systemd's default is 1024
@@ -156,20 +160,28 @@ class SlowClients:
                 s.close()
 
 
+COLLECTORS = {"views": "shop", "redis": "cache", "fpm": "www", "opcache": "www"}
+
+
 def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_and_collectors_working(
-        tmp_path: Path) -> None:
+        tmp_path: Path, php_fpm: FpmFactory) -> None:
     if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379 (scripts/start-services starts one)")
+    phpfpm.require_fpm()
     app = laravel_app(tmp_path / "shop")
+    fpm = php_fpm()
     config = {
-        "collectors": {"views": {"interval": "1s"}, "redis": {"interval": "1s"}},
+        "collectors": {kind: {"interval": "1s"} for kind in COLLECTORS},
         "laravel": [{"name": "shop", "root": str(app)}],
         "redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/0"}],
+        "php_fpm": [{"name": "www", "address": fpm.address, "agent_dir": str(fpm.agent_dir),
+                     "pool_config": str(fpm.pool_config), "connect_timeout": "200ms",
+                     "status_timeout": "500ms"}],
         "web": {"read_header_timeout": "2s"},
     }
     with serve(tmp_path, config) as served:
-        wait_for(lambda: metric(served.scrape(), "cachewarden_collector_up", collector="views") == 1.0,
-                 timeout=15, message="the views collector up")
+        wait_for(lambda: all(metric(served.scrape(), "cachewarden_collector_up", collector=kind) == 1.0
+                             for kind in COLLECTORS), timeout=20, message="every collector up")
         before = served.scrape()
         clients = SlowClients(served.port, SLOW_CONNECTIONS)
         scrapes: list[str | Exception] = []
@@ -189,8 +201,7 @@ def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_a
     failed = [s for s in scrapes if isinstance(s, Exception)]
     assert len(scrapes) >= 5
     assert not failed, f"{len(failed)} of {len(scrapes)} scrapes failed, first: {failed[0]!r}"
-    for collector in ("views", "redis"):
-        target = "shop" if collector == "views" else "cache"
+    for collector, target in COLLECTORS.items():
         assert metric(after, "cachewarden_collector_up", collector=collector, target=target) == 1.0
         assert (metric(after, "cachewarden_collector_errors_total", collector=collector, target=target)
                 == metric(before, "cachewarden_collector_errors_total", collector=collector, target=target))
