@@ -30,6 +30,7 @@ from pydantic import (
 
 from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import read_dotenv
+from exporter.text import display
 
 DEFAULT_PORT = 9590
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
@@ -41,7 +42,9 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
-        super().__init__(f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        # A problem may quote a path from the file or the app's .env: one line each, escaped (exporter.text).
+        super().__init__(f"{display(source)}: invalid configuration:\n"
+                         + "\n".join(f"  {display(p)}" for p in problems))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

@@ -183,3 +183,20 @@ def test_the_heal_commands_text_escapes_hostile_names() -> None:
     assert "removed evil\\n\\x1b[2J.php" in text
     assert "removed \\xff.php" in text
     assert "\x1b" not in text
+
+
+def test_a_configuration_problem_quoting_a_hostile_path_is_printed_escaped(tmp_path: Path) -> None:
+    # VIEW_COMPILED_PATH comes from the app's .env, which the app's user writes.
+    root = make_app_dir(tmp_path / "shop")
+    (root / ".env").write_text("VIEW_COMPILED_PATH=/srv/gone\x1b[2J\u202e\n", encoding="utf-8")
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(f"laravel:\n  - name: shop\n    root: {root}\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "check", "--config.file", str(config)],
+        capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, cwd=ROOT, timeout=60,
+        check=False)
+    err = result.stderr.decode("utf-8")
+    assert result.returncode == 2, err
+    assert "/srv/gone\\x1b[2J\\u202e" in err
+    assert "\x1b" not in err
+    assert "Traceback" not in err
