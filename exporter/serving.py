@@ -115,6 +115,9 @@ class ConnectionGuard:
         self._unlogged: Counter[str] = Counter()
         self._next_log = 0.0
         self._last_accept_error = ""
+        self.handler_errors = 0
+        self._handler_errors_logged = 0
+        self._next_handler_log = 0.0
 
     @property
     def open_connections(self) -> int:
@@ -153,6 +156,13 @@ class ConnectionGuard:
             self._busy.add(conn)
         try:
             return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # aiohttp would log a traceback per request: a fault that every request meets (out of
+            # descriptors, say) would fill the disk. One traceback per interval, the rest counted.
+            self._handler_failed(exc)
+            return web.Response(status=500, text="500 Internal Server Error\n")
         finally:
             if conn in self._busy:  # still open: its next request header has a deadline too
                 self._busy.discard(conn)
@@ -169,6 +179,15 @@ class ConnectionGuard:
         for handler in [h for h, deadline in self._waiting.items() if deadline <= now]:
             self._close(handler, "header_timeout")
         self._flush_log(now)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self.handler_errors += 1
+        now = self._now()
+        if now >= self._next_handler_log:
+            log.error("a request failed (%d since the last report): %s: %s", self.handler_errors
+                      - self._handler_errors_logged, type(exc).__name__, exc, exc_info=exc)
+            self._handler_errors_logged = self.handler_errors
+            self._next_handler_log = now + LOG_INTERVAL
 
     def accept_failed(self, exc: OSError) -> None:
         self._last_accept_error = os.strerror(exc.errno or 0)

@@ -209,3 +209,33 @@ def test_an_explicit_ipv4_address_binds_only_it() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+async def test_a_handler_that_keeps_failing_answers_500_with_one_traceback_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    guard, clock = guard_with(10)
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        raise OSError(24, "Too many open files")
+
+    for _ in range(100):
+        conn = connect(guard)
+        resp = await guard.middleware(SimpleNamespace(protocol=conn), broken)  # type: ignore[arg-type]
+        assert resp.status == 500
+    clock.now += 61
+    await guard.middleware(SimpleNamespace(protocol=connect(guard)), broken)  # type: ignore[arg-type]
+    errors = [r for r in caplog.records if r.name == "exporter.serving" and r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "a request failed (1 since the last report): OSError: [Errno 24] Too many open files",
+        "a request failed (100 since the last report): OSError: [Errno 24] Too many open files"]
+    assert all(r.exc_info for r in errors)
+
+
+async def test_http_errors_a_handler_raises_on_purpose_pass_through() -> None:
+    guard, _ = guard_with(10)
+
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    with pytest.raises(web.HTTPNotFound):
+        await guard.middleware(SimpleNamespace(protocol=connect(guard)), not_found)  # type: ignore[arg-type]
