@@ -279,11 +279,14 @@ class _Acceptor:
         self._guard = guard
         self._handlers = handlers
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._accept)
+        if not self._stopped:  # a retry scheduled before stop() finds the socket closed
+            self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def stop(self) -> None:
+        self._stopped = True
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
 
