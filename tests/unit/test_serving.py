@@ -239,3 +239,35 @@ async def test_http_errors_a_handler_raises_on_purpose_pass_through() -> None:
 
     with pytest.raises(web.HTTPNotFound):
         await guard.middleware(SimpleNamespace(protocol=connect(guard)), not_found)  # type: ignore[arg-type]
+
+
+async def test_running_out_of_descriptors_in_accept_is_counted_and_retried_without_a_traceback_flood(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import errno
+    import socket
+
+    from exporter.serving import _Acceptor
+
+    class OutOfDescriptors(socket.socket):
+        def accept(self) -> tuple[socket.socket, Any]:
+            self.calls = getattr(self, "calls", 0) + 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    listener = OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    guard, _ = guard_with(10)
+    acceptor = _Acceptor(listener, guard, lambda: None)  # type: ignore[arg-type,return-value]
+    acceptor.start()
+    client = socket.create_connection(listener.getsockname())
+    try:
+        for _ in range(20):  # the listener stays readable: without a pause it would spin
+            await asyncio.sleep(0.01)
+        assert guard.closed["accept_failed"] == 1
+    finally:
+        acceptor.stop()
+        client.close()
+    assert [r.levelno for r in caplog.records if r.name == "exporter.serving"] == [logging.WARNING]
+    assert all(r.exc_info is None for r in caplog.records)
