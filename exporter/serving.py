@@ -332,7 +332,8 @@ async def serve(app: web.Application, sockets: list[socket.socket], limits: Limi
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # Header lines over 8 KiB are not a client of ours (aiohttp's defaults, made explicit). aiohttp's
-    # own idle timer is a backstop behind the sweeper, which counts what it closes.
+    # own idle timer is a backstop behind the sweeper, which counts what it closes. No
+    # handler_cancellation: a manual heal run must not stop half-way because its caller hung up.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
                            max_line_size=8190, max_field_size=8190,
                            keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
