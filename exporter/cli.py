@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import signal
@@ -74,15 +75,21 @@ def _collector_switches(args: argparse.Namespace) -> dict[str, bool]:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from exporter.text import OneLineMessages
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(OneLineMessages())
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # What is printed is made encodable (exporter.text); this only spares a terminal that cannot show
+    # some character (LC_ALL=C without UTF-8, PYTHONIOENCODING=ascii) a crash over it.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     if args.command == "render":
         return _render(args.config_file, args.output_dir)
     try:
@@ -127,7 +134,7 @@ async def _check(config: Config, switches: dict[str, bool], fmt: str) -> int:
     finally:
         await scheduler.close()
     if fmt == "json":
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps(report.as_dict(), indent=2))  # as_dict() is json_safe
     else:
         sys.stdout.write(report.as_text())
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
@@ -148,27 +155,38 @@ def _render(config_file: Path | None, output_dir: Path) -> int:
 
 
 def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int]) -> int:
-    from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
-    from exporter.app import create_app
+    from exporter.app import REGISTRY, create_app
     from exporter.collectors import build_collectors
+    from exporter.metrics import SnapshotCollector
+    from exporter.serving import Limits, listening_sockets, serve
 
     host, port = address
-    app = create_app(config, collectors=build_collectors(config, switches))
-    log.info("cachewarden %s listening on %s:%d", __version__, host, port)
-    # web.run_app turns SIGINT and SIGTERM into a graceful shutdown: in-flight requests finish and
-    # cleanup_ctx closes the collectors' connections.
     try:
-        web.run_app(app, host=host, port=port, print=None, handle_signals=True,
-                    shutdown_timeout=10.0, access_log=None)
-    except (OSError, OverflowError) as exc:
+        sockets = listening_sockets(host, port)
+    except (OSError, OverflowError, UnicodeError) as exc:
         # An address in use, a host that is not ours or cannot be resolved: the setup is wrong, not us.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         log.error("cannot listen on %s:%d: %s", host, port, reason)
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    limits = Limits.for_process(config.web)
+    app = create_app(config, collectors=build_collectors(config, switches))
+    registry: CollectorRegistry = app[REGISTRY]
+    log.info("cachewarden %s listening on %s (at most %d connections, %d of them waiting for a "
+             "request header)", __version__, ", ".join(_address(s.getsockname()) for s in sockets),
+             limits.max_connections, limits.max_waiting)
+    # SIGINT and SIGTERM shut down gracefully: in-flight requests finish and cleanup_ctx closes the
+    # collectors' connections.
+    asyncio.run(serve(app, sockets, limits, lambda guard: registry.register(SnapshotCollector(guard)),
+                      shutdown_timeout=10.0))
     return EXIT_OK
 
+
+def _address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 if __name__ == "__main__":  # pragma: no cover
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

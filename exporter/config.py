@@ -30,6 +30,7 @@ from pydantic import (
 
 from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import read_dotenv
+from exporter.text import display
 
 DEFAULT_PORT = 9590
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
@@ -41,7 +42,9 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
-        super().__init__(f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        # A problem may quote a path from the file or the app's .env: one line each, escaped (exporter.text).
+        super().__init__(f"{display(source)}: invalid configuration:\n"
+                         + "\n".join(f"  {display(p)}" for p in problems))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -673,8 +676,21 @@ class AlertsConfig(_Model):
         return merged
 
 
+class WebConfig(_Model):
+    """Limits of the HTTP server (see exporter/serving.py for how they are enforced)."""
+
+    # A connection that has not sent a whole request header this long after opening, or after its
+    # previous response, is closed: a slow client cannot hold a descriptor for long.
+    read_header_timeout: Duration = 10.0
+    read_body_timeout: Duration = 10.0  # for the /heal body, the only one that is read
+    # Open connections at most; unset: RLIMIT_NOFILE less a reserve for the collectors. Half of
+    # them at most may be waiting for a request header.
+    max_connections: Annotated[int | None, Field(ge=4)] = None
+
+
 class Config(_Model):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
+    web: WebConfig = WebConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     collectors: Collectors = Collectors()
     laravel: list[LaravelTarget] = []

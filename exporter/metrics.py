@@ -22,6 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector as RegistryCollector
 
+from exporter.text import unicode_safe
+
 NAMESPACE = "cachewarden_"
 
 
@@ -92,14 +94,17 @@ class Samples:
             raise ValueError(f"{spec.name}: labels {sorted(labels)} != declared {sorted(spec.labels)}")
         if spec.kind is Kind.INFO:
             value = 1.0
-        self.values.append((spec, (self.target, *(labels[k] for k in spec.labels)), float(value)))
+        # Label values are often names from outside (paths, SQL text): one that is not UTF-8 would make
+        # the exposition unencodable and every scrape fail.
+        label_values = (unicode_safe(self.target), *(unicode_safe(labels[k]) for k in spec.labels))
+        self.values.append((spec, label_values, float(value)))
 
     def add_info(self, spec: MetricSpec, /, **labels: str) -> None:
         self.add(spec, 1.0, **labels)
 
     def value(self, spec: MetricSpec, /, **labels: str) -> float | None:
         """The recorded value of one series, for tests and for reports built from the same numbers."""
-        wanted = (self.target, *(labels[k] for k in spec.labels))
+        wanted = (unicode_safe(self.target), *(unicode_safe(labels[k]) for k in spec.labels))
         for s, lv, v in self.values:
             if s is spec and lv == wanted:
                 return v

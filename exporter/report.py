@@ -8,6 +8,7 @@ from typing import Any
 
 from exporter.collectors.base import Check, Verdict
 from exporter.scheduler import Status
+from exporter.text import display, json_safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +73,21 @@ class Report:
         return sum(1 for t in self.targets if t.pending)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "problems": self.problem_count,
-                "targets": [t.as_dict() for t in self.targets]}
+        """For JSON: every string encodable (see exporter.text)."""
+        return json_safe({"healthy": self.healthy, "problems": self.problem_count,
+                          "targets": [t.as_dict() for t in self.targets]})
 
     def as_text(self) -> str:
         marks = {Verdict.OK: "ok  ", Verdict.PROBLEM: "FAIL", Verdict.NOTE: "note"}
         lines = []
         for t in self.targets:
             took = "" if t.pending else f" ({t.duration * 1000:.0f} ms)"
-            lines.append(f"{t.kind}/{t.target}: {t.state}{took}")
+            lines.append(f"{display(t.kind)}/{display(t.target)}: {t.state}{took}")
             if t.error:
-                lines.append(f"  FAIL {t.error}")
+                lines.append(f"  FAIL {display(t.error)}")
             for c in t.checks:
-                lines.append(f"  {marks[c.verdict]} {c.name}: {c.summary}")
-                lines.extend(f"         {item}" for item in c.listed)
+                lines.append(f"  {marks[c.verdict]} {display(c.name)}: {display(c.summary)}")
+                lines.extend(f"         {display(item)}" for item in c.listed)
                 if c.unlisted:
                     lines.append(f"         … and {c.unlisted} more")
         verdict = "healthy" if self.healthy else f"{self.problem_count} problem(s) found"

@@ -8,11 +8,15 @@ import jinja2
 
 from exporter import __version__
 from exporter.report import Report
+from exporter.text import display
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("exporter", "templates"),
     autoescape=jinja2.select_autoescape(default=True),
     undefined=jinja2.StrictUndefined,
+    # Every value shown goes through display() before it is escaped: a file name that is not UTF-8
+    # cannot make the page unencodable (it answered 500), and a control character shows as \x1b.
+    finalize=display,
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import Samples, counter, gauge
+from exporter.text import json_safe
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -143,7 +144,7 @@ class Audit:
 
     async def event(self, kind: str, fields: dict[str, Any]) -> None:
         record = {"event": kind, **fields}
-        line = json.dumps(record, default=str, sort_keys=True)
+        line = json.dumps(json_safe(record), default=str, sort_keys=True)
         audit_log.info("%s", line)
         if self._redis is None:
             return

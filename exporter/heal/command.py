@@ -14,25 +14,27 @@ from exporter.config import Config
 from exporter.heal.runner import HealRunner, NotRun, Rejected
 from exporter.heal.runs import Run
 from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+from exporter.text import display
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
 
 
 def run_as_text(run: Run) -> str:
-    lines = [f"heal {' -> '.join(run.steps)} on {run.target}: {run.result}"
+    """The run for a terminal: every name from outside through display() (see exporter.text)."""
+    lines = [f"heal {' -> '.join(map(display, run.steps))} on {display(run.target)}: {run.result}"
              + (" (dry run)" if run.dry_run else "")]
     if run.note:
-        lines.append(f"  note: {run.note}")
+        lines.append(f"  note: {display(run.note)}")
     for r in run.records:
-        lines.append(f"  step {r.action}: {r.result} ({r.duration * 1000:.0f} ms)")
+        lines.append(f"  step {display(r.action)}: {r.result} ({r.duration * 1000:.0f} ms)")
         if r.error:
-            lines.append(f"    error: {r.error}")
+            lines.append(f"    error: {display(r.error)}")
         if r.outcome:
-            lines.extend(f"    {d}" for d in r.outcome.done)
-            lines.extend(f"    left alone: {d}" for d in r.outcome.refused)
-            lines.extend(f"    error: {d}" for d in r.outcome.errors)
+            lines.extend(f"    {display(d)}" for d in r.outcome.done)
+            lines.extend(f"    left alone: {display(d)}" for d in r.outcome.refused)
+            lines.extend(f"    error: {display(d)}" for d in r.outcome.errors)
         if r.unmet:
-            lines.append(f"    still: {', '.join(r.unmet)}")
+            lines.append(f"    still: {', '.join(map(display, r.unmet))}")
     return "\n".join(lines) + "\n"
 
 

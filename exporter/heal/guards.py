@@ -7,6 +7,7 @@ never gets as far as making the server read a large body.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -59,8 +60,9 @@ def check_token(header: str | None, expected: str) -> Refusal | None:
     return None
 
 
-async def read_json_body(request: web.Request, limit: int) -> Any:
-    """The decoded JSON body, refusing a wrong content type (415), an oversize body (413) or bad JSON (400).
+async def read_json_body(request: web.Request, limit: int, seconds: float = 10.0) -> Any:
+    """The decoded JSON body, refusing a wrong content type (415), an oversize body (413), one that takes
+    longer than `seconds` to arrive (408) or bad JSON (400).
 
     The size is checked against Content-Length first and then while reading, so a lying or chunked
     request cannot make the server buffer more than `limit` bytes.
@@ -70,13 +72,18 @@ async def read_json_body(request: web.Request, limit: int) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise Refusal(413, "too_large", f"the body exceeds {limit} bytes")
     body = bytearray()
-    if request.content_length is not None:
-        # The common case, read in one go: Content-Length was already checked against the limit.
-        body += await request.content.read(request.content_length)
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise Refusal(413, "too_large", f"the body exceeds {limit} bytes")
+    try:
+        async with asyncio.timeout(seconds):  # a body sent a byte at a time must not hold the connection
+            if request.content_length is not None:
+                # The common case, read in one go: Content-Length was already checked against the limit.
+                body += await request.content.read(request.content_length)
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    raise Refusal(413, "too_large", f"the body exceeds {limit} bytes")
+    except TimeoutError:
+        raise Refusal(408, "bad_request", f"the body did not arrive within {seconds:g}s "
+                      "(web.read_body_timeout)") from None
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -43,6 +43,7 @@ class HealGuard:
         self.token = heal.token()
         self.networks = guards.parse_networks(heal.allow_cidrs)
         self.max_body = heal.max_body_bytes
+        self.body_timeout = config.web.read_body_timeout
 
     def check(self, request: web.Request) -> guards.Refusal | None:
         if self.token is None:
@@ -114,7 +115,8 @@ async def _webhook(request: web.Request) -> web.Response:
     runner = request.app[HEAL_RUNNER]
     started = time.monotonic()
     try:
-        data = await guards.read_json_body(request, request.app[HEAL_GUARD].max_body)
+        guard = request.app[HEAL_GUARD]
+        data = await guards.read_json_body(request, guard.max_body, guard.body_timeout)
         alerts = parse_payload(data)
     except guards.Refusal as refusal:
         return await _refuse(request, refusal)

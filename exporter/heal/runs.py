@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.heal.actions.base import ActionOutcome
+from exporter.text import json_safe
 
 
 def new_run_id() -> str:
@@ -58,11 +59,12 @@ class Run:
         return self.result in ("verified", "already_healthy", "dry_run")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """For JSON answers and audit lines: every string encodable (paths may not be UTF-8)."""
+        return json_safe({
             "id": self.id, "plan": self.plan, "target": self.target, "steps": self.steps,
             "dry_run": self.dry_run, "requested_by": self.requested_by, "fingerprint": self.fingerprint,
             "starts_at": self.starts_at, "state": self.state, "result": self.result,
             "verified": self.verified, "note": self.note, "started_at": self.started_at,
             "finished_at": self.finished_at, "duration_seconds": round(self.duration, 6),
             "step_results": [r.as_dict() for r in self.records],
-        }
+        })

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 KEY_PREFIX = "cachewarden:heal:"
+POOL_SIZE = 8  # connections to the heal's Redis at most, shared by requests, runs and the audit stream
 
 
 class StoreUnavailable(Exception):
@@ -131,9 +132,13 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> RedisStore:
         # Imported here: a process whose heal does not use Redis never loads the driver.
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
-        return cls(Redis.from_url(url, password=password, socket_timeout=2.0, socket_connect_timeout=2.0))
+        # One bounded pool for the process: while Redis is slow, requests wait up to `timeout` for one
+        # of its connections (then 503, retried) instead of each opening a socket of its own.
+        pool = BlockingConnectionPool.from_url(url, password=password, max_connections=POOL_SIZE,
+                                               timeout=2.0, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return cls(Redis.from_pool(pool))
 
     @property
     def client(self) -> Redis:

@@ -1,0 +1,385 @@
+"""How `serve` listens: its sockets, and the limits that keep a connection flood from starving it.
+
+aiohttp reads a request header with no deadline (its keepalive_timeout is an idle timer), accepts
+connections without bound, and asyncio's accept loop takes a whole backlog of connections before any
+protocol factory could refuse one, then logs a traceback for each accept() that fails. Measured before
+these limits: 600 slow connections against a process with a 256-descriptor table made every scrape
+time out, failed the collectors with "Too many open files" and wrote 10 MB of tracebacks in 10 s.
+Neither library has a setting for it, so it is written here, around aiohttp's runner (whose request
+handlers still parse and answer every request): an accept loop of its own, the server's
+connection_made/connection_lost calls, and one middleware that marks connections busy.
+
+- A connection that has not sent a whole request header `read_header_timeout` after it opened, or
+  after its previous response, is closed (idle keep-alive connections included).
+- Open connections are capped, by default at RLIMIT_NOFILE less a reserve of descriptors for the
+  collectors (a quarter of the table, at least 64), so a flood cannot make a views walk, a FastCGI
+  call or a database connection fail. At most half of the cap may be connections still waiting for
+  a request header: past that the *oldest* waiting one is closed to make room, which is a slow client,
+  never a scrape (a scrape sends its header at once). Past the cap, a new connection is reset at once.
+- What was closed is counted in `cachewarden_http_connections_closed_total{reason}` and logged once a
+  minute at most, without tracebacks; so are failed accept() calls.
+- `[::]` listens dual-stack (see `listening_sockets`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import resource
+import signal
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from exporter.config import WebConfig
+from exporter.metrics import Samples, counter, gauge
+
+log = logging.getLogger(__name__)
+
+RESERVE_MIN = 64  # descriptors kept for collectors, the heal and the process itself
+LOG_INTERVAL = 60.0  # seconds between two log lines about closed connections
+SWEEP_INTERVAL = 0.5
+BACKLOG = 1024  # a burst of connections waits in the kernel, not dropped, until it is sorted out
+# Connections accepted per readiness event. Those closed to make room free their descriptors only in
+# the loop's next iteration, so the cap leaves this many spare.
+ACCEPT_BATCH = 16
+ACCEPT_RETRY = 1.0  # seconds before accepting again after running out of descriptors
+REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed")
+
+HTTP_CONNECTIONS = gauge(
+    "cachewarden_http_connections",
+    "Open connections to cachewarden's HTTP server by state (waiting: no whole request header yet, or "
+    "idle; busy: a request in progress); target is always 'cachewarden'.", ("state",))
+HTTP_MAX_CONNECTIONS = gauge(
+    "cachewarden_http_max_connections",
+    "The cap on open connections (derived from RLIMIT_NOFILE unless web.max_connections is set); "
+    "target is always 'cachewarden'.")
+HTTP_CLOSED = counter(
+    "cachewarden_http_connections_closed_total",
+    "Connections cachewarden closed or could not accept: header_timeout (no whole request header in "
+    "web.read_header_timeout), make_room (oldest waiting one closed for a new one), over_limit (closed "
+    "at once: the cap is reached), accept_failed (accept() failed, e.g. out of descriptors); target "
+    "is always 'cachewarden'.", ("reason",))
+HTTP_METRICS = (HTTP_CONNECTIONS, HTTP_MAX_CONNECTIONS, HTTP_CLOSED)
+
+_ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int
+    max_waiting: int
+    read_header_timeout: float
+
+    @classmethod
+    def for_process(cls, web_config: WebConfig, nofile: int | None = None) -> Limits:
+        """The caps for a descriptor table of `nofile` entries (default: this process's soft limit)."""
+        if nofile is None:
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY or nofile <= 0:
+            nofile = 1 << 20
+        fitting = max(8, nofile - max(RESERVE_MIN, nofile // 4) - ACCEPT_BATCH)
+        cap = web_config.max_connections or fitting
+        if cap > fitting:
+            log.warning("web.max_connections %d leaves too few of the %d descriptors "
+                        "(ulimit -n, LimitNOFILE=) for the collectors; using %d", cap, nofile, fitting)
+            cap = fitting
+        return cls(cap, max(2, cap // 2), web_config.read_header_timeout)
+
+
+class ConnectionGuard:
+    """Counts and caps the connections of one server; a snapshot source for its metrics.
+
+    `admit` decides on each accepted connection, `connected`/`disconnected` follow the server's own
+    connection_made/connection_lost, and `middleware` marks the time a connection spends on a
+    request, the only time it is not waiting for a header.
+    """
+
+    def __init__(self, limits: Limits, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._now = monotonic
+        self._pending = 0  # handlers made for accepted connections that asyncio has not connected yet
+        self._waiting: dict[RequestHandler, float] = {}  # oldest first, with their deadline
+        self._busy: set[RequestHandler] = set()
+        self.closed: Counter[str] = Counter({r: 0 for r in REASONS})
+        self._unlogged: Counter[str] = Counter()
+        self._next_log = 0.0
+        self._last_accept_error = ""
+        self.handler_errors = 0
+        self._handler_errors_logged = 0
+        self._next_handler_log = 0.0
+
+    @property
+    def open_connections(self) -> int:
+        return self._pending + len(self._waiting) + len(self._busy)
+
+    def admit(self) -> bool:
+        """Whether a connection just accepted may stay, after closing the oldest waiting ones if need be."""
+        # Connections not connected yet count as waiting: they have sent nothing that was read.
+        while (self._pending + len(self._waiting) >= self.limits.max_waiting
+               or self.open_connections >= self.limits.max_connections) and self._waiting:
+            self._close(next(iter(self._waiting)), "make_room")
+        if self.open_connections >= self.limits.max_connections:
+            self._count("over_limit")
+            return False
+        self._pending += 1
+        return True
+
+    def not_connected(self) -> None:
+        """An admitted connection failed before its handler was connected."""
+        self._pending = max(0, self._pending - 1)
+
+    def connected(self, handler: RequestHandler) -> None:
+        self._pending = max(0, self._pending - 1)
+        self._waiting[handler] = self._now() + self.limits.read_header_timeout
+
+    def disconnected(self, handler: RequestHandler) -> None:
+        self._waiting.pop(handler, None)
+        self._busy.discard(handler)
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        conn = request.protocol
+        if self._waiting.pop(conn, None) is not None:
+            self._busy.add(conn)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # aiohttp would log a traceback per request: a fault that every request meets (out of
+            # descriptors, say) would fill the disk. One traceback per interval, the rest counted.
+            self._handler_failed(exc)
+            return web.Response(status=500, text="500 Internal Server Error\n")
+        finally:
+            if conn in self._busy:  # still open: its next request header has a deadline too
+                self._busy.discard(conn)
+                self._waiting[conn] = self._now() + self.limits.read_header_timeout
+
+    def _close(self, handler: RequestHandler, reason: str) -> None:
+        del self._waiting[handler]
+        handler.force_close()  # connection_lost follows, which calls `disconnected`
+        self._count(reason)
+
+    def sweep(self) -> None:
+        """Close the waiting connections past their deadline; log what was closed, once a minute."""
+        now = self._now()
+        for handler in [h for h, deadline in self._waiting.items() if deadline <= now]:
+            self._close(handler, "header_timeout")
+        self._flush_log(now)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self.handler_errors += 1
+        now = self._now()
+        if now >= self._next_handler_log:
+            log.error("a request failed (%d since the last report): %s: %s", self.handler_errors
+                      - self._handler_errors_logged, type(exc).__name__, exc, exc_info=exc)
+            self._handler_errors_logged = self.handler_errors
+            self._next_handler_log = now + LOG_INTERVAL
+
+    def accept_failed(self, exc: OSError) -> None:
+        self._last_accept_error = os.strerror(exc.errno or 0)
+        self._count("accept_failed")
+
+    def _count(self, reason: str) -> None:
+        self.closed[reason] += 1
+        self._unlogged[reason] += 1
+        self._flush_log(self._now())
+
+    def _flush_log(self, now: float) -> None:
+        if not self._unlogged or now < self._next_log:
+            return
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self._unlogged.items()))
+        failed = (f"; accept() failed: {self._last_accept_error}" if self._unlogged["accept_failed"]
+                  else "")
+        log.warning("HTTP connections closed since the last report: %s (%d open, at most %d, of which "
+                    "at most %d waiting for a request header; read_header_timeout %gs)%s",
+                    parts, self.open_connections, self.limits.max_connections,
+                    self.limits.max_waiting, self.limits.read_header_timeout, failed)
+        self._unlogged.clear()
+        self._next_log = now + LOG_INTERVAL
+
+    def snapshot(self) -> list[Samples]:
+        own = Samples("cachewarden")
+        own.add(HTTP_CONNECTIONS, self._pending + len(self._waiting), state="waiting")
+        own.add(HTTP_CONNECTIONS, len(self._busy), state="busy")
+        own.add(HTTP_MAX_CONNECTIONS, self.limits.max_connections)
+        for reason in REASONS:
+            own.add(HTTP_CLOSED, self.closed[reason], reason=reason)
+        return [own]
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for HOST:PORT; `::` is dual-stack (IPv4 too) wherever the host allows it.
+
+    asyncio binds `::` with IPV6_V6ONLY, so `[::]:9590` would refuse IPv4 clients; here it is unset, as
+    Go's net.Listen does for the unspecified address. A host without IPv6 gets 0.0.0.0 instead. Other
+    hosts bind every address they resolve to (`localhost`: 127.0.0.1 and ::1), each v6 one v6-only.
+    """
+    if host == "::":
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        except OSError:
+            return listening_sockets("0.0.0.0", port)  # IPv6 is switched off on this host
+        with contextlib.suppress(OSError):  # some hosts forbid dual-stack sockets: IPv6 only, then
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return [_bind(sock, ("::", port))]
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, type_, proto, _, address in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
+            sock = socket.socket(family, type_, proto)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            socks.append(_bind(sock, address))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def _bind(sock: socket.socket, address: Any) -> socket.socket:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Acceptor:
+    """Accepts on one listening socket, one connection at a time, each admitted or closed at once.
+
+    asyncio's own accept loop takes a whole backlog of connections before the protocol factory sees
+    the first one, so it runs out of descriptors before any cap could apply, and then logs a traceback
+    per failed accept(). Here a connection over the cap holds its descriptor for no longer than accept()
+    and close().
+    """
+
+    def __init__(self, sock: socket.socket, guard: ConnectionGuard,
+                 handlers: Callable[[], RequestHandler]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._guard = guard
+        self._handlers = handlers
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    def start(self) -> None:
+        if not self._stopped:  # a retry scheduled before stop() finds the socket closed
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):  # then let the loop serve the connections it has
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_ERRNOS:
+                    # Out of descriptors all the same (the collectors hold many): try again in a while;
+                    # the kernel keeps the connections queued meanwhile.
+                    self._guard.accept_failed(exc)
+                    self._loop.remove_reader(self._sock.fileno())
+                    self._loop.call_later(ACCEPT_RETRY, self.start)
+                return  # ECONNABORTED and the like: the next readiness event carries on
+            if not self._guard.admit():
+                # A reset, not a FIN: the descriptor and the kernel's socket are gone at once.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            task = self._loop.create_task(self._connect(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._handlers, sock=conn)
+        except OSError:  # the client left already
+            conn.close()
+            self._guard.not_connected()
+
+
+async def serve(app: web.Application, sockets: list[socket.socket], limits: Limits,
+                register: Callable[[ConnectionGuard], None], shutdown_timeout: float = 10.0) -> None:
+    """Serve `app` on `sockets` until SIGTERM or SIGINT, then shut down gracefully.
+
+    `register` receives the guard before the app starts, to expose its metrics.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Header lines over 8 KiB are not a client of ours (aiohttp's defaults, made explicit). aiohttp's
+    # own idle timer is a backstop behind the sweeper, which counts what it closes. No
+    # handler_cancellation: a manual heal run must not stop half-way because its caller hung up.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                           max_line_size=8190, max_field_size=8190,
+                           keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
+
+    def handlers() -> RequestHandler:
+        assert runner.server is not None
+        return runner.server()
+
+    guard = ConnectionGuard(limits)
+    app.middlewares.insert(0, guard.middleware)
+    register(guard)
+    await runner.setup()
+    _follow_connections(runner.server, guard)
+    acceptors = [_Acceptor(sock, guard, handlers) for sock in sockets]
+    sweeper = asyncio.create_task(_sweep_forever(guard), name="http-sweeper")
+    try:
+        for acceptor in acceptors:
+            acceptor.start()
+        await stop.wait()
+    finally:
+        sweeper.cancel()
+        for acceptor in acceptors:
+            acceptor.stop()
+        await runner.cleanup()
+
+
+def _follow_connections(server: web.Server | None, guard: ConnectionGuard) -> None:
+    # web.Server learns of each connection through these two calls from its request handlers; the
+    # guard needs to know too, and aiohttp offers no signal for it.
+    assert server is not None
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        guard.connected(handler)
+
+    def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
+        lost(handler, exc)
+        guard.disconnected(handler)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
+async def _sweep_forever(guard: ConnectionGuard) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        guard.sweep()
+

@@ -1,0 +1,273 @@
+"""The HTTP server's connection limits, on fake connections and a fake clock.
+
+tests/integration/test_serve_limits.py holds the same limits against a real flood on a real process.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from exporter.config import WebConfig
+from exporter.serving import ConnectionGuard, Limits
+
+
+class FakeConnection:
+    """What the guard uses of aiohttp's RequestHandler: its transport, and force_close()."""
+
+    def __init__(self) -> None:
+        self.transport: object | None = object()
+
+    def force_close(self) -> None:
+        self.transport = None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def guard_with(max_connections: int, header_timeout: float = 10.0) -> tuple[ConnectionGuard, Clock]:
+    clock = Clock()
+    return ConnectionGuard(Limits(max_connections, max_connections // 2, header_timeout), clock), clock
+
+
+def connect(guard: ConnectionGuard) -> FakeConnection | None:
+    if not guard.admit():
+        return None
+    conn = FakeConnection()
+    guard.connected(conn)  # type: ignore[arg-type]
+    return conn
+
+
+async def busy(guard: ConnectionGuard, conn: FakeConnection, until: Any) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await until
+        return web.Response()
+
+    await guard.middleware(SimpleNamespace(protocol=conn), handler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("nofile", "cap"), [(1024, 1024 - 256 - 16), (256, 256 - 64 - 16),
+                                             (100, 100 - 64 - 16)])
+def test_the_cap_leaves_a_reserve_of_descriptors_for_the_collectors(nofile: int, cap: int) -> None:
+    limits = Limits.for_process(WebConfig(), nofile)
+    assert (limits.max_connections, limits.max_waiting) == (cap, cap // 2)
+
+
+def test_a_configured_cap_is_kept_below_what_the_descriptor_table_allows(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert Limits.for_process(WebConfig(max_connections=100), 1024).max_connections == 100
+    assert Limits.for_process(WebConfig(max_connections=5000), 1024).max_connections == 752
+    assert "web.max_connections 5000 leaves too few of the 1024 descriptors" in caplog.text
+
+
+def test_past_the_waiting_cap_the_oldest_waiting_connection_is_closed_to_make_room() -> None:
+    guard, _ = guard_with(10)
+    conns = [connect(guard) for _ in range(5)]
+    assert all(c is not None and c.transport is not None for c in conns)
+    newest = connect(guard)
+    assert newest is not None
+    assert conns[0] is not None
+    assert conns[0].transport is None
+    assert all(c is not None and c.transport is not None for c in conns[1:])
+    assert guard.closed["make_room"] == 1
+
+
+async def test_a_connection_busy_with_a_request_is_never_closed_to_make_room() -> None:
+    import asyncio
+
+    guard, _ = guard_with(4)
+    scrape = connect(guard)
+    assert scrape is not None
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    request = asyncio.create_task(busy(guard, scrape, release))
+    await asyncio.sleep(0)  # the middleware has marked the connection busy
+    slow = [connect(guard) for _ in range(3)]
+    # At most 2 of the 4 may wait: the third slow one closes the first, never the busy scrape.
+    assert [c is not None and c.transport is not None for c in slow] == [False, True, True]
+    assert scrape.transport is not None
+    assert guard.closed["over_limit"] == 0
+    assert guard.closed["make_room"] == 1
+    release.set_result(None)
+    await request
+    # Back to waiting for its next request, as the newest one.
+    assert list(guard._waiting)[-1] is scrape
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_is_refused() -> None:
+    guard, _ = guard_with(4)
+    for _ in range(4):
+        conn = connect(guard)
+        assert conn is not None
+        guard._waiting.pop(conn)  # type: ignore[call-overload]
+        guard._busy.add(conn)  # type: ignore[arg-type]
+    assert not guard.admit()
+    assert guard.closed["over_limit"] == 1
+
+
+def test_a_waiting_connection_is_closed_once_its_header_deadline_passes() -> None:
+    guard, clock = guard_with(10, header_timeout=2.0)
+    early = connect(guard)
+    clock.now += 1.5
+    late = connect(guard)
+    clock.now += 0.6
+    guard.sweep()
+    assert early is not None
+    assert early.transport is None
+    assert late is not None
+    assert late.transport is not None
+    assert guard.closed["header_timeout"] == 1
+
+
+def test_closed_connections_are_logged_once_per_interval_without_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter.serving")
+    guard, clock = guard_with(4)
+    for _ in range(500):
+        connect(guard)
+    clock.now += 30
+    guard.sweep()
+    assert len(caplog.records) == 1
+    clock.now += 31
+    guard.sweep()
+    assert len(caplog.records) == 2
+    assert "2 header_timeout, 497 make_room (0 open" in caplog.records[1].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_the_shipped_systemd_unit_raises_the_descriptor_table_past_systemds_default() -> None:
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[2] / "examples" / "systemd" / "cachewarden.service"
+    values = [line.partition("=")[2] for line in unit.read_text(encoding="utf-8").splitlines()
+              if line.startswith("LimitNOFILE=")]
+    assert len(values) == 1
+    assert int(values[0]) > 1024
+    assert Limits.for_process(WebConfig(), int(values[0])).max_connections >= 8192
+
+
+@pytest.mark.parametrize(("remote", "allowed"), [
+    ("10.0.0.5", True),
+    ("::ffff:10.0.0.5", True),  # an IPv4 client of a dual-stack socket, as aiohttp reports it
+    ("::ffff:a00:5", True),  # the same address, written in hex
+    ("::ffff:192.168.1.5", False),
+    ("192.168.1.5", False),
+    ("fd00::5", True),
+    ("fd00::5%eth0", True),  # a scope id does not change the address
+    ("::ffff:fd00:5", False),  # a mapped address is IPv4 only, never one of the IPv6 networks
+    ("", False),
+    (None, False),
+    ("not-an-address", False),
+])
+def test_the_heal_allowlist_sees_ipv4_clients_of_a_dual_stack_socket_as_ipv4(remote: str | None,
+                                                                             allowed: bool) -> None:
+    from exporter.heal.guards import check_address, parse_networks
+
+    refusal = check_address(remote, parse_networks(["10.0.0.0/8", "fd00::/8"]))
+    assert (refusal is None) is allowed
+    if not allowed:
+        assert refusal is not None
+        assert refusal.status == 403
+
+
+def test_the_ipv6_unspecified_address_is_one_dual_stack_socket() -> None:
+    import socket
+
+    from exporter.serving import listening_sockets
+
+    try:
+        socks = listening_sockets("::", 0)
+    except OSError as exc:  # pragma: no cover - a host without IPv6 gets 0.0.0.0, tested by the fallback
+        pytest.skip(f"no IPv6 here: {exc}")
+    try:
+        assert len(socks) == 1
+        sock = socks[0]
+        if sock.family == socket.AF_INET6:
+            assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_an_explicit_ipv4_address_binds_only_it() -> None:
+    from exporter.serving import listening_sockets
+
+    socks = listening_sockets("127.0.0.1", 0)
+    try:
+        assert [s.getsockname()[0] for s in socks] == ["127.0.0.1"]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def test_a_handler_that_keeps_failing_answers_500_with_one_traceback_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    guard, clock = guard_with(10)
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        raise OSError(24, "Too many open files")
+
+    for _ in range(100):
+        conn = connect(guard)
+        resp = await guard.middleware(SimpleNamespace(protocol=conn), broken)  # type: ignore[arg-type]
+        assert resp.status == 500
+    clock.now += 61
+    await guard.middleware(SimpleNamespace(protocol=connect(guard)), broken)  # type: ignore[arg-type]
+    errors = [r for r in caplog.records if r.name == "exporter.serving" and r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "a request failed (1 since the last report): OSError: [Errno 24] Too many open files",
+        "a request failed (100 since the last report): OSError: [Errno 24] Too many open files"]
+    assert all(r.exc_info for r in errors)
+
+
+async def test_http_errors_a_handler_raises_on_purpose_pass_through() -> None:
+    guard, _ = guard_with(10)
+
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    with pytest.raises(web.HTTPNotFound):
+        await guard.middleware(SimpleNamespace(protocol=connect(guard)), not_found)  # type: ignore[arg-type]
+
+
+async def test_running_out_of_descriptors_in_accept_is_counted_and_retried_without_a_traceback_flood(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import errno
+    import socket
+
+    from exporter.serving import _Acceptor
+
+    class OutOfDescriptors(socket.socket):
+        def accept(self) -> tuple[socket.socket, Any]:
+            self.calls = getattr(self, "calls", 0) + 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    listener = OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    guard, _ = guard_with(10)
+    acceptor = _Acceptor(listener, guard, lambda: None)  # type: ignore[arg-type,return-value]
+    acceptor.start()
+    client = socket.create_connection(listener.getsockname())
+    try:
+        for _ in range(20):  # the listener stays readable: without a pause it would spin
+            await asyncio.sleep(0.01)
+        assert guard.closed["accept_failed"] == 1
+    finally:
+        acceptor.stop()
+        client.close()
+    assert [r.levelno for r in caplog.records if r.name == "exporter.serving"] == [logging.WARNING]
+    assert all(r.exc_info is None for r in caplog.records)
