@@ -15,6 +15,7 @@ from exporter.discovery import Outcome, discover, discovered_databases, discover
 from exporter.laravel_paths import APPLICATION_PHP
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
+from exporter.status_page import render_status_page
 from tests.support.disclosure import assert_nowhere, shown_to_people
 
 LARAVEL_ENV = """\
@@ -97,6 +98,10 @@ async def test_a_port_that_is_not_a_number_is_a_problem_in_check_and_metrics_not
     assert not report.healthy
     assert "FAIL sql target: no database target: DB_PORT='-1' is not a port number" in report.as_text()
     assert "FAIL redis target: no Redis target: REDIS_PORT='70000' is not a port number" in report.as_text()
+    page = render_status_page(report, started_at=0)
+    assert "1 problem(s)" not in page
+    assert "2 problem(s) found" in page
+    assert "no Redis target: REDIS_PORT=&#39;70000&#39; is not a port number" in page
 
 
 async def test_an_unreadable_env_marks_every_derived_target_as_not_derivable_naming_file_and_line(
