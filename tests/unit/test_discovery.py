@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from exporter.app import SCHEDULER, create_app
 from exporter.collectors import build_collectors
 from exporter.collectors.discovery import CONFIG_PROBLEMS, DERIVED_TARGET_INFO, DiscoveryCollector
 from exporter.config import Config, parse
@@ -259,3 +260,20 @@ def test_a_derived_url_that_is_not_a_valid_target_is_a_problem(tmp_path: Path) -
     [how] = found.derivations
     assert how.outcome is Outcome.PROBLEM
     assert how.summary == "no Redis target: REDIS_DB='cache' is not a database number"
+
+
+async def test_metrics_expose_the_source_of_each_derived_target_and_the_problem_counts(
+    tmp_path: Path, aiohttp_client: Any,
+) -> None:
+    config = app_config(tmp_path, "REDIS_HOST=/run/redis/redis.sock\nDB_CONNECTION=pgsql\nDB_PORT=x\n",
+                        collectors=ONLY_DATASTORES)
+    collectors = [c for c in build_collectors(config) if isinstance(c, DiscoveryCollector)]
+    client = await aiohttp_client(create_app(config, collectors=collectors, run_collectors=False))
+    await client.app[SCHEDULER].collect_all()
+    text = await (await client.get("/metrics")).text()
+    source = config.laravel[0].root / ".env"
+    labels = f'app="shop",collector="redis",source="{source}",target="shop"'
+    assert f"cachewarden_derived_target_info{{{labels}}} 1.0" in text
+    assert 'cachewarden_target_config_problems{kind="redis",target="shop"} 1.0' in text
+    assert 'cachewarden_target_config_problems{kind="sql",target="shop"} 1.0' in text
+    assert 'cachewarden_target_config_problems{kind="dotenv",target="shop"} 0.0' in text
