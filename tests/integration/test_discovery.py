@@ -170,3 +170,33 @@ async def test_compiled_views_under_laravel_storage_path_are_the_ones_watched(tm
     observation = await views_collector.collect()
     assert observation.samples.value(VIEWS_COMPILED) == 1
     assert observation.samples.value(VIEWS_UNCOMPILED) == 0
+
+
+@pytest.mark.parametrize(("env", "socket"), [
+    ("DB_CONNECTION=pgsql\nDB_HOST=/var/run/postgresql\nDB_USERNAME=postgres\nDB_DATABASE=postgres\n",
+     Path("/var/run/postgresql/.s.PGSQL.5432")),
+    # DB_PORT=1 answers nothing: as in Laravel, the socket replaces host and port.
+    ("DB_CONNECTION=mariadb\nDB_SOCKET=/run/mysqld/mysqld.sock\nDB_PORT=1\nDB_USERNAME=root\n"
+     "DB_DATABASE=test\n",
+     Path("/run/mysqld/mysqld.sock")),
+])
+async def test_a_database_socket_from_the_env_is_where_the_target_connects(
+    tmp_path: Path, env: str, socket: Path,
+) -> None:
+    # The shared servers started by scripts/start-services listen on these sockets (trust and root's
+    # unix_socket login), so no password is involved.
+    if not _listening(socket):
+        pytest.skip(f"no server socket at {socket} (scripts/start-services starts one)")
+    config = _app(tmp_path / "app", env)
+    scheduler = Scheduler(build_collectors(config))
+    try:
+        await scheduler.collect_all()
+        observation = scheduler.status("sql", "shop").observation
+        assert observation is not None
+        assert observation.samples.value(DB_UP) == 1, build_report(scheduler.statuses()).as_text()
+    finally:
+        await scheduler.close()
+
+
+def _listening(socket: Path) -> bool:
+    return socket.is_socket()
