@@ -159,6 +159,12 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
     default_connection = "sqlite" if version is None or version.at_least(11) else "mysql"
     connection = (env.get("DB_CONNECTION") or default_connection).lower()
     settings: dict[str, Any] = {"connection": connection}
+    if version is None and not env.get("DB_CONNECTION"):
+        return None, Derivation(
+            app.name, "sql", Outcome.PROBLEM, source,
+            "no database target: DB_CONNECTION is unset and the app's Laravel version unknown (no "
+            "vendor/laravel/framework): the default connection is mysql up to Laravel 10 and sqlite from "
+            "11; set DB_CONNECTION", None, tuple(env.read), {})
 
     def result(outcome: Outcome, summary: str, target: DatabaseTarget | None = None
                ) -> tuple[DatabaseTarget | None, Derivation]:
@@ -309,10 +315,9 @@ def _views(app: LaravelTarget) -> Derivation:
         return Derivation(app.name, "views", Outcome.PROBLEM, source,
                           f"compiled views watched in {app.compiled_dir}, but {app.env_error}",
                           app.name, (), settings)
+    read = tuple(k for k in ("VIEW_COMPILED_PATH", "LARAVEL_STORAGE_PATH") if origin.startswith(k))
     return Derivation(app.name, "views", Outcome.DERIVED, source,
-                      f"compiled views in {app.compiled_dir} ({origin})", app.name,
-                      tuple(k for k in ("VIEW_COMPILED_PATH", "LARAVEL_STORAGE_PATH") if k in origin),
-                      settings)
+                      f"compiled views in {app.compiled_dir} ({origin})", app.name, read, settings)
 
 
 def discover(config: Config, *, redis: bool = True, sql: bool = True, views: bool = True) -> Discovery:

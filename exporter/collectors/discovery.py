@@ -55,8 +55,9 @@ class DiscoveryCollector(Collector):
                 problems[how.collector] += 1
             name = f"{how.collector} target" if how.target is None else f"{how.collector}/{how.target}"
             checks.append(Check(name, _VERDICTS[how.outcome], how.summary))
-            if how.outcome is Outcome.DERIVED or (how.outcome is Outcome.PROBLEM and how.target):
-                assert how.target is not None
+            # Only what the .env decided: a compiled path from the default layout or from
+            # cachewarden's own configuration reads no variable.
+            if how.target is not None and how.variables and how.outcome in (Outcome.DERIVED, Outcome.PROBLEM):
                 # The info series carries the derived target's name as its `target` label.
                 derived = Samples(how.target)
                 derived.add_info(DERIVED_TARGET_INFO, collector=how.collector, app=how.app, source=how.source)

@@ -277,3 +277,29 @@ async def test_metrics_expose_the_source_of_each_derived_target_and_the_problem_
     assert 'cachewarden_target_config_problems{kind="redis",target="shop"} 1.0' in text
     assert 'cachewarden_target_config_problems{kind="sql",target="shop"} 1.0' in text
     assert 'cachewarden_target_config_problems{kind="dotenv",target="shop"} 0.0' in text
+
+
+def test_an_unset_db_connection_with_an_unknown_laravel_version_is_a_problem_not_a_guess(
+    tmp_path: Path,
+) -> None:
+    found = discover(app_config(tmp_path, "DB_HOST=db\nDB_DATABASE=shop\n"), redis=False, views=False)
+    [how] = found.derivations
+    assert (how.outcome, found.databases) == (Outcome.PROBLEM, [])
+    assert "mysql up to Laravel 10 and sqlite from 11; set DB_CONNECTION" in how.summary
+
+
+@pytest.mark.parametrize(("env", "from_env"), [("APP_NAME=x\n", False),
+                                               ("LARAVEL_STORAGE_PATH=runtime\n", True)])
+async def test_the_views_target_is_named_as_derived_only_when_the_env_chose_its_directory(
+    tmp_path: Path, env: str, from_env: bool,
+) -> None:
+    root = laravel_root(tmp_path / "shop", env)
+    (root / "runtime" / "framework" / "views").mkdir(parents=True)
+    config = parse({"laravel": [{"name": "shop", "root": str(root)}]})
+    [discovery] = [c for c in build_collectors(config) if isinstance(c, DiscoveryCollector)]
+    observation = await discovery.collect()
+    info = [labels for spec, labels, _ in observation.samples.values if spec is DERIVED_TARGET_INFO]
+    assert info == ([("shop", "views", "shop", str(root / ".env"))] if from_env else [])
+    [check] = observation.checks
+    assert check.name == "views/shop"
+    assert check.ok
