@@ -638,6 +638,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     # cachewarden itself
     "CachewardenDown": _rule(0, "5m", "critical"),
     "CachewardenCollectorDown": _rule(0, "5m", "warning"),
+    "CachewardenTargetConfigProblem": _rule(0, "5m", "warning"),  # a target the .env implies, not built
     "CachewardenHealFailing": _rule(0, "1m", "warning"),  # failed runs in 30m
     "CachewardenHealIneffective": _rule(0, "1m", "warning"),  # plans given up as not fixing anything
 }
@@ -646,6 +647,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
 ALERTS_WITHOUT_THRESHOLD = frozenset({
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenFpmDown",
     "CachewardenRedisDown", "CachewardenDbDown", "CachewardenDown", "CachewardenCollectorDown",
+    "CachewardenTargetConfigProblem",
 })
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.
