@@ -70,7 +70,7 @@ class Derivation:
     source: str  # the .env file
     summary: str
     target: str | None = None  # the target watching it
-    variables: tuple[str, ...] = ()  # the .env variables read
+    variables: tuple[str, ...] = ()  # the variables set in the .env that decided it
     settings: dict[str, Any] = field(default_factory=dict)  # as understood, secrets redacted
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,9 +99,10 @@ class _Env:
 
     def get(self, key: str) -> str | None:
         """The value, or None when unset or empty (no variable read here means anything when empty)."""
-        if key not in self.read:
+        value = self.values.get(key) or None
+        if value is not None and key not in self.read:
             self.read.append(key)
-        return self.values.get(key) or None
+        return value
 
 
 def _version(app: LaravelTarget) -> FrameworkVersion | None:
@@ -200,6 +201,7 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
             raise _Unbuildable("MYSQL_ATTR_SSL_CA is set and cachewarden derives no TLS settings for MySQL; "
                                f"add a databases entry with laravel: {app.name}")
         port = _port("DB_PORT", options["port"]) if options.get("port") else _DEFAULT_PORTS[scheme]
+        settings["port"] = port
         host = str(options["host"])
         query: list[str] = []
         if scheme == "mysql+asyncmy" and options.get("unix_socket"):
@@ -269,7 +271,7 @@ def derive_redis(app: LaravelTarget) -> tuple[RedisTarget | None, Derivation] | 
         password = options.get("password")
         user = f"{quote(str(username), safe='')}@" if username and password else ""
         if host.startswith("/") or scheme == "unix":
-            port = _port("REDIS_PORT", options["port"], allow_zero=True)
+            port = options["port"] = _port("REDIS_PORT", options["port"], allow_zero=True)
             if client == "phpredis" and port > 0:
                 problems.append(f"REDIS_HOST is a socket path but REDIS_PORT={port}: phpredis then looks "
                                 "the path up as a host name and the app cannot reach Redis "
@@ -280,7 +282,7 @@ def derive_redis(app: LaravelTarget) -> tuple[RedisTarget | None, Derivation] | 
             url = f"unix://{user}{quote(host, safe='/')}?db={database}"
             where = f"socket {host}"
         elif scheme in ("tcp", "tls"):
-            port = _port("REDIS_PORT", options["port"])
+            port = options["port"] = _port("REDIS_PORT", options["port"])
             shown_host = f"[{host}]" if ":" in host else host
             url = f"{'rediss' if scheme == 'tls' else 'redis'}://{user}{shown_host}:{port}/{database}"
             where = f"{shown_host}:{port}" + (" over TLS" if scheme == "tls" else "")
