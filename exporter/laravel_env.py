@@ -39,6 +39,7 @@ _REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_.]+)\}")
 _ESCAPES = {"f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _UNSET = frozenset({"null", "(null)"})
 _EMPTY = frozenset({"empty", "(empty)"})
+_SECRET_NAME = re.compile(r"PASS|SECRET|KEY|TOKEN|CREDENTIAL|AUTH", re.IGNORECASE)
 _QUOTED = re.compile(r"(['\"])(.*)\1")  # `.` stops at a newline, as in env()'s preg_match
 
 INITIAL, UNQUOTED, SINGLE, DOUBLE, ESCAPE, WHITESPACE, COMMENT = range(7)
@@ -47,14 +48,18 @@ INITIAL, UNQUOTED, SINGLE, DOUBLE, ESCAPE, WHITESPACE, COMMENT = range(7)
 class DotenvError(ValueError):
     """The file is not one phpdotenv can read, so Laravel cannot boot with it.
 
-    `message` is phpdotenv's own (`Failed to parse dotenv file. Encountered … at […].`); `line` is the
-    1-based line where the offending entry starts.
+    `message` is phpdotenv's own (`Failed to parse dotenv file. Encountered … at […].`), which quotes
+    the offending value; `line` is the 1-based line where the offending entry starts, `name` its variable.
+    str() is what people see: the value is left out when the name says it is a secret.
     """
 
-    def __init__(self, message: str, line: int, path: Path | None = None) -> None:
-        self.message, self.line, self.path = message, line, path
+    def __init__(self, message: str, line: int, path: Path | None = None, name: str | None = None) -> None:
+        self.message, self.line, self.path, self.name = message, line, path, name
         where = f"{path}, line {line}" if path is not None else f"line {line}"
-        super().__init__(f"{where}: {message}")
+        shown = message
+        if name is not None and _SECRET_NAME.search(name):
+            shown = re.sub(r"\[.*\]\.\Z", f"[the value of {name}, not shown].", message, flags=re.DOTALL)
+        super().__init__(f"{where}: {shown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,10 @@ def _parse_entry(raw: str, line_no: int) -> tuple[str, _Value | None]:
         raise _error("an invalid name", name, line_no)
     if not sep:
         return name, None
-    return name, _parse_value(rest.strip(_PHP_TRIM), line_no)
+    try:
+        return name, _parse_value(rest.strip(_PHP_TRIM), line_no)
+    except DotenvError as exc:
+        raise DotenvError(exc.message, exc.line, name=name) from None
 
 
 def _parse_value(value: str, line_no: int) -> _Value:
@@ -224,4 +232,4 @@ def read_dotenv(path: Path) -> dict[str, str]:
     try:
         return laravel_env(parse_dotenv(text))
     except DotenvError as exc:
-        raise DotenvError(exc.message, exc.line, path) from None
+        raise DotenvError(exc.message, exc.line, path, exc.name) from None

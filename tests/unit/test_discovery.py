@@ -3,6 +3,7 @@ built reported as a problem (check, status page, /metrics), never skipped in sil
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,17 @@ async def test_the_views_target_is_named_as_derived_only_when_the_env_chose_its_
     [check] = observation.checks
     assert check.name == "views/shop"
     assert check.ok
+
+
+async def test_a_secret_that_breaks_the_env_is_named_but_shown_nowhere(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        config = app_config(tmp_path, "REDIS_HOST=r\nREDIS_PASSWORD=open sesame 42\n")
+        scheduler = Scheduler(build_collectors(config))
+        await scheduler.collect_all()
+    text = build_report(scheduler.statuses()).as_text()
+    assert "line 2: Failed to parse dotenv file. Encountered unexpected whitespace at [the value of " \
+           "REDIS_PASSWORD, not shown]." in text
+    shown = shown_to_people(scheduler, caplog.text, *scheduler.collectors)
+    assert_nowhere(("open sesame 42", "sesame"), shown)

@@ -46,3 +46,13 @@ def test_a_missing_file_is_empty_and_bytes_that_are_not_utf8_become_question_mar
     assert read_dotenv(tmp_path / ".env") == {}
     (tmp_path / ".env").write_bytes(b"A=caf\xe9\n")
     assert read_dotenv(tmp_path / ".env") == {"A": "caf?"}
+
+
+def test_an_error_in_a_secret_names_the_variable_but_never_shows_its_value(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('APP_NAME=Shop\nDB_PASSWORD=open sesame 42\n', encoding="utf-8")
+    with pytest.raises(DotenvError) as info:
+        read_dotenv(dotenv)
+    assert "open sesame 42" in info.value.message  # phpdotenv's own text, for the differential test
+    assert str(info.value) == (f"{dotenv}, line 2: Failed to parse dotenv file. Encountered unexpected "
+                               "whitespace at [the value of DB_PASSWORD, not shown].")
