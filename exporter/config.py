@@ -29,7 +29,8 @@ from pydantic import (
 )
 
 from exporter.fs.access import resolve_php_user
-from exporter.laravel_env import read_dotenv
+from exporter.laravel_env import DotenvError, read_dotenv
+from exporter.laravel_paths import compiled_views, framework_version
 from exporter.text import display
 
 DEFAULT_PORT = 9590
@@ -202,6 +203,11 @@ class LaravelTarget(_Model):
     php_user: str | None = None
     # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # Why the .env could not be read (phpdotenv's error with its line): nothing can be derived from it.
+    env_error: str | None = Field(default=None, exclude=True)
+    framework_version: str | None = Field(default=None, exclude=True)  # from vendor/laravel/framework
+    # The compiled-view directory Laravel itself would use (what compiled_path is when not set here).
+    derived_compiled_path: Path | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("root")
     @classmethod
@@ -222,21 +228,28 @@ class LaravelTarget(_Model):
                 data[key] = str(base / data[key])
         if not root.is_dir():
             return data  # the root validator reports it
-        env = read_dotenv(root / ".env")
-        data["env"] = env
-        derived = {}
         dotenv = root / ".env"
+        env: dict[str, str] = {}
+        try:
+            env = read_dotenv(dotenv)
+        except DotenvError as exc:
+            data["env_error"] = f"{exc}; Laravel cannot boot with it"
+        except OSError as exc:
+            data["env_error"] = f"{dotenv}: cannot read it: {exc.strerror}"
+        data["env"] = env
+        version = framework_version(root)
+        data["framework_version"] = None if version is None else str(version)
+        derived = {}
         if data.get("views_path") is None:
             data["views_path"] = str(root / "resources" / "views")
             derived["views_path"] = "the default under root; set views_path"
+        laravels = compiled_views(root, env, version, dotenv)
+        data["derived_compiled_path"] = str(laravels.path)
         if data.get("compiled_path") is None:
-            if compiled := env.get("VIEW_COMPILED_PATH"):
-                derived["compiled_path"] = f"VIEW_COMPILED_PATH in {dotenv}"
-            else:
-                compiled = str(root / "storage" / "framework" / "views")
-                derived["compiled_path"] = (
-                    f"the default under root; set compiled_path or VIEW_COMPILED_PATH in {dotenv}")
-            data["compiled_path"] = str(root / compiled)  # a relative value is relative to the root
+            data["compiled_path"] = str(laravels.path)
+            derived["compiled_path"] = laravels.origin
+            if "env_error" in data:
+                derived["compiled_path"] += f"; {dotenv} cannot be read, so VIEW_COMPILED_PATH is unknown"
         data["derived_from"] = derived
         return data
 
@@ -368,7 +381,7 @@ class RedisTarget(_Secret):
     @classmethod
     def _usable(cls, v: str) -> str:
         # What redis-py would otherwise reject only when the collector is built, after start-up.
-        m = re.match(r"^(rediss?)://(?:[^@/]*@)?([^:/?#]*)(?::([^/?#]*))?(?:/([^?#]*))?", v)
+        m = re.match(r"^(rediss?)://(?:[^@/]*@)?(\[[^\]/]*\]|[^:/?#]*)(?::([^/?#]*))?(?:/([^?#]*))?", v)
         if m is None:
             if v.startswith("unix://"):
                 return v
@@ -628,6 +641,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     # cachewarden itself
     "CachewardenDown": _rule(0, "5m", "critical"),
     "CachewardenCollectorDown": _rule(0, "5m", "warning"),
+    "CachewardenTargetConfigProblem": _rule(0, "5m", "warning"),  # a target the .env implies, not built
     "CachewardenHealFailing": _rule(0, "1m", "warning"),  # failed runs in 30m
     "CachewardenHealIneffective": _rule(0, "1m", "warning"),  # plans given up as not fixing anything
 }
@@ -636,6 +650,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
 ALERTS_WITHOUT_THRESHOLD = frozenset({
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenFpmDown",
     "CachewardenRedisDown", "CachewardenDbDown", "CachewardenDown", "CachewardenCollectorDown",
+    "CachewardenTargetConfigProblem",
 })
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.

@@ -20,6 +20,8 @@ class TargetReport:
     duration: float
     last_success: float
     checks: tuple[Check, ...]
+    # What was derived from a Laravel app's .env (discovery targets only), secrets already redacted.
+    derived: tuple[dict[str, Any], ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -46,6 +48,7 @@ class TargetReport:
             "duration_seconds": round(self.duration, 6),
             "last_success_timestamp": self.last_success or None,
             "checks": [c.as_dict() for c in self.checks],
+            **({"derived": list(self.derived)} if self.derived else {}),
         }
 
 
@@ -97,6 +100,7 @@ class Report:
 
 def build_report(statuses: Iterable[Status]) -> Report:
     return Report(tuple(
-        TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks))
+        TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks),
+                     tuple(s.observation.details.get("derived", ())) if s.observation else ())
         for s in sorted(statuses, key=lambda s: (s.kind, s.target))
     ))

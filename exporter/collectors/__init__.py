@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from exporter.collectors.base import Collector
+from exporter.collectors.discovery import DiscoveryCollector
 from exporter.config import Config
+from exporter.discovery import Discovery, discover
 from exporter.metrics import MetricSpec
+
+# The derivations are made once at start; republishing them is cheap, so this only bounds how soon a
+# new scrape sees them.
+DISCOVERY_INTERVAL = 15.0
 
 
 def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> list[Collector]:
@@ -27,24 +33,31 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
         out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
-    out.extend(_datastore_collectors(config, redis=on("redis"), sql=on("sql"), app_stats=on("app_stats")))
+    # What each app's .env implies is derived here, once, for the collectors below and for reporting.
+    found = discover(config, redis=on("redis"), sql=on("sql"), views=on("views"))
+    out.extend(_datastore_collectors(config, found, redis=on("redis"), sql=on("sql"),
+                                     app_stats=on("app_stats")))
+    for app in config.laravel:
+        derivations = [d for d in found.derivations if d.app == app.name]
+        if derivations or app.env_error:
+            out.append(DiscoveryCollector(app.name, derivations, env_error=app.env_error,
+                                          interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL))
     return out
 
 
-def _datastore_collectors(config: Config, *, redis: bool, sql: bool, app_stats: bool) -> list[Collector]:
+def _datastore_collectors(config: Config, found: Discovery, *, redis: bool, sql: bool,
+                          app_stats: bool) -> list[Collector]:
     # Explicit targets first, then those derived from Laravel apps' .env files (explicit ones win).
     # Each driver is imported only once a target needs it: redis and sqlalchemy cost ~20 MB of RSS each.
-    from exporter.discovery import discovered_databases, discovered_redis
-
     opts = config.collectors
     out: list[Collector] = []
-    redis_targets = (*config.redis, *discovered_redis(config)) if redis else ()
+    redis_targets = (*config.redis, *found.redis) if redis else ()
     if redis_targets:
         from exporter.collectors.redis_server import RedisCollector
 
         o = opts.redis
         out.extend(RedisCollector(t, interval=o.interval, timeout=o.timeout) for t in redis_targets)
-    databases = (*config.databases, *discovered_databases(config)) if sql else ()
+    databases = (*config.databases, *found.databases) if sql else ()
     if databases:
         from exporter.collectors.sql import SqlCollector
 
@@ -90,7 +103,8 @@ def collector_classes() -> tuple[type[Collector], ...]:
     from exporter.collectors.sql import SqlCollector
     from exporter.collectors.views import ViewsCollector
 
-    return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector)
+    return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector,
+            DiscoveryCollector)
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,16 @@ import pytest
 from exporter.collectors import build_collectors
 from exporter.collectors.redis_server import REDIS_DB_KEYS, REDIS_UP
 from exporter.collectors.sql import DB_UP
-from exporter.config import parse
+from exporter.collectors.views import VIEWS_COMPILED, VIEWS_UNCOMPILED
+from exporter.config import Config, parse
+from exporter.report import build_report
 from exporter.scheduler import Scheduler
 from tests.integration.test_redis import PrivateRedis
+from tests.support.blade import compile_views, requires_blade
 from tests.support.disclosure import assert_nowhere, shown_to_people
 from tests.support.mariadb import PrivateMariaDB, mariadb_server
+from tests.support.processes import stop_process
+from tests.support.wait import free_port, wait_for
 
 __all__ = ["mariadb_server"]  # a fixture, used by name
 
@@ -23,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 DB_PASSWORD = "db-pw:w/#8841"  # characters a URL would have to escape
 REDIS_PASSWORD = "redis-pw-5521ab"
+ACL_PASSWORD = "acl-pw-7731cd"
 
 
 @pytest.fixture
@@ -56,7 +63,8 @@ async def test_a_laravel_root_alone_is_watched_with_the_passwords_from_its_env(
     try:
         with caplog.at_level(logging.DEBUG):
             statuses = await scheduler.collect_all()
-        assert sorted(s.collector.key for s in statuses) == [("redis", "shop"), ("sql", "shop")]
+        assert sorted(s.collector.key for s in statuses) == [
+            ("discovery", "shop"), ("redis", "shop"), ("sql", "shop")]
         redis_obs = scheduler.status("redis", "shop").observation
         sql_obs = scheduler.status("sql", "shop").observation
         assert redis_obs is not None
@@ -69,3 +77,126 @@ async def test_a_laravel_root_alone_is_watched_with_the_passwords_from_its_env(
     finally:
         await scheduler.close()
         redis_with_password.stop()
+
+
+def _redis_server(base: Path, *config_lines: str) -> subprocess.Popen[bytes]:
+    """A private redis-server from a config file (ACL users and unix sockets are config directives)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    conf = base / "redis.conf"
+    conf.write_text("\n".join(['save ""', "appendonly no", f"dir {base}", *config_lines]) + "\n")
+    return subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _app(root: Path, env: str) -> Config:
+    (root / "resources" / "views").mkdir(parents=True)
+    (root / "storage" / "framework" / "views").mkdir(parents=True)
+    (root / ".env").write_text(env)
+    return parse({"laravel": [{"name": "shop", "root": str(root)}], "collectors": {
+        "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False}}})
+
+
+async def _redis_up(config: Config) -> tuple[float | None, Scheduler]:
+    scheduler = Scheduler(build_collectors(config))
+    await scheduler.collect_all()
+    observation = scheduler.status("redis", "shop").observation
+    assert observation is not None
+    return observation.samples.value(REDIS_UP), scheduler
+
+
+async def test_redis_username_from_the_env_logs_in_as_the_acl_user_when_the_default_user_is_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    server = _redis_server(tmp_path, "bind 127.0.0.1", f"port {port}", "user default off",
+                           f"user app on >{ACL_PASSWORD} ~* &* +@all")
+    try:
+        wait_for(lambda: _pings(["-p", str(port), "--user", "app", "--pass", ACL_PASSWORD]), timeout=20,
+                 message=f"redis-server on {port}")
+        base = f"CACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PORT={port}\nREDIS_PASSWORD={ACL_PASSWORD}\n"
+        with caplog.at_level(logging.DEBUG):
+            up, scheduler = await _redis_up(_app(tmp_path / "acl", base + "REDIS_USERNAME=app\n"))
+            try:
+                assert up == 1
+                shown = shown_to_people(scheduler, caplog.text, *scheduler.collectors)
+                assert_nowhere((ACL_PASSWORD,), shown)
+            finally:
+                await scheduler.close()
+        # Without the username the same password is tried on the default user, which is off.
+        up, scheduler = await _redis_up(_app(tmp_path / "no-user", base))
+        await scheduler.close()
+        assert up == 0
+    finally:
+        stop_process(server)
+
+
+async def test_redis_host_as_a_socket_path_with_port_0_is_a_unix_socket_target(tmp_path: Path) -> None:
+    socket = tmp_path / "redis.sock"
+    server = _redis_server(tmp_path, "port 0", f"unixsocket {socket}", "unixsocketperm 700")
+    try:
+        wait_for(lambda: _pings(["-s", str(socket)]), timeout=20, message=f"redis-server on {socket}")
+        config = _app(tmp_path / "app", f"REDIS_HOST={socket}\nREDIS_PORT=0\nREDIS_DB=2\n")
+        up, scheduler = await _redis_up(config)
+        try:
+            assert up == 1
+            report = build_report(scheduler.statuses())
+            assert report.healthy, report.as_text()
+            assert f"ok   redis/shop: socket {socket}, database 2" in report.as_text()
+        finally:
+            await scheduler.close()
+    finally:
+        stop_process(server)
+
+
+def _pings(args: list[str]) -> bool:
+    out = subprocess.run(["redis-cli", *args, "--no-auth-warning", "PING"], capture_output=True, text=True,
+                         timeout=5, check=False)
+    return out.stdout.strip() == "PONG"
+
+
+@requires_blade
+async def test_compiled_views_under_laravel_storage_path_are_the_ones_watched(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    views = root / "resources" / "views"
+    views.mkdir(parents=True)
+    (views / "welcome.blade.php").write_text("<h1>{{ $title }}</h1>\n")
+    runtime = root / "runtime" / "framework" / "views"
+    runtime.mkdir(parents=True)
+    (root / "storage" / "framework" / "views").mkdir(parents=True)  # the empty default must not be read
+    compile_views(runtime, [views / "welcome.blade.php"])
+    (root / ".env").write_text(f"LARAVEL_STORAGE_PATH={root / 'runtime'}\n")
+    config = parse({"laravel": [{"name": "app", "root": str(root)}]})
+    [views_collector] = [c for c in build_collectors(config, {"views": True}) if c.kind == "views"]
+    observation = await views_collector.collect()
+    assert observation.samples.value(VIEWS_COMPILED) == 1
+    assert observation.samples.value(VIEWS_UNCOMPILED) == 0
+
+
+@pytest.mark.parametrize(("env", "socket"), [
+    ("DB_CONNECTION=pgsql\nDB_HOST=/var/run/postgresql\nDB_USERNAME=postgres\nDB_DATABASE=postgres\n",
+     Path("/var/run/postgresql/.s.PGSQL.5432")),
+    # DB_PORT=1 answers nothing: as in Laravel, the socket replaces host and port.
+    ("DB_CONNECTION=mariadb\nDB_SOCKET=/run/mysqld/mysqld.sock\nDB_PORT=1\nDB_USERNAME=root\n"
+     "DB_DATABASE=test\n",
+     Path("/run/mysqld/mysqld.sock")),
+])
+async def test_a_database_socket_from_the_env_is_where_the_target_connects(
+    tmp_path: Path, env: str, socket: Path,
+) -> None:
+    # The shared servers started by scripts/start-services listen on these sockets (trust and root's
+    # unix_socket login), so no password is involved.
+    if not _listening(socket):
+        pytest.skip(f"no server socket at {socket} (scripts/start-services starts one)")
+    config = _app(tmp_path / "app", env)
+    scheduler = Scheduler(build_collectors(config))
+    try:
+        await scheduler.collect_all()
+        observation = scheduler.status("sql", "shop").observation
+        assert observation is not None
+        assert observation.samples.value(DB_UP) == 1, build_report(scheduler.statuses()).as_text()
+    finally:
+        await scheduler.close()
+
+
+def _listening(socket: Path) -> bool:
+    return socket.is_socket()

@@ -174,7 +174,10 @@ def test_check_against_a_real_laravel_app_with_an_orphaned_view(tmp_path: Path,
 
     report = json.loads(capsys.readouterr().out)
     assert code == EXIT_PROBLEMS
-    (views,) = report["targets"]
+    (discovery, views) = report["targets"]
+    assert [(d["collector"], d["outcome"]) for d in discovery["derived"]] == [("views", "derived")]
+    compiled = discovery["derived"][0]["settings"]["compiled_path"]
+    assert compiled == str(root / "storage" / "framework" / "views")
     assert (views["collector"], views["target"], views["up"]) == ("views", "shop", True)
     failing = {c["name"]: c["items"] for c in views["checks"] if c["verdict"] == "problem"}
     assert list(failing) == ["orphaned views"]
@@ -220,3 +223,33 @@ def test_serve_answers_healthz_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         log.close()
     assert f"listening on 127.0.0.1:{port}" in output
     assert "Traceback" not in output
+
+
+def test_check_exits_1_naming_the_env_line_when_laravel_could_not_read_its_env(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = laravel_app(tmp_path / "shop", {}, {})
+    (root / ".env").write_text("APP_ENV=production\nAPP_NAME=My Shop\nREDIS_HOST=127.0.0.1\n")
+    config = write_config(tmp_path, f"laravel:\n  - name: shop\n    root: {root}\n")
+
+    assert main(["check", "--config.file", str(config), "--no-collector.views"]) == EXIT_PROBLEMS
+    out = capsys.readouterr().out
+    assert f"  FAIL .env: {root / '.env'}, line 2: Failed to parse dotenv file. Encountered unexpected" in out
+    assert "  FAIL redis target: not derivable: " in out
+    assert "  FAIL sql target: not derivable: " in out
+
+
+def test_check_json_shows_the_derived_configuration_with_the_passwords_redacted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = laravel_app(tmp_path / "shop", {}, {})
+    (root / ".env").write_text("REDIS_HOST=127.0.0.1\nREDIS_PORT=1\nREDIS_USERNAME=app\n"
+                               "REDIS_PASSWORD='redis secret 41'\n")
+    config = write_config(tmp_path, f"laravel:\n  - name: shop\n    root: {root}\n")
+
+    main(["check", "--config.file", str(config), "--format", "json", "--no-collector.views"])
+    out = capsys.readouterr().out
+    discovery = next(t for t in json.loads(out)["targets"] if t["collector"] == "discovery")
+    [redis] = discovery["derived"]
+    assert (redis["target"], redis["source"]) == ("shop", str(root / ".env"))
+    assert redis["settings"]["username"] == "app"
+    assert redis["settings"]["password"] == "<redacted>"
+    assert "redis secret 41" not in out

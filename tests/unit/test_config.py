@@ -411,3 +411,63 @@ def test_redis_urls_with_a_bad_port_or_database_are_refused_at_load() -> None:
         "redis[0].url: port 'abc' is not a number from 1 to 65535",
         "redis[1].url: database 'x' is not a number",
     ]
+
+
+def _with_framework(root: Path, version: str) -> None:
+    from exporter.laravel_paths import APPLICATION_PHP
+
+    (root / APPLICATION_PHP).parent.mkdir(parents=True)
+    (root / APPLICATION_PHP).write_text(f"<?php\nclass Application\n{{\n    const VERSION = '{version}';\n")
+
+
+@pytest.mark.parametrize("version", [None, "10.20.0", "12.1.0"])
+def test_laravel_storage_path_moves_the_compiled_views_and_the_empty_default_is_not_watched(
+    tmp_path: Path, version: str | None,
+) -> None:
+    root = laravel_app(tmp_path / "app", "LARAVEL_STORAGE_PATH=/srv/app/runtime\n".replace(
+        "/srv/app", str(tmp_path / "app")))
+    if version is not None:
+        _with_framework(root, version)
+    runtime_views = root / "runtime" / "framework" / "views"
+    runtime_views.mkdir(parents=True)
+    target = parse({"laravel": [{"name": "app", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == runtime_views
+    assert target.derived_compiled_path == runtime_views
+    assert target.derived_from["compiled_path"] == f"LARAVEL_STORAGE_PATH in {root / '.env'}"
+
+
+def test_laravel_storage_path_is_not_refused_because_storage_framework_views_is_missing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "app"
+    (root / "resources" / "views").mkdir(parents=True)
+    (root / "runtime" / "framework" / "views").mkdir(parents=True)
+    (root / ".env").write_text("LARAVEL_STORAGE_PATH=runtime\n", encoding="utf-8")
+    target = parse({"laravel": [{"name": "app", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == root / "runtime" / "framework" / "views"
+
+
+def test_laravel_before_10_20_ignores_laravel_storage_path_and_says_so(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "app", "LARAVEL_STORAGE_PATH=runtime\n")
+    _with_framework(root, "10.19.0")
+    target = parse({"laravel": [{"name": "app", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == root / "storage" / "framework" / "views"
+    assert "Laravel 10.19.0 ignores LARAVEL_STORAGE_PATH" in target.derived_from["compiled_path"]
+
+
+def test_view_compiled_path_wins_over_laravel_storage_path(tmp_path: Path) -> None:
+    root = laravel_app(tmp_path / "app", "LARAVEL_STORAGE_PATH=runtime\nVIEW_COMPILED_PATH=cache/views\n")
+    (root / "cache" / "views").mkdir(parents=True)
+    target = parse({"laravel": [{"name": "app", "root": str(root)}]}).laravel[0]
+    assert target.compiled_dir == root / "cache" / "views"
+
+
+def test_an_unreadable_env_is_kept_as_the_targets_problem_and_the_exporter_still_loads(
+    tmp_path: Path,
+) -> None:
+    root = laravel_app(tmp_path / "app", "DB_HOST=db\nAPP_NAME=My Shop\n")
+    target = parse({"laravel": [{"name": "app", "root": str(root)}]}).laravel[0]
+    assert target.env == {}
+    assert target.env_error == (f"{root / '.env'}, line 2: Failed to parse dotenv file. Encountered "
+                                "unexpected whitespace at [My Shop].; Laravel cannot boot with it")
+    assert "cannot be read, so VIEW_COMPILED_PATH is unknown" in target.derived_from["compiled_path"]

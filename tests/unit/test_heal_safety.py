@@ -178,3 +178,16 @@ async def test_a_compiled_path_from_the_env_outside_the_app_is_refused(tmp_path:
     with pytest.raises(ActionError, match="outside the app root"):
         await fix_permissions(config(root))
     assert mode(key) == 0o600
+
+
+async def test_a_storage_path_from_the_env_outside_the_app_is_treated_as_derived_and_refused(
+    tmp_path: Path,
+) -> None:
+    # LARAVEL_STORAGE_PATH comes from the app's own file, like VIEW_COMPILED_PATH: the same checks apply.
+    root = make_app_dir(tmp_path / "shop")
+    (tmp_path / "outside" / "framework").mkdir(parents=True)
+    key = secret(tmp_path / "outside" / "framework" / "views")
+    (root / ".env").write_text(f"LARAVEL_STORAGE_PATH={tmp_path / 'outside'}\n")
+    with pytest.raises(ActionError, match="outside the app root"):
+        await fix_permissions(config(root))
+    assert mode(key) == 0o600

@@ -1,7 +1,8 @@
 """Path checks shared by the view actions: nothing outside the compiled directory, no symlink followed.
 
 The app's own user can write below the app root, and the compiled directory may come from the app's
-`.env` (VIEW_COMPILED_PATH). So a compiled directory that cachewarden derived itself is trusted only
+`.env` (VIEW_COMPILED_PATH, LARAVEL_STORAGE_PATH). So a compiled directory that cachewarden derived
+itself is trusted only
 when no component below the app root is a symlink and it lies inside the root; a `compiled_path` set
 in cachewarden's own configuration is the operator's word and may be anywhere safe. Either way the
 directory is resolved once, when the heal starts, and pinned by device and inode: a directory that
@@ -39,7 +40,7 @@ def set_in_config(target: LaravelTarget) -> bool:
 
     A YAML value equal to the derived one counts as derived: the stricter checks then apply.
     """
-    derived = target.root / (target.env.get("VIEW_COMPILED_PATH") or DEFAULT_COMPILED)
+    derived = target.derived_compiled_path or target.root / DEFAULT_COMPILED
     return os.path.normpath(target.compiled_dir) != os.path.normpath(derived)
 
 
