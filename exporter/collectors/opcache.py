@@ -15,7 +15,12 @@ collection works, there is just nothing (or less) to measure. How stale/suspect/
 in exporter.collectors.drift; cachewarden_opcache_drift_exact says whether they are exact (1,
 validate_timestamps=1) or inferred (0). Cached scripts under a release directory other than the one
 `release_symlink` points to are counted in cachewarden_opcache_scripts_outside_release, apart from
-stale ones. Paths only ever appear in checks and details (stale/suspect/missing/outside_release lists
+stale ones; that directory is resolved by the sidecar (exporter.collectors.opcache_preload), never by a
+worker whose realpath cache may be old. Preloaded scripts are judged apart (they need an FPM restart,
+not a reset), and with `opcache.file_cache` set its entries are scanned
+(exporter.collectors.opcache_file_cache): with validate_timestamps=0 a cached script whose file-cache
+entry is older than its source is stale, since that entry is what was loaded and what the next reset or
+restart loads again. Paths only ever appear in checks and details (stale/suspect/missing/outside_release lists
 for opcache.invalidate), never in labels.
 """
 
@@ -29,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.collectors import opcache_file_cache as file_cache
+from exporter.collectors import opcache_preload as preload
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
 from exporter.config import PhpFpmTarget
@@ -131,6 +138,18 @@ def _pool_settings(target: PhpFpmTarget, running_pool: str | None) -> PoolSettin
         raise PoolConfigError(f"{exc}; set pool_name") from None
 
 
+def _served_from_file_cache(report: DriftReport, cached: list[str], stale_entries: list[str]) -> None:
+    """Cached scripts whose file-cache entry is stale are stale themselves (validate_timestamps=0):
+    OPcache never rewrites an entry, so the bytecode in memory was compiled when the entry was written
+    or loaded from it, whatever the first-seen inference says after a reset or restart."""
+    entries = set(stale_entries)
+    if not entries:
+        return
+    known = set(report.stale)
+    report.stale.extend(p for p in cached if p in entries and p not in known)
+    report.suspect = [p for p in report.suspect if p not in entries]
+
+
 def _cached_scripts(columns: dict[str, list[Any]]) -> Iterator[ScriptRow]:
     """The agent's column-wise script list as rows; unequal columns mean a broken answer."""
     if not columns:
@@ -148,7 +167,7 @@ class OpcacheCollector(Collector):
         OPCACHE_RESTARTS, OPCACHE_START_TIME, OPCACHE_LAST_RESTART, OPCACHE_VALIDATE_TIMESTAMPS,
         OPCACHE_REVALIDATE_FREQ, OPCACHE_SETTING_INFO, OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT,
         OPCACHE_SCRIPTS_MISSING, OPCACHE_SCRIPTS_OUTSIDE_RELEASE, OPCACHE_DRIFT_SECONDS, OPCACHE_DRIFT_EXACT,
-        CODE_REVISION_INFO, CODE_REVISION_DRIFT,
+        CODE_REVISION_INFO, CODE_REVISION_DRIFT, *file_cache.METRICS, *preload.METRICS,
     )
 
     def __init__(self, target: PhpFpmTarget, agent: Agent, *, interval: float, timeout: float) -> None:
@@ -159,10 +178,7 @@ class OpcacheCollector(Collector):
         self._logged_warnings: set[str] = set()
 
     async def collect(self) -> Observation:
-        args: dict[str, Any] = {}
-        if self.config.release_symlink is not None:
-            args["release_symlink"] = str(self.config.release_symlink)
-        reply = await self.agent.run("status", args)
+        reply = await self.agent.run("status", {})
         result: dict[str, Any] = reply.result
         warnings = list(reply.warnings)
         s = self.new_samples()
@@ -195,11 +211,7 @@ class OpcacheCollector(Collector):
             else:
                 s.add(OPCACHE_ENABLED, 1)
                 self._statistics(s, status, checks)
-                vt = by_name["validate_timestamps"].value == "1"
-                report, epoch = self._drift(s, status, result, vt)
-                checks.extend(self._drift_checks(report, by_name, epoch))
-                details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
-                               outside_release=report.outside_release, exact=report.exact)
+                await self._lasting(s, status, result, by_name, checks, details)
         if self.config.revision_file is not None:
             checks.append(await self._revision(s, self.config.revision_file, warnings))
         if warnings:
@@ -288,26 +300,62 @@ class OpcacheCollector(Collector):
                                 "OPcache is full: new scripts are compiled on every request until a restart "
                                 "(raise opcache.memory_consumption or opcache.max_accelerated_files)"))
 
+    async def _lasting(self, s: Samples, status: dict[str, Any], result: dict[str, Any],
+                       by_name: dict[str, Setting], checks: list[Check], details: dict[str, Any]) -> None:
+        """Shared memory, preloaded code and the file cache, each judged by what can replace it."""
+        now = float(result["now"])
+        release: preload.Release | None = None
+        if self.config.release_symlink is not None:
+            release = await asyncio.to_thread(preload.resolve_release, self.config.release_symlink)
+            checks.extend(preload.release_checks(s, release, by_name["realpath_cache_ttl"], now))
+        release_dir = release.directory if release else None
+        start_time = float((status.get("opcache_statistics") or {}).get("start_time", 0))
+        preloaded: set[str] = set()
+        if by_name["preload"].value:
+            pre = preload.classify_preload(result.get("preload") or {}, start_time, release_dir)
+            preloaded = set(pre.scripts)
+            checks.extend(preload.preload_checks(s, pre, by_name["preload"], start_time, self.target))
+            details["preload_stale"] = pre.stale
+        fc_view: file_cache.FileCacheView | None = None
+        if by_name["file_cache"].value:
+            sources = file_cache.source_times(status.get("scripts") or {})
+            directory = by_name["file_cache"].value
+            fc_scan = await asyncio.to_thread(file_cache.scan, directory, sources, release_dir)
+            fc_view = file_cache.FileCacheView(fc_scan, by_name["validate_timestamps"], by_name["file_cache"])
+            checks.extend(file_cache.record(s, fc_view, now, release_dir is not None))
+            details["file_cache"] = fc_view.details()
+        vt = by_name["validate_timestamps"].value == "1"
+        report, epoch = self._drift(s, status, now, vt, release_dir, preloaded, fc_view)
+        checks.extend(self._drift_checks(report, by_name, epoch, fc_view, release_dir is not None))
+        details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
+                       outside_release=report.outside_release, exact=report.exact)
+
     def _drift(
-        self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool
+        self, s: Samples, status: dict[str, Any], now: float, vt: bool, release_dir: str | None,
+        preloaded: set[str], fc_view: file_cache.FileCacheView | None,
     ) -> tuple[DriftReport, float]:
         stats = status.get("opcache_statistics") or {}
         epoch = max(float(stats.get("start_time", 0)), float(stats.get("last_restart_time", 0)))
-        scripts = _cached_scripts(status.get("scripts") or {})
+        scripts: Iterator[ScriptRow] = _cached_scripts(status.get("scripts") or {})
+        if preloaded:
+            scripts = (row for row in scripts if row[0] not in preloaded)
         report = self.drift.update(
-            scripts, now=float(result["now"]), cache_epoch=epoch, validate_timestamps=vt,
-            release_dir=result.get("release_dir"),
+            scripts, now=now, cache_epoch=epoch, validate_timestamps=vt, release_dir=release_dir,
         )
+        if fc_view is not None and fc_view.served_stale and fc_view.scan.complete:
+            cached = [p for p in (status.get("scripts") or {}).get("path", []) if p not in preloaded]
+            _served_from_file_cache(report, cached, fc_view.scan.stale)
         s.add(OPCACHE_SCRIPTS_STALE, len(report.stale))
         s.add(OPCACHE_SCRIPTS_SUSPECT, len(report.suspect))
         s.add(OPCACHE_SCRIPTS_MISSING, len(report.missing))
         s.add(OPCACHE_DRIFT_SECONDS, report.drift_seconds)
         s.add(OPCACHE_DRIFT_EXACT, 1 if report.exact else 0)
-        if self.config.release_symlink is not None:
+        if release_dir is not None:  # unknown, not zero, when the symlink cannot be resolved
             s.add(OPCACHE_SCRIPTS_OUTSIDE_RELEASE, len(report.outside_release))
         return report, epoch
 
-    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting], epoch: float) -> list[Check]:
+    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting], epoch: float,
+                      fc_view: file_cache.FileCacheView | None, with_release: bool) -> list[Check]:
         vt, freq = by_name["validate_timestamps"], by_name["revalidate_freq"]
         if report.exact:
             consequence = (f"FPM serves the old code until its next check (revalidate_freq={freq.value} "
@@ -315,6 +363,11 @@ class OpcacheCollector(Collector):
         else:
             consequence = ("code changed on disk is not being served: "
                            f"validate_timestamps=0 set by {vt.source}")
+            if fc_view is not None and set(report.stale) & set(fc_view.scan.stale):
+                fc = fc_view.file_cache
+                consequence += (f", and their entries in opcache.file_cache={fc.value} (set by {fc.source}) "
+                                "are older than the source too: the file cache survives opcache_reset() "
+                                "and FPM restarts, so neither helps; opcache.invalidate does")
         checks = [
             Check.from_items("opcache.stale", report.stale,
                              "no cached script is known to be older than its source",
@@ -338,7 +391,7 @@ class OpcacheCollector(Collector):
                             f"{self.target}) to be sure")
             checks.append(Check("opcache.suspect", verdict, summary,
                                 tuple(sorted(report.suspect)[:50]), len(report.suspect)))
-        if self.config.release_symlink is not None:
+        if with_release:
             link = self.config.release_symlink
             checks.append(Check.from_items(
                 "opcache.outside_release", report.outside_release,
