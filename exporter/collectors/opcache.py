@@ -309,6 +309,7 @@ class OpcacheCollector(Collector):
             release = await asyncio.to_thread(preload.resolve_release, self.config.release_symlink)
             checks.extend(preload.release_checks(s, release, by_name["realpath_cache_ttl"], now))
         release_dir = release.directory if release else None
+        details["release_dir"] = release_dir
         start_time = float((status.get("opcache_statistics") or {}).get("start_time", 0))
         preloaded: set[str] = set()
         if by_name["preload"].value:
