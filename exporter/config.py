@@ -623,6 +623,8 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheStaleScripts": _rule(0, "2m", "critical"),
     "CachewardenOpcacheMissingScripts": _rule(0, "10m", "warning"),
     "CachewardenCodeRevisionDrift": _rule(0, "5m", "critical"),
+    "CachewardenOpcacheFileCacheStale": _rule(0, "2m", "critical"),  # stale entries, validate_timestamps=0
+    "CachewardenOpcachePreloadStale": _rule(0, "5m", "critical"),  # preloaded scripts needing a restart
     "CachewardenOpcacheMemoryFull": _rule(0.9, "10m", "warning"),  # 1 - free / total (used or wasted)
     "CachewardenOpcacheKeysFull": _rule(0.9, "10m", "warning"),  # used / max
     "CachewardenOpcacheRestarts": _rule(0, "1m", "warning"),  # restarts for lack of room in 1h
