@@ -4,10 +4,11 @@ replaces: preloaded code (`opcache.preload`), which opcache_reset() cannot remov
 The command (`php_fpm[].restart_command`, an argument list, e.g. `["systemctl", "reload",
 "php8.2-fpm"]`) runs under the rules `cache.warm` commands follow: no shell, none of cachewarden's
 secrets in its environment, output not kept, killed after `restart_timeout`
-(exporter.heal.child_process). A reload returns before FPM has restarted, so the step then waits, up to
-restart_timeout again, until the pool answers with an OPcache started after the one measured before:
-only then has the restart happened. Without a restart_command the step cannot run at all; the runner
-stops such a plan before any step with the result `needs_restart`.
+(exporter.heal.child_process). A reload returns before FPM has restarted, so the step then waits, up
+to restart_timeout again, until the pool answers from a restarted master: an OPcache started later
+than before, or (within the same second) none of the workers there were before. Without a
+restart_command the step cannot run at all; the runner stops such a plan before any step with the
+result `needs_restart`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,26 @@ POLL_INTERVAL = 0.2
 STATUS_TIMEOUT = 5.0
 
 
-def opcache_start_time(result: Any) -> float | None:
+Incarnation = tuple[float | None, frozenset[int]]  # OPcache's start time, the pool's worker pids
+
+
+def incarnation(result: Any) -> Incarnation:
+    """What tells one run of the FPM master from the next, from an agent status answer."""
     status = result.get("status") if isinstance(result, dict) else None
     stats = status.get("opcache_statistics") if isinstance(status, dict) else None
     value = stats.get("start_time") if isinstance(stats, dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
+    workers = result.get("workers") if isinstance(result, dict) else None
+    pids = frozenset(p for p in workers or [] if isinstance(p, int))
+    return (float(value) if isinstance(value, (int, float)) else None), pids
+
+
+def restarted(before: Incarnation | None, now: Incarnation | None) -> bool:
+    if now is None or now[0] is None:
+        return False
+    if before is None or before[0] is None or now[0] > before[0]:
+        return True
+    # Start times are whole seconds: a restart within the same second shows as all-new workers.
+    return now[0] == before[0] and bool(before[1]) and bool(now[1]) and not before[1] & now[1]
 
 
 class FpmReload(Action):
@@ -49,27 +65,28 @@ class FpmReload(Action):
         if dry_run:
             outcome.done.append(f"would run {pool.restart_command}")
             return outcome
-        before = await self._start_time(pool.name)
+        before = await self._incarnation(pool.name)
         cmd = WarmCommand(argv=pool.restart_command, timeout=pool.restart_timeout)
         await run_command(self.ctx.config, cmd, "/", outcome)
         if not outcome.ok:
             return outcome
         deadline = time.monotonic() + pool.restart_timeout
         while True:
-            now = await self._start_time(pool.name)
-            if now is not None and (before is None or now > before):
-                outcome.done.append(f"PHP-FPM pool {pool.name} answers with an OPcache started at {now:.0f}")
+            now = await self._incarnation(pool.name)
+            if now is not None and restarted(before, now):
+                outcome.done.append(f"PHP-FPM pool {pool.name} answers from a restarted master (OPcache "
+                                    f"started at {now[0]:.0f})")
                 return outcome
             if time.monotonic() >= deadline:
-                outcome.errors.append(f"PHP-FPM pool {pool.name} did not come back with a new OPcache within "
+                outcome.errors.append(f"PHP-FPM pool {pool.name} did not come back restarted within "
                                       f"{pool.restart_timeout:g}s of {pool.restart_command}")
                 return outcome
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def _start_time(self, name: str) -> float | None:
-        """OPcache's start time as the pool reports it now; None while it cannot answer."""
+    async def _incarnation(self, name: str) -> Incarnation | None:
+        """The pool's master as it answers now; None while it cannot answer."""
         try:
             result = await self.ctx.php.agent_action(self.php_fpm(name), "status", {}, STATUS_TIMEOUT)
         except PhpError:
             return None
-        return opcache_start_time(result)
+        return incarnation(result)

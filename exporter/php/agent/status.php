@@ -45,11 +45,14 @@ cachewarden_run(function (array $args): array {
         'status' => null,
         'preload' => null,
         'pool' => null,
+        'workers' => [],
         'blacklist' => [],
     ];
     if (function_exists('fpm_get_status')) {
         $fpm = fpm_get_status();
         $out['pool'] = is_array($fpm) && is_string($fpm['pool'] ?? null) ? $fpm['pool'] : null;
+        // A restart replaces every worker: how fpm.reload tells one happened within the same second.
+        $out['workers'] = is_array($fpm) ? array_column($fpm['procs'] ?? [], 'pid') : [];
     }
     if (!$loaded_ext) {
         return $out;
