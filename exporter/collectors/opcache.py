@@ -175,10 +175,16 @@ class OpcacheCollector(Collector):
         self.config = target
         self.agent = agent
         self.drift = DriftTracker()
+        self.file_cache = file_cache.FileCacheReader()
         self._logged_warnings: set[str] = set()
 
     async def collect(self) -> Observation:
-        reply = await self.agent.run("status", {})
+        self.file_cache.start()
+        try:
+            reply = await self.agent.run("status", {})
+        except BaseException:
+            self.file_cache.abandon()
+            raise
         result: dict[str, Any] = reply.result
         warnings = list(reply.warnings)
         s = self.new_samples()
@@ -318,10 +324,11 @@ class OpcacheCollector(Collector):
             checks.extend(preload.preload_checks(s, pre, by_name["preload"], start_time, self.target))
             details["preload_stale"] = pre.stale
         fc_view: file_cache.FileCacheView | None = None
-        if by_name["file_cache"].value:
+        if not by_name["file_cache"].value:
+            self.file_cache.forget()
+        else:
             sources = file_cache.source_times(status.get("scripts") or {})
-            directory = by_name["file_cache"].value
-            fc_scan = await asyncio.to_thread(file_cache.scan, directory, sources, release_dir)
+            fc_scan = await self.file_cache.scan(by_name["file_cache"].value, sources, release_dir)
             fc_view = file_cache.FileCacheView(fc_scan, by_name["validate_timestamps"], by_name["file_cache"])
             checks.extend(file_cache.record(s, fc_view, now, release_dir is not None))
             details["file_cache"] = fc_view.details()

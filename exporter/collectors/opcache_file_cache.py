@@ -14,13 +14,21 @@ reported by `_readable` 0 and a check, never as zero entries.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from exporter.collectors.base import Check, Verdict
-from exporter.fs.opcache_file_cache import FileCacheScan, SourceTimes, scan_file_cache
+from exporter.fs.opcache_file_cache import (
+    FileCacheScan,
+    FileCacheWalk,
+    SourceTimes,
+    classify,
+    walk_file_cache,
+)
 from exporter.metrics import Samples, gauge
 from exporter.php.ini import Setting
 
@@ -84,10 +92,58 @@ def source_times(columns: Mapping[str, list[Any]]) -> dict[str, SourceTimes]:
     return dict(zip(columns["path"], zip(columns["mtime"], columns["ctime"], strict=True), strict=True))
 
 
-def scan(directory: str, sources: Mapping[str, SourceTimes], release_dir: str | None,
-         cancelled: threading.Event | None = None) -> FileCacheScan:
-    """The blocking scan, for asyncio.to_thread."""
-    return scan_file_cache(directory, sources, release_dir=release_dir, cancelled=cancelled)
+class FileCacheReader:
+    """Scans one pool's file cache per collection. The listing of the directory the last collection
+    found is started before the agent's request, so the two overlap (FPM answers from another
+    process); the entries are judged once the agent's stats of the cached scripts are in."""
+
+    def __init__(self) -> None:
+        self._directory: str | None = None
+        self._walk: asyncio.Future[FileCacheWalk] | None = None
+        self._cancel = threading.Event()
+
+    def start(self) -> None:
+        """Begin listing the last known directory, if any (call before the agent's request)."""
+        self.abandon()
+        if self._directory is not None:
+            self._cancel = threading.Event()
+            self._walk = asyncio.ensure_future(
+                asyncio.to_thread(walk_file_cache, self._directory, None, self._cancel))
+
+    def abandon(self) -> None:
+        """Stop a listing nobody will read (the collection failed or timed out)."""
+        if self._walk is not None:
+            self._cancel.set()
+            self._walk.add_done_callback(_swallow)
+            self._walk = None
+
+    async def scan(self, directory: str, sources: Mapping[str, SourceTimes],
+                   release_dir: str | None) -> FileCacheScan:
+        try:
+            walk: FileCacheWalk | None = None
+            if self._walk is not None and directory == self._directory:
+                pending, self._walk = self._walk, None
+                walk = await pending
+                if walk.undecided:
+                    walk = None
+            self.abandon()
+            self._directory = directory
+            if walk is None:
+                walk = await asyncio.to_thread(walk_file_cache, directory, list(sources), self._cancel)
+            return await asyncio.to_thread(classify, walk, sources, release_dir)
+        except BaseException:
+            self._cancel.set()  # timed out: the thread stops at its next look at the flag
+            raise
+
+    def forget(self) -> None:
+        """file_cache is no longer set: nothing to list before the next collection."""
+        self.abandon()
+        self._directory = None
+
+
+def _swallow(future: asyncio.Future[FileCacheWalk]) -> None:
+    with contextlib.suppress(BaseException):
+        future.result()
 
 
 def record(s: Samples, view: FileCacheView, now: float, with_release: bool) -> list[Check]:

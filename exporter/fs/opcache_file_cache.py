@@ -136,6 +136,51 @@ def choose_system_id(dir_fd: int, candidates: list[tuple[str, int]], cached: lis
     return max(candidates, key=evidence)[0]
 
 
+@dataclass(slots=True)
+class FileCacheWalk:
+    """What is on disk, before any source is looked at: the listing a collection may take while the
+    agent runs inside FPM, and classify afterwards."""
+
+    directory: str
+    resolved: str | None = None
+    problem: str | None = None
+    system_id: str | None = None
+    other_system_ids: list[str] = field(default_factory=list)
+    undecided: bool = False  # several system ids and no cached scripts to tell them apart by
+    entries: list[tuple[str, int]] = field(default_factory=list)  # (source path, written, whole seconds)
+    refused: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def walk_file_cache(directory: str, cached: list[str] | None,
+                    cancelled: threading.Event | None = None) -> FileCacheWalk:
+    """List `directory`'s entries (blocking). `cached` are the scripts in shared memory, which tell
+    the running build's folder from others; None when not known yet (the walk is then `undecided` if
+    there are several folders, and walks none)."""
+    walk = FileCacheWalk(directory)
+    try:
+        top_fd, walk.resolved = open_directory(directory)
+    except OSError as exc:
+        walk.problem = f"cannot open {directory}: {exc.strerror or exc}"
+        return walk
+    try:
+        try:
+            candidates = system_ids(top_fd)
+        except OSError as exc:
+            walk.problem = f"cannot list {walk.resolved}: {exc.strerror or exc}"
+            return walk
+        if cached is None and len(candidates) > 1:
+            walk.undecided = True
+            return walk
+        walk.system_id = choose_system_id(top_fd, candidates, cached or [])
+        walk.other_system_ids = sorted(n for n, _ in candidates if n != walk.system_id)
+        if walk.system_id is not None:
+            _walk(top_fd, walk, cancelled or threading.Event())
+    finally:
+        os.close(top_fd)
+    return walk
+
+
 def scan_file_cache(
     directory: str,
     sources: Mapping[str, SourceTimes],
@@ -143,48 +188,55 @@ def scan_file_cache(
     release_dir: str | None = None,
     cancelled: threading.Event | None = None,
 ) -> FileCacheScan:
-    """Scan `directory` (opcache.file_cache). Blocking.
+    """Walk and classify `directory` (opcache.file_cache) in one go. Blocking."""
+    return classify(walk_file_cache(directory, list(sources), cancelled), sources, release_dir)
 
-    `sources` maps the paths of scripts the agent just stat'ed inside FPM (the cached scripts) to their
-    times; any other entry's source is stat'ed here. `release_dir` is the resolved release `current`
-    points to. Never raises for what it finds on disk: problems are in the result.
+
+def classify(walk: FileCacheWalk, sources: Mapping[str, SourceTimes],
+             release_dir: str | None) -> FileCacheScan:
+    """Judge each entry against its source. `sources` maps the paths of scripts the agent just stat'ed
+    inside FPM (the cached scripts) to their times; any other entry's source is stat'ed here (blocking).
+    `release_dir` is the resolved release `current` points to. Problems are in the result, never raised.
     """
-    scan = FileCacheScan(directory)
-    try:
-        top_fd, scan.resolved = open_directory(directory)
-    except OSError as exc:
-        scan.problem = f"cannot open {directory}: {exc.strerror or exc}"
-        return scan
-    try:
-        try:
-            candidates = system_ids(top_fd)
-        except OSError as exc:
-            scan.problem = f"cannot list {scan.resolved}: {exc.strerror or exc}"
-            return scan
-        scan.system_id = choose_system_id(top_fd, candidates, list(sources))
-        scan.other_system_ids = sorted(n for n, _ in candidates if n != scan.system_id)
-        if scan.system_id is not None:
-            _walk(top_fd, scan, sources, release_dir, cancelled or threading.Event())
-    finally:
-        os.close(top_fd)
+    scan = FileCacheScan(walk.directory, walk.resolved, walk.problem, walk.system_id,
+                         walk.other_system_ids, len(walk.entries), refused=walk.refused,
+                         unreadable=list(walk.unreadable))
+    releases = release_dir.rstrip("/").rsplit("/", 1)[0] if release_dir else None
+    stale, suspect, orphaned, outside = scan.stale, scan.suspect, scan.orphaned, scan.outside_release
+    oldest: int | None = None
+    for source, written in walk.entries:
+        times = sources.get(source)
+        if times is None:
+            times = _stat_source(source)
+            if times is None:
+                scan.unreadable.append(f"{source}: cannot stat the source")
+                continue
+        mtime, ctime = times
+        if releases and release_dir and _under(source, releases) and not _under(source, release_dir):
+            outside.append(source)
+        if mtime is None:
+            orphaned.append(source)
+        elif mtime > written:
+            stale.append(source)
+            if oldest is None or mtime < oldest:
+                oldest = mtime
+        elif ctime is not None and ctime > written:
+            suspect.append(source)
+    scan.oldest_stale_mtime = oldest
     return scan
 
 
-def _walk(top_fd: int, scan: FileCacheScan, sources: Mapping[str, SourceTimes], release_dir: str | None,
-          cancelled: threading.Event) -> None:
-    assert scan.system_id is not None
-    base = f"{scan.resolved}/{scan.system_id}"
-    releases = release_dir.rstrip("/").rsplit("/", 1)[0] if release_dir else None
+def _walk(top_fd: int, walk: FileCacheWalk, cancelled: threading.Event) -> None:
+    assert walk.system_id is not None
+    base = f"{walk.resolved}/{walk.system_id}"
     try:
-        first_fd = os.open(scan.system_id, DIR_FLAGS, dir_fd=top_fd)
+        first_fd = os.open(walk.system_id, DIR_FLAGS, dir_fd=top_fd)
     except OSError as exc:
-        scan.unreadable.append(f"{base}: {exc.strerror or exc}")
+        walk.unreadable.append(f"{base}: {exc.strerror or exc}")
         return
     pending: list[tuple[int, str]] = [(first_fd, "/")]  # (descriptor, source path prefix)
     seen = 0
-    stale, suspect, orphaned, outside = scan.stale, scan.suspect, scan.orphaned, scan.outside_release
-    oldest: int | None = None
-    entries = 0
+    entries, refused = walk.entries, walk.refused
     try:
         while pending:
             dir_fd, prefix = pending.pop()
@@ -206,41 +258,19 @@ def _walk(top_fd: int, scan: FileCacheScan, sources: Mapping[str, SourceTimes], 
                             except FileNotFoundError:
                                 continue
                             except OSError as exc:
-                                scan.unreadable.append(f"{base}{prefix}{name}: {exc.strerror or exc}")
+                                walk.unreadable.append(f"{base}{prefix}{name}: {exc.strerror or exc}")
                             continue
                         if kind != _REG or not name.endswith(ENTRY_SUFFIX) or st.st_nlink != 1:
-                            scan.refused.append(f"{base}{prefix}{name}")
+                            refused.append(f"{base}{prefix}{name}")
                             continue
-                        entries += 1
-                        source = prefix + name[:-4]
-                        written = st.st_mtime_ns // NS_PER_S
-                        times = sources.get(source)
-                        if times is None:
-                            times = _stat_source(source)
-                            if times is None:
-                                scan.unreadable.append(f"{source}: cannot stat the source")
-                                continue
-                        mtime, ctime = times
-                        if releases and release_dir and _under(source, releases) and not _under(
-                                source, release_dir):
-                            outside.append(source)
-                        if mtime is None:
-                            orphaned.append(source)
-                        elif mtime > written:
-                            stale.append(source)
-                            if oldest is None or mtime < oldest:
-                                oldest = mtime
-                        elif ctime is not None and ctime > written:
-                            suspect.append(source)
+                        entries.append((prefix + name[:-4], st.st_mtime_ns // NS_PER_S))
             except PermissionError as exc:
-                scan.unreadable.append(f"{base}{prefix.rstrip('/')}: {exc.strerror or exc}")
+                walk.unreadable.append(f"{base}{prefix.rstrip('/')}: {exc.strerror or exc}")
             finally:
                 os.close(dir_fd)
     finally:
-        for fd, _ in pending:  # left open by a cancelled scan
+        for fd, _ in pending:  # left open by a cancelled walk
             os.close(fd)
-    scan.entries = entries
-    scan.oldest_stale_mtime = oldest
 
 
 def _stat_source(path: str) -> SourceTimes | None:
