@@ -42,7 +42,7 @@ from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.php import fastcgi
 from exporter.php.agent import Agent, AgentError
-from exporter.php.ini import Setting, attribute
+from exporter.php.ini import Setting, attribute, ini_key
 from exporter.php.pool_config import PoolConfigError, PoolSettings, read_config
 from exporter.php.revision import as_label, read_disk_revision
 
@@ -270,7 +270,7 @@ class OpcacheCollector(Collector):
         settings = attribute(directives, files, pool)
         for st in settings:
             s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
-        lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
+        lines = tuple(f"{ini_key(st.directive)}={st.value} set by {st.source}" for st in settings)
         checks.append(Check("opcache.settings", Verdict.OK, "effective directives and their sources", lines))
         by_name = {st.directive: st for st in settings}
         s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if by_name["validate_timestamps"].value == "1" else 0)

@@ -77,6 +77,7 @@ DEFAULTS = {
 _BOOLEAN = {"enable", "validate_timestamps", "file_cache_only", "file_cache_consistency_checks", "enable_cli",
             "huge_code_pages"}
 _TRUE = {"1", "on", "yes", "true"}
+_JIT_OFF = {"", "0", "off", "no", "false"}
 
 
 def ini_key(directive: str) -> str:
@@ -102,9 +103,12 @@ def parse_ini_lines(lines: Iterable[str]) -> dict[str, Value]:
 
 
 def normalize(directive: str, value: str) -> str:
-    """Booleans as "0"/"1" whichever spelling set them (ini_get reports "" for Off)."""
+    """Booleans as "0"/"1" whichever spelling set them (ini_get reports "" for Off); a disabled JIT as
+    "off" (ini_get reports "" for opcache.jit=off, 0, no or false)."""
     if directive in _BOOLEAN:
         return "1" if value.strip().lower() in _TRUE else "0"
+    if directive == "jit" and value.strip().lower() in _JIT_OFF:
+        return "off"
     return value.strip()
 
 
