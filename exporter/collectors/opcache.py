@@ -394,9 +394,16 @@ class OpcacheCollector(Collector):
                 # One fresh look (cachewarden check) can only ever see a deploy as suspect: with nothing
                 # rechecking files, that is the incident itself, not a curiosity.
                 verdict = Verdict.PROBLEM
-                summary += (f": code changed on disk may not be served: validate_timestamps=0 set by "
-                            f"{vt.source}; opcache.reset (cachewarden heal opcache.reset --target "
-                            f"{self.target}) to be sure")
+                summary += (": code changed on disk may not be served: validate_timestamps=0 set by "
+                            f"{vt.source}; ")
+                if fc_view is not None:
+                    # A reset would load them straight back from the file cache.
+                    summary += (f"opcache.invalidate (cachewarden heal opcache.invalidate --target "
+                                f"{self.target}) to be sure: it drops their opcache.file_cache entries too, "
+                                "a reset does not")
+                else:
+                    summary += (f"opcache.reset (cachewarden heal opcache.reset --target {self.target}) "
+                                "to be sure")
             checks.append(Check("opcache.suspect", verdict, summary,
                                 tuple(sorted(report.suspect)[:50]), len(report.suspect)))
         if with_release:
