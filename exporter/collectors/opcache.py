@@ -66,7 +66,9 @@ OPCACHE_INTERNED_USED = gauge(
 OPCACHE_INTERNED_FREE = gauge(
     "cachewarden_opcache_interned_strings_free_bytes", "Interned strings buffer free."
 )
-OPCACHE_CACHED_SCRIPTS = gauge("cachewarden_opcache_cached_scripts", "Scripts in the cache.")
+OPCACHE_CACHED_SCRIPTS = gauge(
+    "cachewarden_opcache_cached_scripts", "Scripts in the cache (not OPcache's $PRELOAD$ pseudo-entry)."
+)
 OPCACHE_CACHED_KEYS = gauge(
     "cachewarden_opcache_cached_keys", "Hash table keys in use (scripts and aliases)."
 )
@@ -289,7 +291,6 @@ class OpcacheCollector(Collector):
             (OPCACHE_MEMORY_WASTED, mem, "wasted_memory"),
             (OPCACHE_INTERNED_USED, interned, "used_memory"),
             (OPCACHE_INTERNED_FREE, interned, "free_memory"),
-            (OPCACHE_CACHED_SCRIPTS, stats, "num_cached_scripts"),
             (OPCACHE_CACHED_KEYS, stats, "num_cached_keys"),
             (OPCACHE_MAX_CACHED_KEYS, stats, "max_cached_keys"),
             (OPCACHE_HITS, stats, "hits"),
@@ -299,6 +300,10 @@ class OpcacheCollector(Collector):
         ):
             if key in source:
                 s.add(spec, float(source[key]))
+        if "num_cached_scripts" in stats:  # OPcache counts its $PRELOAD$ pseudo-entry as a script
+            pseudo = status.get("pseudo_entries")
+            pseudo = pseudo if isinstance(pseudo, int) else 0
+            s.add(OPCACHE_CACHED_SCRIPTS, float(stats["num_cached_scripts"]) - pseudo)
         for cause in RESTART_CAUSES:
             s.add(OPCACHE_RESTARTS, float(stats.get(f"{cause}_restarts", 0)), cause=cause)
         if status.get("cache_full"):

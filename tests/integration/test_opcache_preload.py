@@ -21,6 +21,7 @@ from exporter.app import create_app
 from exporter.collectors import build_collectors
 from exporter.collectors.base import Observation, Verdict
 from exporter.collectors.opcache import (
+    OPCACHE_CACHED_SCRIPTS,
     OPCACHE_LAST_RESTART,
     OPCACHE_RESTARTS,
     OPCACHE_SCRIPTS_MISSING,
@@ -124,6 +125,8 @@ async def test_release_switch_flags_the_old_preloaded_scripts_and_preload_is_no_
     # validate_timestamps=1: neither is a missing or stale script.
     assert before.samples.value(OPCACHE_SCRIPTS_MISSING) == 0
     assert before.samples.value(OPCACHE_SCRIPTS_STALE) == 0
+    # Greeter.php and preload.php; index.php was too new to cache when served, $PRELOAD$ is no script.
+    assert before.samples.value(OPCACHE_CACHED_SCRIPTS) == 2
     assert "$PRELOAD$" not in json.dumps(before.details)
     assert check(before, "opcache.preload").verdict is Verdict.OK
 

@@ -70,8 +70,13 @@ cachewarden_run(function (array $args): array {
     // Column-wise: a few flat lists parse much faster than one small list per script.
     $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => [],
                 'ctime' => [], 'memory' => []];
+    $pseudo = 0;
     foreach ($status['scripts'] ?? [] as $path => $s) {
-        if (!str_starts_with((string) $path, '/') || cachewarden_is_agent($path)) {
+        if (!str_starts_with((string) $path, '/')) {
+            $pseudo++;
+            continue;
+        }
+        if (cachewarden_is_agent($path)) {
             continue;
         }
         // file_exists first: a deleted source is a finding (missing), not a PHP warning per script.
@@ -87,6 +92,7 @@ cachewarden_run(function (array $args): array {
     }
     unset($status['scripts']);
     $status['scripts'] = $scripts;
+    $status['pseudo_entries'] = $pseudo;  // counted by OPcache among its scripts, not scripts
     $preload = $status['preload_statistics'] ?? null;
     unset($status['preload_statistics']);
     if (is_array($preload)) {
