@@ -166,3 +166,19 @@ def test_purge_rechecks_each_reason_right_before_deleting(tmp_path: Path) -> Non
     assert sorted(outcome.done) == sorted([f"deleted {gone} (orphaned)", f"deleted {stale} (stale)"])
     assert outcome.refused == [f"{back}: no longer orphaned (fresh)"]
     assert back.exists()
+
+
+def test_purge_of_other_release_entries_keeps_the_current_release(tmp_path: Path) -> None:
+    fc, releases = tmp_path / "fc", tmp_path / "releases"
+    now = time.time()
+    old = entry(fc, source(releases / "1" / "a.php", now - 100), now + 100)
+    new = entry(fc, source(releases / "2" / "a.php", now - 100), now + 100)
+    findings = FileCacheFindings(str(fc), SYSTEM_ID, str(releases / "2"), {
+        "outside_release": [str(releases / "1" / "a.php"), str(releases / "2" / "a.php")],
+        "orphaned": [], "stale": [], "suspect": []})
+
+    outcome = purge(fc, findings, dry_run=False)
+
+    assert outcome.done == [f"deleted {old} (outside_release)"]
+    assert outcome.refused == [f"{new}: no longer outside_release (fresh)"]
+    assert new.exists()

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from exporter.collectors.base import Observation
+from exporter.collectors.opcache_preload import resolve_release
 from exporter.config import Config
 from exporter.fs.opcache_file_cache import DIR_FLAGS, NS_PER_S, SYSTEM_ID, entry_relpath
 from exporter.heal.actions.base import Action, ActionOutcome
@@ -70,7 +71,7 @@ def check_file_cache_dir(directory: str, config: Config) -> Path:
 class EntryDir:
     """The file cache's system-id folder, opened once; entries are reached by O_NOFOLLOW steps from it."""
 
-    def __init__(self, root: Path, system_id: str) -> None:
+    def __init__(self, root: Path | str, system_id: str) -> None:
         if not SYSTEM_ID.fullmatch(system_id):
             raise UnsafeTarget(f"{system_id!r} is not an OPcache system id; refusing to modify it")
         top = os.open(root, DIR_FLAGS)
@@ -143,8 +144,7 @@ def _still(reason: str, state: str, source: str, release_dir: str | None) -> boo
         if state.startswith("refused") or release_dir is None:
             return False
         releases = release_dir.rstrip("/").rsplit("/", 1)[0] + "/"
-        current = os.path.realpath(release_dir).rstrip("/") + "/"
-        return source.startswith(releases) and not source.startswith(current)
+        return source.startswith(releases) and not source.startswith(release_dir.rstrip("/") + "/")
     return state == reason
 
 
@@ -205,13 +205,18 @@ class PurgeFileCache(Action):
     name = "opcache.purge_file_cache"
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
-        self.php_fpm(target)
+        pool = self.php_fpm(target)
         findings = file_cache_findings(observation)
         if findings is None:
             outcome = ActionOutcome()
             outcome.refused.append("no complete measurement of opcache.file_cache for this pool "
                                    "(not set, or not readable by cachewarden): nothing is deleted")
             return outcome
+        # "Another release" is judged against where `current` points now, not at the measurement.
+        release = None
+        if pool.release_symlink is not None:
+            release = (await asyncio.to_thread(resolve_release, pool.release_symlink)).directory
+        findings = replace(findings, release_dir=release)
         root = await asyncio.to_thread(check_file_cache_dir, findings.directory, self.ctx.config)
         if str(root) != findings.directory:
             raise UnsafeTarget(f"the file cache now resolves to {root}, not {findings.directory} as "
