@@ -15,13 +15,13 @@ collection works, there is just nothing (or less) to measure. How stale/suspect/
 in exporter.collectors.drift; cachewarden_opcache_drift_exact says whether they are exact (1,
 validate_timestamps=1) or inferred (0). Cached scripts under a release directory other than the one
 `release_symlink` points to are counted in cachewarden_opcache_scripts_outside_release, apart from
-stale ones; that directory is resolved by the sidecar (exporter.collectors.opcache_preload), never by a
-worker whose realpath cache may be old. Preloaded scripts are judged apart (they need an FPM restart,
-not a reset), and with `opcache.file_cache` set its entries are scanned
+stale ones; that directory is resolved by the sidecar (exporter.collectors.opcache_preload), never
+by a worker whose realpath cache may be old. Preloaded scripts are judged apart (they need an FPM
+restart, not a reset), and with `opcache.file_cache` set its entries are scanned
 (exporter.collectors.opcache_file_cache): with validate_timestamps=0 a cached script whose file-cache
-entry is older than its source is stale, since that entry is what was loaded and what the next reset or
-restart loads again. Paths only ever appear in checks and details (stale/suspect/missing/outside_release lists
-for opcache.invalidate), never in labels.
+entry is older than its source is stale, since that entry is what was loaded and what the next reset
+or restart loads again. Paths only ever appear in checks and details (stale/suspect/missing/
+outside_release lists for opcache.invalidate), never in labels.
 """
 
 from __future__ import annotations
