@@ -307,6 +307,10 @@ class PhpFpmTarget(_Model):
     agent_timeout: Duration = 5.0
     revision_file: Path | None = None  # REVISION text file, or a PHP file that returns the version string
     release_symlink: Path | None = None  # e.g. /var/www/app/current -> releases/N
+    # What fpm.reload runs (an argument list, no shell), e.g. ["systemctl", "reload", "php8.2-fpm"]: the only
+    # fix for preloaded code, which stays until FPM restarts. Without it such a heal stops at once.
+    restart_command: list[str] | None = Field(default=None, min_length=1)
+    restart_timeout: Duration = 60.0  # for the command, and again for the pool to answer with a new OPcache
 
     @field_validator("agent_dir")
     @classmethod
@@ -619,6 +623,8 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheStaleScripts": _rule(0, "2m", "critical"),
     "CachewardenOpcacheMissingScripts": _rule(0, "10m", "warning"),
     "CachewardenCodeRevisionDrift": _rule(0, "5m", "critical"),
+    "CachewardenOpcacheFileCacheStale": _rule(0, "2m", "critical"),  # stale entries, validate_timestamps=0
+    "CachewardenOpcachePreloadStale": _rule(0, "5m", "critical"),  # preloaded scripts needing a restart
     "CachewardenOpcacheMemoryFull": _rule(0.9, "10m", "warning"),  # 1 - free / total (used or wasted)
     "CachewardenOpcacheKeysFull": _rule(0.9, "10m", "warning"),  # used / max
     "CachewardenOpcacheRestarts": _rule(0, "1m", "warning"),  # restarts for lack of room in 1h

@@ -113,6 +113,8 @@ class DriftTracker:
         exact = validate_timestamps
         previous = self._seen
         for path, hits, _, timestamp, mtime, ctime, memory in scripts:
+            if path[:1] != "/":
+                continue  # an OPcache pseudo-entry ($PRELOAD$), not a file
             known = previous.get(path)
             if known is None or hits < known[2] or memory != known[3]:
                 known = (since_new, now, hits, memory)

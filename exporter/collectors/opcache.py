@@ -15,8 +15,13 @@ collection works, there is just nothing (or less) to measure. How stale/suspect/
 in exporter.collectors.drift; cachewarden_opcache_drift_exact says whether they are exact (1,
 validate_timestamps=1) or inferred (0). Cached scripts under a release directory other than the one
 `release_symlink` points to are counted in cachewarden_opcache_scripts_outside_release, apart from
-stale ones. Paths only ever appear in checks and details (stale/suspect/missing/outside_release lists
-for opcache.invalidate), never in labels.
+stale ones; that directory is resolved by the sidecar (exporter.collectors.opcache_preload), never
+by a worker whose realpath cache may be old. Preloaded scripts are judged apart (they need an FPM
+restart, not a reset), and with `opcache.file_cache` set its entries are scanned
+(exporter.collectors.opcache_file_cache): with validate_timestamps=0 a cached script whose file-cache
+entry is older than its source is stale, since that entry is what was loaded and what the next reset
+or restart loads again. Paths only ever appear in checks and details (stale/suspect/missing/
+outside_release lists for opcache.invalidate), never in labels.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.collectors import opcache_file_cache as file_cache
+from exporter.collectors import opcache_preload as preload
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
 from exporter.config import PhpFpmTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.php import fastcgi
 from exporter.php.agent import Agent, AgentError
-from exporter.php.ini import Setting, attribute
+from exporter.php.ini import Setting, attribute, ini_key
 from exporter.php.pool_config import PoolConfigError, PoolSettings, read_config
 from exporter.php.revision import as_label, read_disk_revision
 
@@ -59,7 +66,9 @@ OPCACHE_INTERNED_USED = gauge(
 OPCACHE_INTERNED_FREE = gauge(
     "cachewarden_opcache_interned_strings_free_bytes", "Interned strings buffer free."
 )
-OPCACHE_CACHED_SCRIPTS = gauge("cachewarden_opcache_cached_scripts", "Scripts in the cache.")
+OPCACHE_CACHED_SCRIPTS = gauge(
+    "cachewarden_opcache_cached_scripts", "Scripts in the cache (not OPcache's $PRELOAD$ pseudo-entry)."
+)
 OPCACHE_CACHED_KEYS = gauge(
     "cachewarden_opcache_cached_keys", "Hash table keys in use (scripts and aliases)."
 )
@@ -131,6 +140,18 @@ def _pool_settings(target: PhpFpmTarget, running_pool: str | None) -> PoolSettin
         raise PoolConfigError(f"{exc}; set pool_name") from None
 
 
+def _served_from_file_cache(report: DriftReport, cached: list[str], stale_entries: list[str]) -> None:
+    """Cached scripts whose file-cache entry is stale are stale themselves (validate_timestamps=0):
+    OPcache never rewrites an entry, so the bytecode in memory was compiled when the entry was written
+    or loaded from it, whatever the first-seen inference says after a reset or restart."""
+    entries = set(stale_entries)
+    if not entries:
+        return
+    known = set(report.stale)
+    report.stale.extend(p for p in cached if p in entries and p not in known)
+    report.suspect = [p for p in report.suspect if p not in entries]
+
+
 def _cached_scripts(columns: dict[str, list[Any]]) -> Iterator[ScriptRow]:
     """The agent's column-wise script list as rows; unequal columns mean a broken answer."""
     if not columns:
@@ -148,7 +169,7 @@ class OpcacheCollector(Collector):
         OPCACHE_RESTARTS, OPCACHE_START_TIME, OPCACHE_LAST_RESTART, OPCACHE_VALIDATE_TIMESTAMPS,
         OPCACHE_REVALIDATE_FREQ, OPCACHE_SETTING_INFO, OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT,
         OPCACHE_SCRIPTS_MISSING, OPCACHE_SCRIPTS_OUTSIDE_RELEASE, OPCACHE_DRIFT_SECONDS, OPCACHE_DRIFT_EXACT,
-        CODE_REVISION_INFO, CODE_REVISION_DRIFT,
+        CODE_REVISION_INFO, CODE_REVISION_DRIFT, *file_cache.METRICS, *preload.METRICS,
     )
 
     def __init__(self, target: PhpFpmTarget, agent: Agent, *, interval: float, timeout: float) -> None:
@@ -156,13 +177,16 @@ class OpcacheCollector(Collector):
         self.config = target
         self.agent = agent
         self.drift = DriftTracker()
+        self.file_cache = file_cache.FileCacheReader()
         self._logged_warnings: set[str] = set()
 
     async def collect(self) -> Observation:
-        args: dict[str, Any] = {}
-        if self.config.release_symlink is not None:
-            args["release_symlink"] = str(self.config.release_symlink)
-        reply = await self.agent.run("status", args)
+        self.file_cache.start()
+        try:
+            reply = await self.agent.run("status", {})
+        except BaseException:
+            self.file_cache.abandon()
+            raise
         result: dict[str, Any] = reply.result
         warnings = list(reply.warnings)
         s = self.new_samples()
@@ -195,11 +219,7 @@ class OpcacheCollector(Collector):
             else:
                 s.add(OPCACHE_ENABLED, 1)
                 self._statistics(s, status, checks)
-                vt = by_name["validate_timestamps"].value == "1"
-                report, epoch = self._drift(s, status, result, vt)
-                checks.extend(self._drift_checks(report, by_name, epoch))
-                details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
-                               outside_release=report.outside_release, exact=report.exact)
+                await self._lasting(s, status, result, by_name, checks, details)
         if self.config.revision_file is not None:
             checks.append(await self._revision(s, self.config.revision_file, warnings))
         if warnings:
@@ -252,7 +272,7 @@ class OpcacheCollector(Collector):
         settings = attribute(directives, files, pool)
         for st in settings:
             s.add_info(OPCACHE_SETTING_INFO, directive=st.directive, value=st.value, source=st.source)
-        lines = tuple(f"opcache.{st.directive}={st.value} set by {st.source}" for st in settings)
+        lines = tuple(f"{ini_key(st.directive)}={st.value} set by {st.source}" for st in settings)
         checks.append(Check("opcache.settings", Verdict.OK, "effective directives and their sources", lines))
         by_name = {st.directive: st for st in settings}
         s.add(OPCACHE_VALIDATE_TIMESTAMPS, 1 if by_name["validate_timestamps"].value == "1" else 0)
@@ -271,7 +291,6 @@ class OpcacheCollector(Collector):
             (OPCACHE_MEMORY_WASTED, mem, "wasted_memory"),
             (OPCACHE_INTERNED_USED, interned, "used_memory"),
             (OPCACHE_INTERNED_FREE, interned, "free_memory"),
-            (OPCACHE_CACHED_SCRIPTS, stats, "num_cached_scripts"),
             (OPCACHE_CACHED_KEYS, stats, "num_cached_keys"),
             (OPCACHE_MAX_CACHED_KEYS, stats, "max_cached_keys"),
             (OPCACHE_HITS, stats, "hits"),
@@ -281,6 +300,10 @@ class OpcacheCollector(Collector):
         ):
             if key in source:
                 s.add(spec, float(source[key]))
+        if "num_cached_scripts" in stats:  # OPcache counts its $PRELOAD$ pseudo-entry as a script
+            pseudo = status.get("pseudo_entries")
+            pseudo = pseudo if isinstance(pseudo, int) else 0
+            s.add(OPCACHE_CACHED_SCRIPTS, float(stats["num_cached_scripts"]) - pseudo)
         for cause in RESTART_CAUSES:
             s.add(OPCACHE_RESTARTS, float(stats.get(f"{cause}_restarts", 0)), cause=cause)
         if status.get("cache_full"):
@@ -288,26 +311,64 @@ class OpcacheCollector(Collector):
                                 "OPcache is full: new scripts are compiled on every request until a restart "
                                 "(raise opcache.memory_consumption or opcache.max_accelerated_files)"))
 
+    async def _lasting(self, s: Samples, status: dict[str, Any], result: dict[str, Any],
+                       by_name: dict[str, Setting], checks: list[Check], details: dict[str, Any]) -> None:
+        """Shared memory, preloaded code and the file cache, each judged by what can replace it."""
+        now = float(result["now"])
+        release: preload.Release | None = None
+        if self.config.release_symlink is not None:
+            release = await asyncio.to_thread(preload.resolve_release, self.config.release_symlink)
+            checks.extend(preload.release_checks(s, release, by_name["realpath_cache_ttl"], now))
+        release_dir = release.directory if release else None
+        details["release_dir"] = release_dir
+        start_time = float((status.get("opcache_statistics") or {}).get("start_time", 0))
+        preloaded: set[str] = set()
+        if by_name["preload"].value:
+            pre = preload.classify_preload(result.get("preload") or {}, start_time, release_dir)
+            preloaded = set(pre.scripts)
+            checks.extend(preload.preload_checks(s, pre, by_name["preload"], start_time, self.target))
+            details["preload_stale"] = pre.stale
+        fc_view: file_cache.FileCacheView | None = None
+        if not by_name["file_cache"].value:
+            self.file_cache.forget()
+        else:
+            sources = file_cache.source_times(status.get("scripts") or {})
+            fc_scan = await self.file_cache.scan(by_name["file_cache"].value, sources, release_dir)
+            fc_view = file_cache.FileCacheView(fc_scan, by_name["validate_timestamps"], by_name["file_cache"])
+            checks.extend(file_cache.record(s, fc_view, now, release_dir is not None))
+            details["file_cache"] = fc_view.details()
+        vt = by_name["validate_timestamps"].value == "1"
+        report, epoch = self._drift(s, status, now, vt, release_dir, preloaded, fc_view)
+        checks.extend(self._drift_checks(report, by_name, epoch, fc_view, release_dir is not None))
+        details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
+                       outside_release=report.outside_release, exact=report.exact)
+
     def _drift(
-        self, s: Samples, status: dict[str, Any], result: dict[str, Any], vt: bool
+        self, s: Samples, status: dict[str, Any], now: float, vt: bool, release_dir: str | None,
+        preloaded: set[str], fc_view: file_cache.FileCacheView | None,
     ) -> tuple[DriftReport, float]:
         stats = status.get("opcache_statistics") or {}
         epoch = max(float(stats.get("start_time", 0)), float(stats.get("last_restart_time", 0)))
-        scripts = _cached_scripts(status.get("scripts") or {})
+        scripts: Iterator[ScriptRow] = _cached_scripts(status.get("scripts") or {})
+        if preloaded:
+            scripts = (row for row in scripts if row[0] not in preloaded)
         report = self.drift.update(
-            scripts, now=float(result["now"]), cache_epoch=epoch, validate_timestamps=vt,
-            release_dir=result.get("release_dir"),
+            scripts, now=now, cache_epoch=epoch, validate_timestamps=vt, release_dir=release_dir,
         )
+        if fc_view is not None and fc_view.served_stale and fc_view.scan.complete:
+            cached = [p for p in (status.get("scripts") or {}).get("path", []) if p not in preloaded]
+            _served_from_file_cache(report, cached, fc_view.scan.stale)
         s.add(OPCACHE_SCRIPTS_STALE, len(report.stale))
         s.add(OPCACHE_SCRIPTS_SUSPECT, len(report.suspect))
         s.add(OPCACHE_SCRIPTS_MISSING, len(report.missing))
         s.add(OPCACHE_DRIFT_SECONDS, report.drift_seconds)
         s.add(OPCACHE_DRIFT_EXACT, 1 if report.exact else 0)
-        if self.config.release_symlink is not None:
+        if release_dir is not None:  # unknown, not zero, when the symlink cannot be resolved
             s.add(OPCACHE_SCRIPTS_OUTSIDE_RELEASE, len(report.outside_release))
         return report, epoch
 
-    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting], epoch: float) -> list[Check]:
+    def _drift_checks(self, report: DriftReport, by_name: dict[str, Setting], epoch: float,
+                      fc_view: file_cache.FileCacheView | None, with_release: bool) -> list[Check]:
         vt, freq = by_name["validate_timestamps"], by_name["revalidate_freq"]
         if report.exact:
             consequence = (f"FPM serves the old code until its next check (revalidate_freq={freq.value} "
@@ -315,6 +376,11 @@ class OpcacheCollector(Collector):
         else:
             consequence = ("code changed on disk is not being served: "
                            f"validate_timestamps=0 set by {vt.source}")
+            if fc_view is not None and set(report.stale) & set(fc_view.scan.stale):
+                fc = fc_view.file_cache
+                consequence += (f", and their entries in opcache.file_cache={fc.value} (set by {fc.source}) "
+                                "are older than the source too: the file cache survives opcache_reset() "
+                                "and FPM restarts, so neither helps; opcache.invalidate does")
         checks = [
             Check.from_items("opcache.stale", report.stale,
                              "no cached script is known to be older than its source",
@@ -333,12 +399,19 @@ class OpcacheCollector(Collector):
                 # One fresh look (cachewarden check) can only ever see a deploy as suspect: with nothing
                 # rechecking files, that is the incident itself, not a curiosity.
                 verdict = Verdict.PROBLEM
-                summary += (f": code changed on disk may not be served: validate_timestamps=0 set by "
-                            f"{vt.source}; opcache.reset (cachewarden heal opcache.reset --target "
-                            f"{self.target}) to be sure")
+                summary += (": code changed on disk may not be served: validate_timestamps=0 set by "
+                            f"{vt.source}; ")
+                if fc_view is not None:
+                    # A reset would load them straight back from the file cache.
+                    summary += (f"opcache.invalidate (cachewarden heal opcache.invalidate --target "
+                                f"{self.target}) to be sure: it drops their opcache.file_cache entries too, "
+                                "a reset does not")
+                else:
+                    summary += (f"opcache.reset (cachewarden heal opcache.reset --target {self.target}) "
+                                "to be sure")
             checks.append(Check("opcache.suspect", verdict, summary,
                                 tuple(sorted(report.suspect)[:50]), len(report.suspect)))
-        if self.config.release_symlink is not None:
+        if with_release:
             link = self.config.release_symlink
             checks.append(Check.from_items(
                 "opcache.outside_release", report.outside_release,

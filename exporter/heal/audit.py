@@ -51,13 +51,14 @@ STREAM_MAXLEN = 10_000
 HEAL_RUNS = counter(
     "cachewarden_heal_runs_total",
     "Heal runs by final result (verified, unverified, failed, dry_run, already_healthy, cooldown, "
-    "ineffective), once per run; action is the plan's first step or the manual action, target the "
-    "healed target.",
+    "ineffective, needs_restart, not_clearable), once per run; action is the plan's first step or the "
+    "manual action, target the healed target.",
     ("action", "result"),
 )
 HEAL_STEPS = counter(
     "cachewarden_heal_steps_total",
-    "Steps of heal runs by action and result (verified, unverified, failed, dry_run, cooldown); "
+    "Steps of heal runs by action and result (verified, unverified, failed, dry_run, cooldown, skipped, "
+    "needs_restart); "
     "target is the healed target.",
     ("action", "result"),
 )
@@ -80,8 +81,9 @@ HEAL_INEFFECTIVE = gauge(
     "alert and is no longer acted on.", ("plan",),
 )
 
-RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective")
-STEP_RESULTS = ("verified", "unverified", "failed", "dry_run", "cooldown")
+RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective",
+               "needs_restart", "not_clearable")
+STEP_RESULTS = ("verified", "unverified", "failed", "dry_run", "cooldown", "skipped", "needs_restart")
 REQUEST_OUTCOMES = ("accepted", "manual", "unauthorized", "forbidden", "disabled", "bad_request",
                     "too_large", "unsupported_media_type", "conflict", "unavailable")
 ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "other_instance",

@@ -30,6 +30,11 @@ DEFAULT_PLANS: dict[str, HealPlan] = {
     "CachewardenOpcacheStaleScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_stale__max=0),
     "CachewardenOpcacheMissingScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_missing__max=0),
     "CachewardenCodeRevisionDrift": _plan(_OPCACHE_STEPS, cachewarden_code_revision_drift__max=0),
+    # Invalidation drops the scripts from memory and their entries; a purge removes entries it could not.
+    "CachewardenOpcacheFileCacheStale": _plan(["opcache.invalidate", "opcache.purge_file_cache"],
+                                              cachewarden_opcache_file_cache_stale__max=0),
+    # Only a restart replaces preloaded code: without php_fpm[].restart_command the run stops at once.
+    "CachewardenOpcachePreloadStale": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0),
 }
 
 # What a manual run of a single action is verified against; cache.warm has no collector and is
@@ -39,12 +44,16 @@ ACTION_CONDITIONS: dict[str, HealPlan] = {
     "views.recompile": _plan(["views.recompile"], cachewarden_views_stale__max=0,
                              cachewarden_views_uncompiled__max=0),
     "views.fix_permissions": DEFAULT_PLANS["CachewardenViewsDirNotWritable"],
+    # Not scripts_missing: a file that is gone cannot be invalidated (the reset's job).
     "opcache.invalidate": _plan(["opcache.invalidate"], cachewarden_opcache_scripts_stale__max=0,
-                                cachewarden_opcache_scripts_suspect__max=0,
-                                cachewarden_opcache_scripts_missing__max=0),
+                                cachewarden_opcache_scripts_suspect__max=0),
     "opcache.reset": _plan(["opcache.reset"], cachewarden_opcache_scripts_stale__max=0,
                            cachewarden_opcache_scripts_suspect__max=0,
                            cachewarden_opcache_scripts_missing__max=0),
+    "opcache.purge_file_cache": _plan(["opcache.purge_file_cache"],
+                                      cachewarden_opcache_file_cache_stale__max=0,
+                                      cachewarden_opcache_file_cache_orphaned__max=0),
+    "fpm.reload": DEFAULT_PLANS["CachewardenOpcachePreloadStale"],
 }
 
 
@@ -71,6 +80,17 @@ def cleared(conditions: Sequence[HealCondition], observation: Observation | None
         if cond.min is not None and value < cond.min:
             return False
     return True
+
+
+def unmet_metrics(conditions: Sequence[HealCondition], observation: Observation) -> list[str]:
+    """The metrics of conditions that were measured and do not hold (unmeasured ones say nothing)."""
+    out = []
+    for cond in conditions:
+        value = metric_sum(observation, cond.metric)
+        if value is not None and ((cond.max is not None and value > cond.max) or (
+                cond.min is not None and value < cond.min)):
+            out.append(cond.metric)
+    return out
 
 
 def unmet(conditions: Sequence[HealCondition], observation: Observation | None) -> list[str]:

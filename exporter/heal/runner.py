@@ -19,15 +19,15 @@ from typing import Any
 from exporter.collectors.base import Observation
 from exporter.config import Config, HealCondition
 from exporter.heal.actions import build_actions
-from exporter.heal.actions.base import Action, ActionContext, ActionError
+from exporter.heal.actions.base import Action, ActionContext, ActionError, NeedsRestart
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.dedup import Deduplicator
 from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
-from exporter.heal.names import ACTIONS
+from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
-from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet
+from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet, unmet_metrics
 from exporter.heal.runs import Run, StepRecord
 from exporter.heal.store import STORE_ERRORS, Store
 from exporter.heal.webhook import Alert
@@ -294,17 +294,30 @@ class HealRunner:
         if kind is not None and cleared(conditions, observation):
             run.result = "already_healthy"
             return
+        if observation is not None:
+            blocked = self._unclearable(run, conditions, observation)
+            if blocked is not None:
+                run.result, run.note = blocked
+                return
         any_ran = False
         for step in run.steps:
             record = StepRecord(step, "unverified")
             run.records.append(record)
             started = time.monotonic()
+            wanted = unmet_metrics(conditions, observation) if observation is not None else []
+            if wanted and not set(wanted) & self.actions[step].can_clear(run.target, observation):
+                # It cannot change what is left to fix: running it would only disturb the target.
+                record.result, record.unmet = "skipped", wanted
+                self.metrics.steps[(run.target, step, "skipped")] += 1
+                continue
             if not run.dry_run and await self.locks.cooling_down(step, run.target):
                 record.result = "cooldown"
                 self.metrics.steps[(run.target, step, "cooldown")] += 1
                 continue
             try:
                 record.outcome = await self.actions[step].run(run.target, observation, run.dry_run)
+            except NeedsRestart as exc:
+                record.result, record.error = "needs_restart", str(exc)
             except ActionError as exc:
                 record.result, record.error = "failed", str(exc)
             except OSError as exc:
@@ -330,7 +343,9 @@ class HealRunner:
             self.metrics.durations[(run.target, step)] = record.duration
             if run.verified:
                 break
-        if run.dry_run:
+        if any(r.result == "needs_restart" for r in run.records) and not run.verified:
+            run.result = "needs_restart"
+        elif run.dry_run:
             # A dry run that could not even plan a step (no PHP, unreadable directory) has failed:
             # the real run would fail the same way.
             run.result = "failed" if any(r.error for r in run.records) else "dry_run"
@@ -338,6 +353,23 @@ class HealRunner:
             run.result = "verified"
         else:
             run.result = "unverified" if any_ran else "failed"
+
+    def _unclearable(self, run: Run, conditions: list[HealCondition],
+                     observation: Observation) -> tuple[str, str] | None:
+        """(result, note) when a measured, unmet condition is one no step of the run can clear."""
+        wanted = unmet_metrics(conditions, observation)
+        can: set[str] = set()
+        for step in run.steps:
+            can |= self.actions[step].can_clear(run.target, observation)
+        left = [m for m in wanted if m not in can]
+        if not left:
+            return None
+        if all(m in RESTART_ONLY for m in left):
+            return "needs_restart", (
+                f"{', '.join(left)}: only a restart of PHP-FPM replaces preloaded code; set "
+                f"php_fpm[].restart_command for {run.target!r} to let fpm.reload do it, or restart FPM "
+                "by hand")
+        return "not_clearable", f"no step of {run.steps} can clear {', '.join(left)}; nothing was run"
 
     async def close(self) -> None:
         """Cancel runs still in progress (their locks expire after lock_ttl if release fails)."""

@@ -27,7 +27,9 @@ from exporter.php.pool_config import PoolSettings
 DEFAULT_SOURCE = "default"
 UNKNOWN_SOURCE = "unknown (not php.ini/conf.d: pool php_value, PHP_VALUE or -d)"
 
-# The directives exported as cachewarden_opcache_setting_info, without their `opcache.` prefix.
+# The directives exported as cachewarden_opcache_setting_info, without their `opcache.` prefix (the
+# realpath cache's are PHP's own and keep their names: they decide how long a worker resolves a
+# release symlink the old way).
 DIRECTIVES = (
     "enable",
     "validate_timestamps",
@@ -35,7 +37,21 @@ DIRECTIVES = (
     "file_update_protection",
     "memory_consumption",
     "max_accelerated_files",
+    "file_cache",
+    "file_cache_only",
+    "file_cache_consistency_checks",
+    "preload",
+    "preload_user",
+    "jit",
+    "jit_buffer_size",
+    "enable_cli",
+    "restrict_api",
+    "blacklist_filename",
+    "huge_code_pages",
+    "realpath_cache_ttl",
+    "realpath_cache_size",
 )
+PHP_DIRECTIVES = frozenset({"realpath_cache_ttl", "realpath_cache_size"})
 # PHP 8.2's built-in values, to tell "nothing set it" from "something no ini file shows set it".
 DEFAULTS = {
     "enable": "1",
@@ -44,9 +60,29 @@ DEFAULTS = {
     "file_update_protection": "2",
     "memory_consumption": "128",
     "max_accelerated_files": "10000",
+    "file_cache": "",
+    "file_cache_only": "0",
+    "file_cache_consistency_checks": "1",
+    "preload": "",
+    "preload_user": "",
+    "jit": "tracing",
+    "jit_buffer_size": "0",
+    "enable_cli": "0",
+    "restrict_api": "",
+    "blacklist_filename": "",
+    "huge_code_pages": "0",
+    "realpath_cache_ttl": "120",
+    "realpath_cache_size": "4096K",
 }
-_BOOLEAN = {"enable", "validate_timestamps"}
+_BOOLEAN = {"enable", "validate_timestamps", "file_cache_only", "file_cache_consistency_checks", "enable_cli",
+            "huge_code_pages"}
 _TRUE = {"1", "on", "yes", "true"}
+_JIT_OFF = {"", "0", "off", "no", "false"}
+
+
+def ini_key(directive: str) -> str:
+    """The ini name of a directive as DIRECTIVES spells it: `opcache.X`, or PHP's own name."""
+    return directive if directive in PHP_DIRECTIVES else f"opcache.{directive}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +103,12 @@ def parse_ini_lines(lines: Iterable[str]) -> dict[str, Value]:
 
 
 def normalize(directive: str, value: str) -> str:
-    """Booleans as "0"/"1" whichever spelling set them (ini_get reports "" for Off)."""
+    """Booleans as "0"/"1" whichever spelling set them (ini_get reports "" for Off); a disabled JIT as
+    "off" (ini_get reports "" for opcache.jit=off, 0, no or false)."""
     if directive in _BOOLEAN:
         return "1" if value.strip().lower() in _TRUE else "0"
+    if directive == "jit" and value.strip().lower() in _JIT_OFF:
+        return "off"
     return value.strip()
 
 
@@ -89,7 +128,7 @@ def attribute(
     overrides = pool.ini if pool is not None else {}
     out = []
     for d in directives:
-        key = f"opcache.{d}"
+        key = ini_key(d)
         source, expected = DEFAULT_SOURCE, DEFAULTS.get(d)
         for path, settings in parsed:
             if key in settings:

@@ -136,8 +136,12 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
     # validate_timestamps=0: what made the original incident. file_update_protection=0 so that a file
     # rewritten by the test is cached as soon as FPM loads it, as one deployed seconds earlier would be.
     # TCP, because the listen queue (a dashboard panel) is measured only there.
+    # The file cache is on, as in the incident: what a deploy changes must leave it too.
+    file_cache = tmp_path / "opcache-file-cache"
+    file_cache.mkdir()
     fpm = start_fpm(tmp_path / "fpm", conf_d=LARAVEL_EXTENSIONS, tcp=True, opcache={
-        "opcache.validate_timestamps": 0, "opcache.file_update_protection": 0})
+        "opcache.validate_timestamps": 0, "opcache.file_update_protection": 0,
+        "opcache.file_cache": str(file_cache)})
     mariadb = None
     try:
         page = fpm.script("page.php", "<?php echo 'release v1';\n", mtime=LONG_AGO)
@@ -261,8 +265,9 @@ def test_opcache_drift_fires_heal_invalidates_fpm_serves_the_new_code_and_every_
              message="a verified opcache.invalidate/opcache.reset run, started by Alertmanager")
     assert_alertmanager_called_heal_with_the_token(loop)
     assert loop.fpm.get_sync("page.php").body == b"release v2", "FPM serves the deployed code"
-    wait_for(lambda: loop.value(stale) == 0 and loop.value(drift) == 0, timeout=LOOP_DEADLINE,
-             message="OPcache healthy again")
+    file_cache_stale = 'cachewarden_opcache_file_cache_stale{target="www"}'
+    wait_for(lambda: loop.value(stale) == 0 and loop.value(drift) == 0 and loop.value(file_cache_stale) == 0,
+             timeout=LOOP_DEADLINE, message="OPcache and its file cache healthy again")
     wait_resolved(loop, "CachewardenOpcacheStaleScripts")
     wait_resolved(loop, "CachewardenCodeRevisionDrift")
 

@@ -45,11 +45,15 @@ class ScriptedAction(Action):
     """Records its calls; sets the collector's value to `fixes_to` (None: changes nothing)."""
 
     def __init__(self, name: str, ctx: ActionContext, views: ScriptedViews, fixes_to: float | None,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None,
+                 clears: frozenset[str] = frozenset({STALE.name, UNCOMPILED.name})) -> None:
         super().__init__(ctx)
         self.name = name  # type: ignore[misc]
-        self.views, self.fixes_to, self.gate = views, fixes_to, gate
+        self.views, self.fixes_to, self.gate, self.clears = views, fixes_to, gate, clears
         self.calls: list[bool] = []
+
+    def can_clear(self, target: str, observation: Observation | None) -> frozenset[str]:
+        return self.clears
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         self.calls.append(dry_run)
@@ -108,6 +112,42 @@ async def test_plan_escalates_only_when_the_gentle_step_did_not_clear(tmp_path: 
     assert [(r.action, r.result) for r in run.records] == [("views.recompile", "unverified"),
                                                            ("views.remove_orphans", "verified")]
     assert run.records[0].unmet == ["cachewarden_views_stale=3"]
+
+
+async def test_a_step_that_cannot_clear_what_is_left_is_skipped_not_run(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views,
+                               **{"views.recompile": None, "views.remove_orphans": 0})
+    acts["views.remove_orphans"].clears = frozenset({"cachewarden_views_orphaned"})
+
+    decision = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+
+    run = runner.run(decision.run_id or "")
+    assert run is not None
+    assert run.result == "unverified"
+    assert [(r.action, r.result) for r in run.records] == [("views.recompile", "unverified"),
+                                                           ("views.remove_orphans", "skipped")]
+    assert acts["views.remove_orphans"].calls == []
+
+
+async def test_a_finding_no_step_can_clear_ends_the_run_before_any_step(tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views,
+                               **{"views.recompile": 0, "views.remove_orphans": 0})
+    for act in acts.values():
+        act.clears = frozenset({"cachewarden_views_orphaned"})
+
+    for n in range(3):  # every delivery ends the same way, and none counts towards "ineffective"
+        decision = await runner.accept_alert(firing(f"t{n}"), "test")
+        await runner.wait_idle()
+        run = runner.run(decision.run_id or "")
+        assert run is not None
+        assert run.result == "not_clearable"
+        assert run.records == []
+        assert "cachewarden_views_stale" in (run.note or "")
+    assert all(act.calls == [] for act in acts.values())
+    assert not any(runner.metrics.ineffective.values())
 
 
 async def test_already_healthy_target_runs_no_step(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ class ActionError(Exception):
     """The action could not run at all (missing configuration, PHP unreachable, …)."""
 
 
+class NeedsRestart(ActionError):
+    """Only a restart of PHP-FPM can fix this, and cachewarden has no way configured to do it."""
+
+
 @dataclass(frozen=True, slots=True)
 class ActionContext:
     config: Config
@@ -68,6 +72,10 @@ class Action(abc.ABC):
     @property
     def measures(self) -> str | None:
         return ACTIONS[self.name].measures
+
+    def can_clear(self, target: str, observation: Observation | None) -> frozenset[str]:
+        """The metrics this action can bring down on `target` as measured (default: what it declares)."""
+        return ACTIONS[self.name].clears
 
     def laravel(self, target: str) -> LaravelTarget:
         for t in self.ctx.config.laravel:

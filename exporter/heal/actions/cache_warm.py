@@ -37,7 +37,7 @@ class Warm(Action):
                 as_user = f" as {cmd.user}" if cmd.user else ""
                 outcome.done.append(f"would run {cmd.argv} in {cwd}{as_user}")
             else:
-                await _run_command(self.ctx.config, cmd, str(cwd), outcome)
+                await run_command(self.ctx.config, cmd, str(cwd), outcome)
         if warm.urls:
             if dry_run:
                 outcome.done.extend(f"would GET {u.url}" for u in warm.urls)
@@ -50,7 +50,8 @@ class Warm(Action):
         return outcome
 
 
-async def _run_command(config: Config, cmd: WarmCommand, cwd: str, outcome: ActionOutcome) -> None:
+async def run_command(config: Config, cmd: WarmCommand, cwd: str, outcome: ActionOutcome) -> None:
+    """Run `cmd` (no shell, no output kept, killed after its timeout) and record how it ended."""
     try:
         options = spawn_options(config, cmd.user)
     except AccountError as exc:

@@ -50,12 +50,15 @@ def view_findings(observation: Observation | None) -> ViewFindings:
 
 
 def opcache_scripts(observation: Observation | None) -> list[str]:
-    """Every cached script the OPcache collector found stale, suspect or missing, deduplicated."""
+    """Every script the OPcache collector found stale, suspect, missing or of another release, in shared
+    memory or in the file cache, deduplicated (opcache_invalidate drops both)."""
     if observation is None:
         return []
     d = observation.details
     seen: dict[str, None] = {}
-    for key in ("stale", "suspect", "missing"):
-        for path in _paths(d.get(key, [])):
+    file_cache: dict[str, Any] = d["file_cache"] if isinstance(d.get("file_cache"), dict) else {}
+    for source, key in ((d, "stale"), (d, "suspect"), (d, "missing"), (d, "outside_release"),
+                        (file_cache, "stale"), (file_cache, "suspect"), (file_cache, "outside_release")):
+        for path in _paths(source.get(key) or []):
             seen.setdefault(path, None)
     return list(seen)

@@ -1,9 +1,13 @@
 <?php
-// OPcache status for metrics and drift: statistics, the effective directives, the opcache lines of
-// every ini file FPM loaded (in load order), the pool's name, OPcache's blacklist, and per cached
-// script: path, hits, last_used_timestamp, timestamp or null, file mtime and ctime (null if the file is
-// gone) and memory_consumption, as one list per field. Agent scripts themselves are left out; they are
-// normally never cached at all, being younger than opcache.file_update_protection.
+// OPcache status for metrics and drift: statistics, the effective directives (opcache.* and the
+// realpath cache's), the lines of every ini file FPM loaded that set them (in load order), the pool's
+// name, OPcache's blacklist, the preloaded scripts, and per cached script: path, hits,
+// last_used_timestamp, timestamp or null, file mtime and ctime (null if the file is gone) and
+// memory_consumption, as one list per field. Agent scripts themselves are left out; they are normally
+// never cached at all, being younger than opcache.file_update_protection. So are OPcache's
+// pseudo-entries (`$PRELOAD$`, which holds the preloaded classes): they are not files.
+// The release symlink is resolved by the sidecar, not here: each worker's realpath cache may still
+// hold an old resolution, and the answer must not depend on which worker ran this.
 cachewarden_run(function (array $args): array {
     $files = [];
     $loaded = php_ini_loaded_file();
@@ -23,7 +27,7 @@ cachewarden_run(function (array $args): array {
         $lines = file($f, FILE_IGNORE_NEW_LINES);
         $ini_files[] = [$f, $lines === false ? null : array_values(array_filter(
             $lines,
-            fn (string $l): bool => str_contains($l, 'opcache.')
+            fn (string $l): bool => str_contains($l, 'opcache.') || str_contains($l, 'realpath_cache')
         ))];
     }
     $loaded_ext = function_exists('opcache_get_status');
@@ -34,22 +38,21 @@ cachewarden_run(function (array $args): array {
         'restricted' => $restrict !== '' && !str_starts_with(__FILE__, $restrict),
         'directives' => array_filter(
             ini_get_all(null, false),
-            fn (string $k): bool => str_starts_with($k, 'opcache.'),
+            fn (string $k): bool => str_starts_with($k, 'opcache.') || str_starts_with($k, 'realpath_cache'),
             ARRAY_FILTER_USE_KEY
         ),
         'ini_files' => $ini_files,
         'status' => null,
-        'release_dir' => null,
+        'preload' => null,
         'pool' => null,
+        'workers' => [],
         'blacklist' => [],
     ];
     if (function_exists('fpm_get_status')) {
         $fpm = fpm_get_status();
         $out['pool'] = is_array($fpm) && is_string($fpm['pool'] ?? null) ? $fpm['pool'] : null;
-    }
-    if (is_string($args['release_symlink'] ?? null)) {
-        $real = realpath($args['release_symlink']);
-        $out['release_dir'] = $real === false ? null : $real;
+        // A restart replaces every worker: how fpm.reload tells one happened within the same second.
+        $out['workers'] = is_array($fpm) ? array_column($fpm['procs'] ?? [], 'pid') : [];
     }
     if (!$loaded_ext) {
         return $out;
@@ -67,7 +70,12 @@ cachewarden_run(function (array $args): array {
     // Column-wise: a few flat lists parse much faster than one small list per script.
     $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => [],
                 'ctime' => [], 'memory' => []];
+    $pseudo = 0;
     foreach ($status['scripts'] ?? [] as $path => $s) {
+        if (!str_starts_with((string) $path, '/')) {
+            $pseudo++;
+            continue;
+        }
         if (cachewarden_is_agent($path)) {
             continue;
         }
@@ -84,6 +92,24 @@ cachewarden_run(function (array $args): array {
     }
     unset($status['scripts']);
     $status['scripts'] = $scripts;
+    $status['pseudo_entries'] = $pseudo;  // counted by OPcache among its scripts, not scripts
+    $preload = $status['preload_statistics'] ?? null;
+    unset($status['preload_statistics']);
+    if (is_array($preload)) {
+        $files = ['path' => [], 'mtime' => [], 'ctime' => []];
+        foreach ($preload['scripts'] ?? [] as $path) {
+            $mtime = is_string($path) && file_exists($path) ? @filemtime($path) : false;
+            $files['path'][] = $path;
+            $files['mtime'][] = $mtime === false ? null : $mtime;
+            $files['ctime'][] = $mtime === false ? null : @filectime($path);
+        }
+        $out['preload'] = [
+            'memory' => $preload['memory_consumption'] ?? null,
+            'classes' => count($preload['classes'] ?? []),
+            'functions' => count($preload['functions'] ?? []),
+            'scripts' => $files,
+        ];
+    }
     $out['status'] = $status;
     return $out;
 });
