@@ -32,8 +32,11 @@ PASSWORD = "s3cret-redis-pw-7781"
 
 
 class PrivateRedis:
-    def __init__(self, base: Path, password: str | None = None) -> None:
-        self.base, self.port, self.password = base, free_port(), password
+    """`acl`: extra `--user` rules; then the default user is off and `admin` (password `password`) may
+    do everything, as on a host that gives its monitoring a least-privilege user."""
+
+    def __init__(self, base: Path, password: str | None = None, acl: tuple[list[str], ...] = ()) -> None:
+        self.base, self.port, self.password, self.acl = base, free_port(), password, acl
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -41,14 +44,24 @@ class PrivateRedis:
                 "--appendonly", "no", "--dir", str(self.base), "--maxclients", "64"]
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.acl:
+            argv += ["--user", "default", "off", "--user", "admin", "on", f">{self.password}", "~*", "&*",
+                     "+@all"]
+            for rules in self.acl:
+                argv += ["--user", *rules]
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, timeout=20, message=f"redis-server on {self.port}")
 
     def _answers(self) -> bool:
+        return self.cli("PING") == "PONG"
+
+    def cli(self, *command: str) -> str:
         auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, "PING"], capture_output=True,
+        if self.acl:
+            auth = ["--user", "admin", *auth]
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *command], capture_output=True,
                              text=True, timeout=5, check=False)
-        return out.stdout.strip() == "PONG"
+        return out.stdout.strip()
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -173,3 +186,33 @@ async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password
     finally:
         await scheduler.close()
         server.stop()
+
+
+async def test_a_user_allowed_only_info_and_ping_is_measured_and_denied_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The least-privilege monitoring user of a Redis 6+ ACL: no CLIENT SETNAME, SETINFO, HELLO or SELECT.
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path, password="admin-pw-1187",
+                          acl=(["monitor", "on", f">{PASSWORD}", "-@all", "+info", "+ping"],))
+    server.start()
+    monkeypatch.setenv("CW_TEST_REDIS_PW", PASSWORD)
+    url = f"redis://monitor@127.0.0.1:{server.port}/3"
+    collector = collector_for(url, password_env="CW_TEST_REDIS_PW")
+    try:
+        assert server.cli("SET", "cw-test:k", "v") == "OK"
+        assert server.cli("--no-raw", "GET", "cw-test:k") == '"v"'
+        obs = await collector.collect()
+        again = await collector.collect()  # the same connection, reused
+    finally:
+        await collector.close()
+        denied = server.cli("ACL", "LOG")
+        server.stop()
+    assert obs.samples.value(REDIS_UP) == 1, obs.checks
+    assert again.samples.value(REDIS_UP) == 1
+    assert obs.samples.value(REDIS_KEYSPACE_HITS) == 1
+    assert obs.samples.value(REDIS_MAX_CLIENTS) == 64
+    assert obs.samples.value(REDIS_DB_KEYS, db="0") == 1
+    assert obs.checks[0].verdict is Verdict.OK
+    assert denied == "", f"the server logged denied commands: {denied}"
