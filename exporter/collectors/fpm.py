@@ -102,6 +102,7 @@ def status_params(status_path: str) -> dict[str, str]:
 
 class FpmCollector(Collector):
     kind = "fpm"
+    up = FPM_UP
     metrics = (
         FPM_UP, FPM_STATUS_TIMEOUTS, FPM_PROCESSES, FPM_TOTAL_PROCESSES, FPM_MAX_ACTIVE, FPM_MAX_CHILDREN,
         FPM_MAX_CHILDREN_REACHED, FPM_LISTEN_QUEUE, FPM_LISTEN_QUEUE_MAX, FPM_LISTEN_QUEUE_LENGTH,

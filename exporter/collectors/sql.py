@@ -9,14 +9,16 @@ Statement digests are capped at the `top_n` heaviest by total time and their tex
 `_info` series, truncated: digest tables are what make unbounded SQL exporters exhaust Prometheus.
 Reading them is also what costs the server most, so on MariaDB/MySQL they are read every
 `digest_interval` and the last reading is exported again in between.
-An unreachable server or a refused login yields `cachewarden_db_up 0` and a PROBLEM check whose text
-never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
+An unreachable server, a refused login or a server that does not answer within `ANSWER_SHARE` of the
+collector's timeout (hung, frozen, swapping) yields `cachewarden_db_up 0` and a PROBLEM check whose
+text never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
 read: what it lacks the privileges for (the longest transaction, statement digests) is a NOTE naming
 the grant, and its series are left out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -31,6 +33,11 @@ from exporter.sql.engine import create_engine, describe_error
 from exporter.sql.stats import DbStats, Digest, DigestSchedule, StatementOptions
 
 log = logging.getLogger(__name__)
+
+# Share of the collector's timeout the server has to answer in. The rest is for dropping the hung
+# connections, so that the collection itself ends in time and reports `db_up 0`, rather than the
+# scheduler cutting it off (a hung server is a finding about the target, as a dead one is).
+ANSWER_SHARE = 0.75
 
 DB_UP = gauge("cachewarden_db_up", "1 if the database server answered, else 0.")
 DB_CONNECTIONS = gauge("cachewarden_db_connections", "Client connections by state.", ("state",))
@@ -92,6 +99,7 @@ DB_STATEMENT_INFO = info(
 
 class SqlCollector(Collector):
     kind = "sql"
+    up = DB_UP
     metrics = (
         DB_UP, DB_CONNECTIONS, DB_MAX_CONNECTIONS, DB_MAX_USED_CONNECTIONS, DB_ABORTED_CONNECTIONS,
         DB_LONGEST_TRANSACTION, DB_SLOW_QUERIES, DB_LONG_QUERY_TIME, DB_FULL_SCANS,
@@ -119,9 +127,16 @@ class SqlCollector(Collector):
         started = self._clock()
         due = self._digest_reading is None or self._digest_schedule.due(started)
         options = dataclasses.replace(self._options, read_digests=due)
+        answer_within = self.timeout * ANSWER_SHARE
         try:
-            async with self._bounded.engine.connect() as conn:
-                stats = await self._bounded.read(conn, options)
+            async with asyncio.timeout(answer_within):
+                async with self._bounded.engine.connect() as conn:
+                    stats = await self._bounded.read(conn, options)
+        except TimeoutError:
+            # The pooled connections wait on a server that does not answer: drop them without the
+            # goodbye a close would send and wait for, and connect afresh next time.
+            await self._bounded.engine.dispose(close=False)
+            return self._unreachable(f"no answer within {answer_within:g}s")
         except (SQLAlchemyError, OSError) as exc:
             return self._unreachable(describe_error(exc, self._password))
         if self._last_error is not None:

@@ -324,3 +324,44 @@ async def test_a_server_stopped_mid_run_is_down_and_reconnected_when_it_restarts
         await async_wait_for(back, timeout=30, message="sql collector reconnected after the restart")
     finally:
         server.stop()
+
+
+def exposed_db_up(scheduler: Scheduler) -> float | None:
+    """cachewarden_db_up of target main as /metrics would expose it now (None: no such series)."""
+    found = [v for b in scheduler.snapshot() if b.target == "main" if (v := b.value(DB_UP)) is not None]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+async def test_a_hung_server_reads_down_at_every_collection_and_up_once_it_answers(tmp_path: Path) -> None:
+    # SIGSTOP: the kernel still accepts connections and the pooled one stays open, but nothing answers.
+    server = start_private_mariadb(tmp_path)
+    timeout = 2.0
+    collector = SqlCollector(DatabaseTarget(name="main", url=server.url()), interval=timeout, timeout=timeout)
+    scheduler = Scheduler([collector])
+    try:
+        await scheduler.collect("sql", "main")
+        assert exposed_db_up(scheduler) == 1
+
+        server.pause()
+        readings = []
+        for _ in range(4):  # every collection while it hangs, so CachewardenDbDown (`== 0`, for:) fires
+            status = await scheduler.collect("sql", "main")
+            assert status.duration < timeout + 1.0, "a collection must end within its timeout"
+            readings.append(exposed_db_up(scheduler))
+        assert readings == [0, 0, 0, 0]
+        # Measured, and found down: the collector itself did not fail (no CachewardenCollectorDown).
+        assert status.up is True
+        assert status.checks[0].verdict is Verdict.PROBLEM
+        assert status.checks[0].summary == f"cannot query: no answer within {timeout * 0.75:g}s"
+
+        server.resume()
+
+        async def back() -> bool:
+            await scheduler.collect("sql", "main")
+            return exposed_db_up(scheduler) == 1
+
+        await async_wait_for(back, timeout=30, message="db_up 1 once the server answers again")
+    finally:
+        await scheduler.close()
+        server.stop()
