@@ -12,8 +12,11 @@ Reading them is also what costs the server most, so on MariaDB/MySQL they are re
 An unreachable server, a refused login or a server that does not answer within `ANSWER_SHARE` of the
 collector's timeout (hung, frozen, swapping) yields `cachewarden_db_up 0` and a PROBLEM check whose
 text never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
-read: what it lacks the privileges for (the longest transaction, statement digests) is a NOTE naming
-the grant, and its series are left out.
+read. Everything but the login, the version and max_connections is an optional part (global status,
+the longest transaction, sessions by state, statement digests, …): one the server refuses (a missing
+grant, an extension at another version, a column this server version lacks) costs that part only,
+leaves its series out, is a NOTE naming the fix, and shows in cachewarden_db_part_up{part} 0 and
+cachewarden_db_part_errors_total{part}.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from exporter.collectors.base import ITEM_CAP, Check, Collector, Observation, Ve
 from exporter.config import DatabaseTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.sql.engine import create_engine, describe_error
-from exporter.sql.stats import DbStats, Digest, DigestSchedule, StatementOptions
+from exporter.sql.stats import STATEMENT_DIGESTS, DbStats, Digest, DigestSchedule, StatementOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,16 @@ DB_STATEMENT_NO_INDEX_USED = counter(
     "Executions of one top digest that used no (good) index (MariaDB/MySQL).",
     ("digest",),
 )
+DB_PART_UP = gauge(
+    "cachewarden_db_part_up",
+    "1 if the optional part of the reading was read at the last collection, 0 if not (see `check`).",
+    ("part",),
+)
+DB_PART_ERRORS = counter(
+    "cachewarden_db_part_errors_total",
+    "Readings of an optional part the server refused or answered in an unexpected shape.",
+    ("part",),
+)
 DB_STATEMENT_INFO = info(
     "cachewarden_db_statement_info", "Schema and truncated text of a top statement digest.",
     ("digest", "schema", "text"),
@@ -105,7 +118,7 @@ class SqlCollector(Collector):
         DB_LONGEST_TRANSACTION, DB_SLOW_QUERIES, DB_LONG_QUERY_TIME, DB_FULL_SCANS,
         DB_STATEMENT_STATS_AVAILABLE, DB_SLOW_STATEMENTS, DB_NO_INDEX_STATEMENTS, DB_STATEMENT_CALLS,
         DB_STATEMENT_SECONDS,
-        DB_STATEMENT_ROWS_EXAMINED, DB_STATEMENT_NO_INDEX_USED, DB_STATEMENT_INFO,
+        DB_STATEMENT_ROWS_EXAMINED, DB_STATEMENT_NO_INDEX_USED, DB_STATEMENT_INFO, DB_PART_UP, DB_PART_ERRORS,
     )
 
     def __init__(self, target: DatabaseTarget, *, interval: float, timeout: float,
@@ -122,6 +135,8 @@ class SqlCollector(Collector):
         self._clock = clock
         self._digest_schedule = DigestSchedule(target.digest_interval, interval)
         self._digest_reading: DbStats | None = None
+        # Every part of the dialect counted from zero, so that a rate() sees its first error.
+        self._part_errors = dict.fromkeys(self._bounded.parts, 0)
 
     async def collect(self) -> Observation:
         started = self._clock()
@@ -143,6 +158,9 @@ class SqlCollector(Collector):
             log.info("sql/%s reachable again", self.target)
         self._last_error = None
         self._keep_or_reuse_digests(stats, started)
+        for part, failure in stats.parts.items():
+            if failure is not None and failure.error and (part != STATEMENT_DIGESTS or stats.digests_fresh):
+                self._part_errors[part] = self._part_errors.get(part, 0) + 1
         return Observation(self._samples(stats), self._checks(stats), _details(stats))
 
     def _keep_or_reuse_digests(self, stats: DbStats, started: float) -> None:
@@ -159,11 +177,19 @@ class SqlCollector(Collector):
         self._last_error = error
         samples = self.new_samples()
         samples.add(DB_UP, 0)
+        self._add_part_errors(samples)
         return Observation(samples, [Check("server reachable", Verdict.PROBLEM, f"cannot query: {error}")])
+
+    def _add_part_errors(self, s: Samples) -> None:
+        for part, n in self._part_errors.items():
+            s.add(DB_PART_ERRORS, n, part=part)
 
     def _samples(self, stats: DbStats) -> Samples:
         s = self.new_samples()
         s.add(DB_UP, 1)
+        self._add_part_errors(s)
+        for part, failure in stats.parts.items():
+            s.add(DB_PART_UP, 1 if failure is None else 0, part=part)
         for state, n in stats.connections.items():
             s.add(DB_CONNECTIONS, n, state=state)
         s.add(DB_MAX_CONNECTIONS, stats.max_connections)
@@ -199,13 +225,19 @@ class SqlCollector(Collector):
     def _checks(self, stats: DbStats) -> list[Check]:
         checks = [Check("server reachable", Verdict.OK, stats.version)]
         used, limit = stats.connections_total, stats.max_connections
-        ratio = used / limit if limit else 0.0
         peak = f"; peak {stats.max_used_connections}" if stats.max_used_connections is not None else ""
-        checks.append(Check(
-            "connections", Verdict.PROBLEM if ratio >= self._warn_ratio else Verdict.OK,
-            f"{used} of {limit} connections in use ({ratio:.0%}{peak})",
-        ))
+        if stats.connections and limit > 0:
+            ratio = used / limit
+            checks.append(Check(
+                "connections", Verdict.PROBLEM if ratio >= self._warn_ratio else Verdict.OK,
+                f"{used} of {limit} connections in use ({ratio:.0%}{peak})",
+            ))
+        else:  # not read (see the part's NOTE): an unknown count is not "0 in use"
+            checks.append(Check("connections", Verdict.NOTE,
+                                f"connections in use not measured; max_connections = {limit}"))
         checks.extend(Check(name, Verdict.NOTE, summary) for name, summary in stats.notes)
+        checks.extend(Check(f.check, Verdict.NOTE, f.summary) for part, f in stats.parts.items()
+                      if f is not None and part != STATEMENT_DIGESTS)
         if stats.statements_unavailable is not None:
             checks.append(Check("statement statistics", Verdict.NOTE, stats.statements_unavailable))
             return checks
