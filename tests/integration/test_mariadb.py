@@ -20,6 +20,8 @@ from exporter.collectors.sql import (
     DB_LONGEST_TRANSACTION,
     DB_MAX_CONNECTIONS,
     DB_NO_INDEX_STATEMENTS,
+    DB_PART_ERRORS,
+    DB_PART_UP,
     DB_SLOW_QUERIES,
     DB_STATEMENT_CALLS,
     DB_STATEMENT_INFO,
@@ -251,6 +253,12 @@ async def test_an_account_without_privileges_is_up_and_notes_what_to_grant(
     assert "grant PROCESS" in notes["longest transaction"].summary
     assert "grant SELECT ON performance_schema.*" in notes["statement statistics"].summary
     assert all(c.verdict is not Verdict.PROBLEM for c in obs.checks)
+    # Each refused part is down and counted alone; global status, which any login reads, is up.
+    parts = {lv[1]: v for spec, lv, v in obs.samples.values if spec is DB_PART_UP}
+    assert parts == {"global_status": 1, "longest_transaction": 0, "statement_digests": 0}
+    errors = {lv[1]: v for spec, lv, v in obs.samples.values if spec is DB_PART_ERRORS}
+    assert errors == {"global_status": 0, "longest_transaction": 1, "statement_digests": 1}
+    assert obs.samples.value(DB_CONNECTIONS, state="active") is not None
 
 
 async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password(
