@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -30,7 +31,7 @@ from exporter.collectors.sql import (
     SqlCollector,
 )
 from exporter.config import DatabaseTarget
-from exporter.metrics import Samples
+from exporter.metrics import Samples, SnapshotCollector
 from exporter.scheduler import Scheduler
 from tests.support.disclosure import assert_nowhere, shown_to_people
 from tests.support.mariadb import PrivateMariaDB, mariadb_server, start_private_mariadb
@@ -335,8 +336,11 @@ async def test_a_server_stopped_mid_run_is_down_and_reconnected_when_it_restarts
 
 
 def exposed_db_up(scheduler: Scheduler) -> float | None:
-    """cachewarden_db_up of target main as /metrics would expose it now (None: no such series)."""
-    found = [v for b in scheduler.snapshot() if b.target == "main" if (v := b.value(DB_UP)) is not None]
+    """cachewarden_db_up of target main in the exposition /metrics serves now (None: no such series)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(scheduler))
+    found = [float(line.rsplit(" ", 1)[1]) for line in generate_latest(registry).decode().splitlines()
+             if line.startswith('cachewarden_db_up{target="main"}')]
     assert len(found) <= 1
     return found[0] if found else None
 
