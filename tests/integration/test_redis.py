@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,13 @@ class PrivateRedis:
                              text=True, timeout=5, check=False)
         return out.stdout.strip()
 
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a frozen server would not act on SIGTERM
             self._proc.terminate()
             self._proc.wait(timeout=20)
             self._proc = None
@@ -216,3 +222,40 @@ async def test_a_user_allowed_only_info_and_ping_is_measured_and_denied_nothing(
     assert obs.samples.value(REDIS_DB_KEYS, db="0") == 1
     assert obs.checks[0].verdict is Verdict.OK
     assert denied == "", f"the server logged denied commands: {denied}"
+
+
+async def test_a_frozen_server_reads_down_at_every_collection_and_up_once_it_answers(
+    redis_server: PrivateRedis,
+) -> None:
+    timeout = 1.0
+    target = RedisTarget(name="cache", url=redis_server.url)
+    collector = RedisCollector(target, interval=timeout, timeout=timeout)
+    scheduler = Scheduler([collector])
+
+    def redis_up() -> float | None:
+        found = [v for b in scheduler.snapshot() if b.target == "cache"
+                 if (v := b.value(REDIS_UP)) is not None]
+        return found[0] if found else None
+
+    try:
+        await scheduler.collect("redis", "cache")
+        assert redis_up() == 1
+        redis_server.signal(signal.SIGSTOP)
+        readings = []
+        for _ in range(3):
+            status = await scheduler.collect("redis", "cache")
+            assert status.duration < timeout
+            readings.append(redis_up())
+        assert readings == [0, 0, 0]
+        assert status.up is True  # measured: the server is what is down
+        assert "Timeout" in status.checks[0].summary
+        redis_server.signal(signal.SIGCONT)
+
+        async def back() -> bool:
+            await scheduler.collect("redis", "cache")
+            return redis_up() == 1
+
+        await async_wait_for(back, timeout=20, message="redis_up 1 once the server answers again")
+    finally:
+        redis_server.signal(signal.SIGCONT)
+        await scheduler.close()
