@@ -16,12 +16,10 @@ the server does not report is not exported: `maxclients` is in INFO only since R
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -29,6 +27,7 @@ from redis.exceptions import RedisError
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import RedisTarget
 from exporter.metrics import MetricSpec, counter, gauge
+from exporter.redis_options import minimal_connection
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class RedisCollector(Collector):
             socket_timeout=io_timeout,
             retry=Retry(NoBackoff(), 0),
             max_connections=1,
-            **MINIMAL_CONNECTION,
+            **minimal_connection(),
         )
         kwargs = self._client.connection_pool.connection_kwargs
         self._db = str(kwargs.get("db", 0))
@@ -124,23 +123,6 @@ _FIELDS = (
 )
 
 
-def _minimal_connection() -> dict[str, Any]:
-    """Connection options that make redis-py send nothing on connect but AUTH (when a password is set).
-
-    redis-py 5.0 added CLIENT SETINFO (lib_name/lib_version, ignored errors but a round trip and an ACL
-    log entry), redis-py 7 folded those into `driver_info` and deprecated them, and redis-py 8 made
-    RESP3 (HELLO, unknown to Redis 5.0) the default. Whichever is installed, switch them all off.
-    """
-    accepted = inspect.signature(AbstractConnection.__init__).parameters
-    options: dict[str, Any] = {"protocol": 2, "client_name": None}
-    if "driver_info" in accepted:
-        options["driver_info"] = None
-    else:
-        options.update(lib_name=None, lib_version=None)
-    return options
-
-
-MINIMAL_CONNECTION = _minimal_connection()
 
 
 def readings(info: dict[str, Any]) -> list[tuple[MetricSpec, float]]:
