@@ -2,10 +2,10 @@
 
 Privileges: none beyond a login for connections, status and variables; PROCESS for the longest
 transaction (information_schema.INNODB_TRX) and SELECT ON performance_schema.* for statement digests
-(see docs/datastores.md); without them those parts are NOTEs. Every statement carries the
-`cachewarden_probe` mark;
-the digest hashes of the exporter's own statement shapes are learned from it once per server version
-and left out of the digests reported.
+(see docs/datastores.md). Each of those is an optional part (PARTS): one the server refuses is a NOTE
+naming the grant and costs nothing else. Every statement carries the `cachewarden_probe` mark; the
+digest hashes of the exporter's own statement shapes are learned from it once per server version and
+left out of the digests reported.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ PARTS = (GLOBAL_STATUS, LONGEST_TRANSACTION, STATEMENT_DIGESTS)
 
 # What each part needs beyond a login, named in the NOTE when the server refuses it.
 _GRANTS = {
-    GLOBAL_STATUS: "GRANT SELECT ON performance_schema.global_status (MySQL) to the exporter's account",
+    GLOBAL_STATUS: "grant SELECT ON performance_schema.global_status (MySQL)",
     LONGEST_TRANSACTION: "grant PROCESS to measure it",
     STATEMENT_DIGESTS: "grant SELECT ON performance_schema.*",
 }

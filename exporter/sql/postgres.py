@@ -2,6 +2,9 @@
 
 Privileges: a login reads every number; membership of pg_monitor (see docs/datastores.md) lets the
 states and transaction ages of other roles' sessions be seen, which a NOTE asks for when missing.
+Every view read after the version and max_connections is an optional part (PARTS): one the server
+refuses costs only itself. pg_stat_statements is read through the columns its view has at the
+extension version created in the database (`total_exec_time` since 1.8, `total_time` before).
 Every statement carries the `cachewarden_probe` mark so that it can be left out of the statements
 reported; statements whose text names a password are never reported (pg_stat_statements keeps the
 literals of utility statements such as ALTER ROLE … PASSWORD '…').
