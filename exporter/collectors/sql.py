@@ -210,7 +210,7 @@ class SqlCollector(Collector):
         if not available:
             return s
         s.add(DB_SLOW_STATEMENTS, stats.slow_total)
-        if self._bounded.dialect == "mysql":
+        if stats.no_index_total is not None:
             s.add(DB_NO_INDEX_STATEMENTS, stats.no_index_total)
         for d in stats.top:
             s.add(DB_STATEMENT_CALLS, d.calls, digest=d.digest)
@@ -247,7 +247,7 @@ class SqlCollector(Collector):
             f"no statement averages more than {threshold_ms:g} ms",
             f"{{n}} statement shapes average more than {threshold_ms:g} ms",
         ))
-        if self._bounded.dialect == "mysql":
+        if stats.no_index_total is not None:
             checks.append(_listing(
                 "missing indexes", stats.no_index, stats.no_index_total,
                 "every statement used an index", "{n} statement shapes ran without an index",

@@ -202,6 +202,8 @@ async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
         if known.columns is None:  # the table's shape is fixed by the server version
             known.columns = frozenset(r[0] for r in (await conn.execute(_DIGEST_COLUMNS)).all())
         await _read_digests(conn, opts, stats, digest_numbers_query(known.columns))
+        if known.columns and not known.columns.intersection(_NO_INDEX_COLUMNS):
+            stats.no_index, stats.no_index_total = [], None  # not measured, so not "every one used one"
 
     await read_part(stats, STATEMENT_DIGESTS, "statement statistics", digests,
                     _explain(STATEMENT_DIGESTS, "statement digests from performance_schema"))

@@ -118,7 +118,7 @@ class DbStats:
     slow: list[Digest] = field(default_factory=list)
     slow_total: int = 0
     no_index: list[Digest] = field(default_factory=list)
-    no_index_total: int = 0
+    no_index_total: int | None = None  # None: not measured (PostgreSQL, or no no-index columns)
     digests_fresh: bool = True  # False when this reading skipped the statement digests
 
     @property
