@@ -2,9 +2,10 @@
 
 `/metrics` reads `snapshot()`, which only copies references: a scrape never waits for a collection.
 A collection that raises or times out flips that collector's `up` to 0, counts an error and drops its
-previous values, so stale numbers are never served as fresh. One collection per collector runs at a
-time; an on-demand collection (`collect`) that arrives while one is running waits for it and then
-measures again, because a heal needs a measurement taken after its fix.
+previous values, so stale numbers are never served as fresh; the target's own `…_up` gauge (a
+collector's `up`) is then exported at 0, since a server that did not answer in time is down. One
+collection per collector runs at a time; an on-demand collection (`collect`) that arrives while one is
+running waits for it and then measures again, because a heal needs a measurement taken after its fix.
 """
 
 from __future__ import annotations
@@ -104,8 +105,16 @@ class Scheduler:
     def snapshot(self) -> list[Samples]:
         """The last complete samples of every collector that is up, plus self metrics."""
         buffers = [s.observation.samples for s in self._statuses.values() if s.up and s.observation]
+        buffers.extend(self._down_samples())
         buffers.extend(self._self_samples())
         return buffers
+
+    def _down_samples(self) -> Iterable[Samples]:
+        for st in self._statuses.values():
+            if st.up is False and (spec := st.collector.up) is not None:
+                down = Samples(st.target)
+                down.add(spec, 0)
+                yield down
 
     def _self_samples(self) -> Iterable[Samples]:
         build = Samples("cachewarden")

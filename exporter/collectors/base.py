@@ -85,6 +85,10 @@ class Collector(abc.ABC):
 
     kind: ClassVar[str]
     metrics: ClassVar[tuple[MetricSpec, ...]]
+    # The target's own `…_up` gauge (one of `metrics`), if it has one. A collection that raises or runs
+    # out of time leaves no observation, and the scheduler then exports this gauge at 0: a hung server
+    # must read as down, not vanish (an alert on `…_up == 0` cannot fire on a series that is absent).
+    up: ClassVar[MetricSpec | None] = None
 
     def __init__(self, target: str, *, interval: float, timeout: float) -> None:
         self.target = target

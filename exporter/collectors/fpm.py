@@ -102,6 +102,7 @@ def status_params(status_path: str) -> dict[str, str]:
 
 class FpmCollector(Collector):
     kind = "fpm"
+    up = FPM_UP
     metrics = (
         FPM_UP, FPM_STATUS_TIMEOUTS, FPM_PROCESSES, FPM_TOTAL_PROCESSES, FPM_MAX_ACTIVE, FPM_MAX_CHILDREN,
         FPM_MAX_CHILDREN_REACHED, FPM_LISTEN_QUEUE, FPM_LISTEN_QUEUE_MAX, FPM_LISTEN_QUEUE_LENGTH,
@@ -160,24 +161,27 @@ class FpmCollector(Collector):
     async def _up(self, s: Samples, status: dict[str, Any]) -> Observation:
         s.add(FPM_UP, 1)
         s.add(FPM_STATUS_TIMEOUTS, self.status_timeouts)
+        # A field the status page does not carry is left out, never exported as 0.
         for state in STATES:
-            s.add(FPM_PROCESSES, float(status.get(f"{state} processes", 0)), state=state)
+            if f"{state} processes" in status:
+                s.add(FPM_PROCESSES, float(status[f"{state} processes"]), state=state)
         for spec, key in _FIELDS:
             if key in status:
                 s.add(spec, float(status[key]))
         pool = str(status.get("pool", ""))
         checks = [Check("fpm.up", Verdict.OK, f"pool {pool} answers its status page")]
         checks.append(await self._max_children(s, pool, status.get("start time")))
-        reached = float(status.get("max children reached", 0))
-        queue = int(status.get("listen queue", 0))
-        if self._last_reached is not None and reached > self._last_reached:
-            checks.append(Check("fpm.max_children_reached", Verdict.PROBLEM,
-                                f"the pool hit pm.max_children {reached - self._last_reached:g} time(s) "
-                                "since the last collection: requests waited for a worker"))
-        else:
-            checks.append(Check("fpm.max_children_reached", Verdict.OK,
-                                f"pm.max_children reached {reached:g} time(s) since FPM started"))
-        self._last_reached = reached
+        if "max children reached" in status:
+            reached = float(status["max children reached"])
+            if self._last_reached is not None and reached > self._last_reached:
+                checks.append(Check("fpm.max_children_reached", Verdict.PROBLEM,
+                                    f"the pool hit pm.max_children {reached - self._last_reached:g} time(s) "
+                                    "since the last collection: requests waited for a worker"))
+            else:
+                checks.append(Check("fpm.max_children_reached", Verdict.OK,
+                                    f"pm.max_children reached {reached:g} time(s) since FPM started"))
+            self._last_reached = reached
+        queue = int(status.get("listen queue", 0))  # absent: nothing known to wait, no problem claimed
         if self.config.address.startswith("unix:"):
             checks.append(Check("fpm.listen_queue", Verdict.NOTE,
                                 "listen queue not measured: FPM counts it only on TCP sockets; on this unix "

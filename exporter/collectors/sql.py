@@ -9,14 +9,19 @@ Statement digests are capped at the `top_n` heaviest by total time and their tex
 `_info` series, truncated: digest tables are what make unbounded SQL exporters exhaust Prometheus.
 Reading them is also what costs the server most, so on MariaDB/MySQL they are read every
 `digest_interval` and the last reading is exported again in between.
-An unreachable server or a refused login yields `cachewarden_db_up 0` and a PROBLEM check whose text
-never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
-read: what it lacks the privileges for (the longest transaction, statement digests) is a NOTE naming
-the grant, and its series are left out.
+An unreachable server, a refused login or a server that does not answer within `ANSWER_SHARE` of the
+collector's timeout (hung, frozen, swapping) yields `cachewarden_db_up 0` and a PROBLEM check whose
+text never contains the password. A login that works is `cachewarden_db_up 1` whatever the account may
+read. Everything but the login, the version and max_connections is an optional part (global status,
+the longest transaction, sessions by state, statement digests, …): one the server refuses (a missing
+grant, an extension at another version, a column this server version lacks) costs that part only,
+leaves its series out, is a NOTE naming the fix, and shows in cachewarden_db_part_up{part} 0 and
+cachewarden_db_part_errors_total{part}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -28,9 +33,14 @@ from exporter.collectors.base import ITEM_CAP, Check, Collector, Observation, Ve
 from exporter.config import DatabaseTarget
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.sql.engine import create_engine, describe_error
-from exporter.sql.stats import DbStats, Digest, DigestSchedule, StatementOptions
+from exporter.sql.stats import STATEMENT_DIGESTS, DbStats, Digest, DigestSchedule, StatementOptions
 
 log = logging.getLogger(__name__)
+
+# Share of the collector's timeout the server has to answer in. The rest is for dropping the hung
+# connections, so that the collection itself ends in time and reports `db_up 0`, rather than the
+# scheduler cutting it off (a hung server is a finding about the target, as a dead one is).
+ANSWER_SHARE = 0.75
 
 DB_UP = gauge("cachewarden_db_up", "1 if the database server answered, else 0.")
 DB_CONNECTIONS = gauge("cachewarden_db_connections", "Client connections by state.", ("state",))
@@ -84,6 +94,16 @@ DB_STATEMENT_NO_INDEX_USED = counter(
     "Executions of one top digest that used no (good) index (MariaDB/MySQL).",
     ("digest",),
 )
+DB_PART_UP = gauge(
+    "cachewarden_db_part_up",
+    "1 if the optional part of the reading was read at the last collection, 0 if not (see `check`).",
+    ("part",),
+)
+DB_PART_ERRORS = counter(
+    "cachewarden_db_part_errors_total",
+    "Readings of an optional part the server refused or answered in an unexpected shape.",
+    ("part",),
+)
 DB_STATEMENT_INFO = info(
     "cachewarden_db_statement_info", "Schema and truncated text of a top statement digest.",
     ("digest", "schema", "text"),
@@ -92,12 +112,13 @@ DB_STATEMENT_INFO = info(
 
 class SqlCollector(Collector):
     kind = "sql"
+    up = DB_UP
     metrics = (
         DB_UP, DB_CONNECTIONS, DB_MAX_CONNECTIONS, DB_MAX_USED_CONNECTIONS, DB_ABORTED_CONNECTIONS,
         DB_LONGEST_TRANSACTION, DB_SLOW_QUERIES, DB_LONG_QUERY_TIME, DB_FULL_SCANS,
         DB_STATEMENT_STATS_AVAILABLE, DB_SLOW_STATEMENTS, DB_NO_INDEX_STATEMENTS, DB_STATEMENT_CALLS,
         DB_STATEMENT_SECONDS,
-        DB_STATEMENT_ROWS_EXAMINED, DB_STATEMENT_NO_INDEX_USED, DB_STATEMENT_INFO,
+        DB_STATEMENT_ROWS_EXAMINED, DB_STATEMENT_NO_INDEX_USED, DB_STATEMENT_INFO, DB_PART_UP, DB_PART_ERRORS,
     )
 
     def __init__(self, target: DatabaseTarget, *, interval: float, timeout: float,
@@ -114,20 +135,32 @@ class SqlCollector(Collector):
         self._clock = clock
         self._digest_schedule = DigestSchedule(target.digest_interval, interval)
         self._digest_reading: DbStats | None = None
+        # Every part of the dialect counted from zero, so that a rate() sees its first error.
+        self._part_errors = dict.fromkeys(self._bounded.parts, 0)
 
     async def collect(self) -> Observation:
         started = self._clock()
         due = self._digest_reading is None or self._digest_schedule.due(started)
         options = dataclasses.replace(self._options, read_digests=due)
+        answer_within = self.timeout * ANSWER_SHARE
         try:
-            async with self._bounded.engine.connect() as conn:
-                stats = await self._bounded.read(conn, options)
+            async with asyncio.timeout(answer_within):
+                async with self._bounded.engine.connect() as conn:
+                    stats = await self._bounded.read(conn, options)
+        except TimeoutError:
+            # The pooled connections wait on a server that does not answer: drop them without the
+            # goodbye a close would send and wait for, and connect afresh next time.
+            await self._bounded.engine.dispose(close=False)
+            return self._unreachable(f"no answer within {answer_within:g}s")
         except (SQLAlchemyError, OSError) as exc:
             return self._unreachable(describe_error(exc, self._password))
         if self._last_error is not None:
             log.info("sql/%s reachable again", self.target)
         self._last_error = None
         self._keep_or_reuse_digests(stats, started)
+        for part, failure in stats.parts.items():
+            if failure is not None and failure.error and (part != STATEMENT_DIGESTS or stats.digests_fresh):
+                self._part_errors[part] = self._part_errors.get(part, 0) + 1
         return Observation(self._samples(stats), self._checks(stats), _details(stats))
 
     def _keep_or_reuse_digests(self, stats: DbStats, started: float) -> None:
@@ -144,11 +177,19 @@ class SqlCollector(Collector):
         self._last_error = error
         samples = self.new_samples()
         samples.add(DB_UP, 0)
+        self._add_part_errors(samples)
         return Observation(samples, [Check("server reachable", Verdict.PROBLEM, f"cannot query: {error}")])
+
+    def _add_part_errors(self, s: Samples) -> None:
+        for part, n in self._part_errors.items():
+            s.add(DB_PART_ERRORS, n, part=part)
 
     def _samples(self, stats: DbStats) -> Samples:
         s = self.new_samples()
         s.add(DB_UP, 1)
+        self._add_part_errors(s)
+        for part, failure in stats.parts.items():
+            s.add(DB_PART_UP, 1 if failure is None else 0, part=part)
         for state, n in stats.connections.items():
             s.add(DB_CONNECTIONS, n, state=state)
         s.add(DB_MAX_CONNECTIONS, stats.max_connections)
@@ -169,7 +210,7 @@ class SqlCollector(Collector):
         if not available:
             return s
         s.add(DB_SLOW_STATEMENTS, stats.slow_total)
-        if self._bounded.dialect == "mysql":
+        if stats.no_index_total is not None:
             s.add(DB_NO_INDEX_STATEMENTS, stats.no_index_total)
         for d in stats.top:
             s.add(DB_STATEMENT_CALLS, d.calls, digest=d.digest)
@@ -184,13 +225,19 @@ class SqlCollector(Collector):
     def _checks(self, stats: DbStats) -> list[Check]:
         checks = [Check("server reachable", Verdict.OK, stats.version)]
         used, limit = stats.connections_total, stats.max_connections
-        ratio = used / limit if limit else 0.0
         peak = f"; peak {stats.max_used_connections}" if stats.max_used_connections is not None else ""
-        checks.append(Check(
-            "connections", Verdict.PROBLEM if ratio >= self._warn_ratio else Verdict.OK,
-            f"{used} of {limit} connections in use ({ratio:.0%}{peak})",
-        ))
+        if stats.connections and limit > 0:
+            ratio = used / limit
+            checks.append(Check(
+                "connections", Verdict.PROBLEM if ratio >= self._warn_ratio else Verdict.OK,
+                f"{used} of {limit} connections in use ({ratio:.0%}{peak})",
+            ))
+        else:  # not read (see the part's NOTE): an unknown count is not "0 in use"
+            checks.append(Check("connections", Verdict.NOTE,
+                                f"connections in use not measured; max_connections = {limit}"))
         checks.extend(Check(name, Verdict.NOTE, summary) for name, summary in stats.notes)
+        checks.extend(Check(f.check, Verdict.NOTE, f.summary) for part, f in stats.parts.items()
+                      if f is not None and part != STATEMENT_DIGESTS)
         if stats.statements_unavailable is not None:
             checks.append(Check("statement statistics", Verdict.NOTE, stats.statements_unavailable))
             return checks
@@ -200,7 +247,7 @@ class SqlCollector(Collector):
             f"no statement averages more than {threshold_ms:g} ms",
             f"{{n}} statement shapes average more than {threshold_ms:g} ms",
         ))
-        if self._bounded.dialect == "mysql":
+        if stats.no_index_total is not None:
             checks.append(_listing(
                 "missing indexes", stats.no_index, stats.no_index_total,
                 "every statement used an index", "{n} statement shapes ran without an index",

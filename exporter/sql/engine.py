@@ -31,6 +31,7 @@ class BoundedEngine:
     engine: AsyncEngine
     read: Reader
     dialect: str  # "mysql" (MariaDB too) or "postgresql"
+    parts: tuple[str, ...]  # the optional parts `read` may attempt
 
 
 def database_url(url: str, password: str | None) -> URL:
@@ -60,10 +61,10 @@ def create_engine(target: DatabaseTarget, *, connect_timeout: float) -> BoundedE
         engine = create_async_engine(
             url, **common, connect_args=postgres.connect_args(target, connect_timeout)
         )
-        return BoundedEngine(engine, postgres.read_stats, "postgresql")
+        return BoundedEngine(engine, postgres.read_stats, "postgresql", postgres.PARTS)
     engine = create_async_engine(url, **common, connect_args=mysql.connect_args(connect_timeout))
     event.listen(engine.sync_engine, "connect", mysql.session_setup(target))
-    return BoundedEngine(engine, mysql.read_stats, "mysql")
+    return BoundedEngine(engine, mysql.read_stats, "mysql", mysql.PARTS)
 
 
 def describe_error(exc: BaseException, secret: str | None) -> str:

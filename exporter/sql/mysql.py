@@ -2,10 +2,10 @@
 
 Privileges: none beyond a login for connections, status and variables; PROCESS for the longest
 transaction (information_schema.INNODB_TRX) and SELECT ON performance_schema.* for statement digests
-(see docs/datastores.md); without them those parts are NOTEs. Every statement carries the
-`cachewarden_probe` mark;
-the digest hashes of the exporter's own statement shapes are learned from it once per server version
-and left out of the digests reported.
+(see docs/datastores.md). Each of those is an optional part (PARTS): one the server refuses is a NOTE
+naming the grant and costs nothing else. Every statement carries the `cachewarden_probe` mark; the
+digest hashes of the exporter's own statement shapes are learned from it once per server version and
+left out of the digests reported.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.config import DatabaseTarget
-from exporter.sql.stats import PROBE_MARK, DbStats, Digest, KnownDigests, StatementOptions
+from exporter.sql.stats import (
+    PROBE_MARK,
+    STATEMENT_DIGESTS,
+    DbStats,
+    Digest,
+    KnownDigests,
+    MissingColumnsError,
+    StatementOptions,
+    read_part,
+)
 
 _STATUS_NAMES = (
     "THREADS_CONNECTED", "THREADS_RUNNING", "MAX_USED_CONNECTIONS", "ABORTED_CONNECTS", "ABORTED_CLIENTS",
@@ -49,12 +58,36 @@ _DIGEST_TABLE = "performance_schema.events_statements_summary_by_digest"
 # index (MariaDB 10.11, MySQL 5.7), so any statement on it is one full pass. Window functions or a
 # filter on the text on top of that pass cost more than the pass itself. So: one pass of bare numbers
 # per reading, ranked here, and a lookup pass only for digests whose text has not been learned yet.
-# Both statements are built from this module's constants only (hence the S608 waivers).
-_DIGEST_NUMBERS = text(
-    f"SELECT DIGEST AS {PROBE_MARK}, COALESCE(SCHEMA_NAME, ''), COUNT_STAR, SUM_TIMER_WAIT, "  # noqa: S608
-    f"SUM_ROWS_EXAMINED, SUM_NO_INDEX_USED + SUM_NO_GOOD_INDEX_USED FROM {_DIGEST_TABLE} "
-    "WHERE DIGEST IS NOT NULL"
+# Both statements are built from this module's constants only (hence the S608 waivers), the pass of
+# numbers from the columns the server's table has.
+#
+# The columns a reading needs, and those it uses where the server has them; every MariaDB 10.x/11.x
+# and MySQL 8.0/8.4 digest table has all of them (tests/data/sql holds their column lists), but a table
+# that lacks an optional one costs only that number, and one that lacks a needed one only the digests.
+_DIGEST_NEEDED = ("DIGEST", "SCHEMA_NAME", "DIGEST_TEXT", "COUNT_STAR", "SUM_TIMER_WAIT")
+_NO_INDEX_COLUMNS = ("SUM_NO_INDEX_USED", "SUM_NO_GOOD_INDEX_USED")
+_DIGEST_COLUMNS = text(
+    f"SELECT UPPER(COLUMN_NAME) AS {PROBE_MARK} FROM information_schema.COLUMNS "  # noqa: S608
+    "WHERE TABLE_SCHEMA = 'performance_schema' AND TABLE_NAME = 'events_statements_summary_by_digest'"
 )
+
+
+def digest_numbers_query(columns: frozenset[str]) -> TextClause:
+    """The pass of numbers for a digest table with `columns` (upper case); raises MissingColumnsError
+    when it lacks one the reading needs. An empty set (the account cannot see the table's columns) is
+    taken as the full set, and the server's own refusal then names the grant."""
+    have = columns or frozenset((*_DIGEST_NEEDED, "SUM_ROWS_EXAMINED", *_NO_INDEX_COLUMNS))
+    if missing := [c for c in _DIGEST_NEEDED if c not in have]:
+        raise MissingColumnsError(_DIGEST_TABLE, missing)
+    rows = "SUM_ROWS_EXAMINED" if "SUM_ROWS_EXAMINED" in have else "NULL"
+    no_index = " + ".join(c for c in _NO_INDEX_COLUMNS if c in have) or "NULL"
+    return text(
+        f"SELECT DIGEST AS {PROBE_MARK}, COALESCE(SCHEMA_NAME, ''), COUNT_STAR, SUM_TIMER_WAIT, "  # noqa: S608
+        f"{rows}, {no_index} FROM {_DIGEST_TABLE} WHERE DIGEST IS NOT NULL"
+    )
+
+
+_DIGEST_NUMBERS = digest_numbers_query(frozenset())
 # The texts of some digests, each flagged when it is one of the exporter's own shapes and when its whole
 # text (not only the part reported) names a password; with :learn, also every own shape in the table,
 # so that none is ever counted among the slow or unindexed ones.
@@ -117,62 +150,109 @@ def _status_query(mariadb: bool) -> Any:
     return text(f"SELECT {columns} FROM {table} WHERE UPPER(VARIABLE_NAME) IN ({names})")  # noqa: S608
 
 
+# The optional parts of a reading (the `part` label of cachewarden_db_part_up and _errors_total).
+GLOBAL_STATUS, LONGEST_TRANSACTION = "global_status", "longest_transaction"
+PARTS = (GLOBAL_STATUS, LONGEST_TRANSACTION, STATEMENT_DIGESTS)
+
+# What each part needs beyond a login, named in the NOTE when the server refuses it.
+_GRANTS = {
+    GLOBAL_STATUS: "grant SELECT ON performance_schema.global_status (MySQL)",
+    LONGEST_TRANSACTION: "grant PROCESS to measure it",
+    STATEMENT_DIGESTS: "grant SELECT ON performance_schema.*",
+}
+# Server error numbers that mean "not allowed": table/column access denied, PROCESS or another
+# global privilege missing, database access denied.
+_DENIED = {1142, 1143, 1227, 1044}
+# "No such table/column": a server version without it (or a table dropped by hand).
+_MISSING = {1146, 1054}
+
+
 async def read_stats(conn: AsyncConnection, opts: StatementOptions) -> DbStats:
     max_connections, performance_schema, version, long_query_time = (await conn.execute(_VARIABLES)).one()
-    status = {
-        name: int(float(value))
-        for name, value in (await conn.execute(_status_query(is_mariadb(version)))).all()
-    }
-    running = status.get("THREADS_RUNNING", 0)
     stats = DbStats(
-        version=str(version),
-        connections={"active": running, "idle": max(0, status.get("THREADS_CONNECTED", 0) - running)},
-        max_connections=int(max_connections),
-        max_used_connections=status.get("MAX_USED_CONNECTIONS", 0),
-        aborted={"connect": status.get("ABORTED_CONNECTS", 0), "client": status.get("ABORTED_CLIENTS", 0)},
-        slow_queries=status.get("SLOW_QUERIES", 0),
-        full_scans=status.get("SELECT_SCAN", 0),
+        version=str(version), connections={}, max_connections=int(max_connections),
         long_query_time=float(long_query_time),
     )
-    try:
+
+    async def global_status() -> None:
+        rows = (await conn.execute(_status_query(is_mariadb(version)))).all()
+        _apply_status(stats, {name: int(float(value)) for name, value in rows})
+
+    async def longest_transaction() -> None:
         stats.longest_transaction_seconds = float((await conn.execute(_LONGEST_TRX)).scalar_one())
-    except DBAPIError as exc:
-        # 1227: INNODB_TRX needs PROCESS. An account without it still reads everything else.
-        stats.longest_transaction_seconds = None
-        stats.notes.append(("longest transaction", (
-            f"information_schema.INNODB_TRX cannot be read ({_code(exc)}); grant PROCESS to measure it")))
+
+    stats.longest_transaction_seconds = None  # unknown until read
+    await read_part(stats, GLOBAL_STATUS, "server status", global_status, _explain(GLOBAL_STATUS,
+                    "global status"))
+    await read_part(stats, LONGEST_TRANSACTION, "longest transaction", longest_transaction,
+                    _explain(LONGEST_TRANSACTION, "information_schema.INNODB_TRX"))
     if not opts.read_digests:
         stats.digests_fresh = False
         return stats
     if not int(performance_schema):
-        stats.statements_unavailable = (
+        stats.fail(STATEMENT_DIGESTS, "statement statistics", (
             "performance_schema is OFF, so statement digests are not measured "
             "(start the server with --performance-schema=ON); the slow query counter still is, "
             f"counting statements over long_query_time = {float(long_query_time):g} s"
-        )
+        ), error=False)
         return stats
-    try:
-        await _read_digests(conn, opts, stats)
-    except DBAPIError as exc:
-        # 1142: SELECT denied on performance_schema; the rest of the reading stays valid.
-        stats.statements_unavailable = (
-            f"statement digests cannot be read from performance_schema ({_code(exc)}); "
-            "grant SELECT ON performance_schema.*"
-        )
+    async def digests() -> None:
+        known = opts.known
+        known.forget_if_not(stats.version)
+        if known.columns is None:  # the table's shape is fixed by the server version
+            known.columns = frozenset(r[0] for r in (await conn.execute(_DIGEST_COLUMNS)).all())
+        await _read_digests(conn, opts, stats, digest_numbers_query(known.columns))
+        if known.columns and not known.columns.intersection(_NO_INDEX_COLUMNS):
+            stats.no_index, stats.no_index_total = [], None  # not measured, so not "every one used one"
+
+    await read_part(stats, STATEMENT_DIGESTS, "statement statistics", digests,
+                    _explain(STATEMENT_DIGESTS, "statement digests from performance_schema"))
     return stats
+
+
+def _apply_status(stats: DbStats, status: dict[str, int]) -> None:
+    """Global status values into `stats`: a name the server did not list stays unknown, never 0."""
+    connected, running = status.get("THREADS_CONNECTED"), status.get("THREADS_RUNNING")
+    if connected is not None and running is not None:
+        stats.connections = {"active": running, "idle": max(0, connected - running)}
+    stats.max_used_connections = status.get("MAX_USED_CONNECTIONS")
+    stats.aborted = {kind: status[name] for kind, name in (("connect", "ABORTED_CONNECTS"),
+                                                           ("client", "ABORTED_CLIENTS")) if name in status}
+    stats.slow_queries = status.get("SLOW_QUERIES")
+    stats.full_scans = status.get("SELECT_SCAN")
+
+
+def _explain(part: str, what: str) -> Callable[[DBAPIError], str]:
+    def explain(exc: DBAPIError) -> str:
+        number = _number(exc)
+        if number in _DENIED:
+            fix = _GRANTS[part]
+        elif number in _MISSING:
+            fix = "this server version lacks a table or column cachewarden reads; the rest is measured"
+        else:
+            fix = "the rest of the reading is measured"
+        return f"{what} cannot be read ({_code(exc)}); {fix}"
+
+    return explain
+
+
+def _number(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _code(exc: DBAPIError) -> str:
     """The server's error number and class (`1227 OperationalError`), never its text."""
-    args = getattr(exc.orig, "args", ())
-    code = f"{args[0]} " if args and isinstance(args[0], int) else ""
-    return f"{code}{type(exc.orig).__name__}"
+    number = _number(exc)
+    return f"{'' if number is None else f'{number} '}{type(exc.orig).__name__}"
 
 
-async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: DbStats) -> None:
+async def _read_digests(
+    conn: AsyncConnection, opts: StatementOptions, stats: DbStats, numbers: TextClause = _DIGEST_NUMBERS,
+) -> None:
     known = opts.known
     known.forget_if_not(stats.version)
-    digests = _merged((await conn.execute(_DIGEST_NUMBERS)).all(), known.own | known.withheld)
+    digests = _merged((await conn.execute(numbers)).all(), known.own | known.withheld)
     for _ in range(_LOOKUPS):
         learn = known.learning_passes < _LEARNING_PASSES
         wanted = _untold(_Ranking(digests, opts, 0), known)
@@ -204,9 +284,10 @@ async def _read_digests(conn: AsyncConnection, opts: StatementOptions, stats: Db
     known.texts = {digest: text for digest, text in known.texts.items() if digest in reported}
 
 
-# One digest's numbers as read: (digest, schema, calls, picoseconds, rows examined, no-index uses).
-# Plain tuples: thousands are read and ranked per reading, and only the few reported become Digests.
-_Numbers = tuple[str, str, int, int, int, int]
+# One digest's numbers as read: (digest, schema, calls, picoseconds, rows examined, no-index uses), the
+# last two None where the table lacks their columns. Plain tuples: thousands are read and ranked per
+# reading, and only the few reported become Digests.
+_Numbers = tuple[str, str, int, int, int | None, int | None]
 _TOTAL = operator.itemgetter(3)
 # Statements run with these default schemas read server metadata, whose tables have no indexes to use:
 # a tool browsing information_schema is not an application missing an index.
@@ -240,10 +321,19 @@ def _untold(ranking: _Ranking, known: KnownDigests) -> set[str]:
 
 def _told(ranked: list[_Numbers], known: KnownDigests) -> list[Digest]:
     return [
-        Digest(digest, schema, text, float(calls), picoseconds / 1e12, float(rows_examined), float(no_index))
+        Digest(digest, schema, text, float(calls), picoseconds / 1e12, _float(rows_examined),
+               _float(no_index))
         for digest, schema, calls, picoseconds, rows_examined, no_index in ranked
         if (text := known.texts.get(digest)) is not None
     ]
+
+
+def _float(n: int | None) -> float | None:
+    return None if n is None else float(n)
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
 
 
 def _merged(rows: Iterable[Any], own: set[str]) -> dict[str, _Numbers]:
@@ -258,5 +348,6 @@ def _merged(rows: Iterable[Any], own: set[str]) -> dict[str, _Numbers]:
             out[digest] = tuple(row)
             continue
         schema = row[1] if row[3] > seen[3] else seen[1]
-        out[digest] = (digest, schema, seen[2] + row[2], seen[3] + row[3], seen[4] + row[4], seen[5] + row[5])
+        out[digest] = (digest, schema, seen[2] + row[2], seen[3] + row[3], _sum(seen[4], row[4]),
+                       _sum(seen[5], row[5]))
     return out

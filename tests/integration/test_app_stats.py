@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -94,3 +95,30 @@ async def test_a_body_over_the_cap_fails_without_being_read_whole(aiohttp_server
             await collector.collect()
     finally:
         await collector.close()
+
+
+async def test_an_endpoint_that_never_answers_is_the_requests_own_timeout(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    hold = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await hold.wait()  # set only when the test ends
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/cache-stats", handler)
+    server = await aiohttp_server(app)
+    collector = AppStatsCollector(AppStatsTarget(name="shop", url=str(server.make_url("/cache-stats"))),
+                                  interval=5, timeout=0.4)
+    scheduler = Scheduler([collector])
+    try:
+        status = await scheduler.collect("app_stats", "shop")
+    finally:
+        hold.set()
+        await scheduler.close()
+    assert status.up is False
+    # aiohttp's own timeout ended it, before the scheduler's deadline would have
+    assert status.error is not None
+    assert not status.error.startswith("timed out after")
+    assert status.duration < 0.4

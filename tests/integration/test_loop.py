@@ -12,6 +12,7 @@ happen by itself. At the end, that same Prometheus runs every query of every shi
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.support.alertmanager import Alertmanager, run_alertmanager
 from tests.support.blade import blade_unavailable, compile_views
 from tests.support.mariadb import PrivateMariaDB, missing_binary, start_private_mariadb
 from tests.support.phpfpm import Fpm, require_fpm, start_fpm
+from tests.support.processes import stop_process
 from tests.support.prometheus import (
     Cachewarden,
     Prometheus,
@@ -37,7 +39,7 @@ from tests.support.prometheus import (
     run_cachewarden,
     run_prometheus,
 )
-from tests.support.wait import wait_for
+from tests.support.wait import free_port, wait_for
 
 pytest.importorskip("exporter.heal.routes", reason="the /heal webhook (exporter.heal) is not available")
 
@@ -143,6 +145,14 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
         "opcache.validate_timestamps": 0, "opcache.file_update_protection": 0,
         "opcache.file_cache": str(file_cache)})
     mariadb = None
+    # A second Redis with a maxmemory limit: the shared one has none, and an unlimited server exports no
+    # cachewarden_redis_max_memory_bytes at all, so only a limited one shows that panel query works.
+    limited_port = free_port()
+    limited = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(limited_port), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", "64mb"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     try:
         page = fpm.script("page.php", "<?php echo 'release v1';\n", mtime=LONG_AGO)
         revision = fpm.script("revision.php", "<?php return 'v1';\n", mtime=LONG_AGO)
@@ -159,7 +169,8 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
             "php_fpm": [{"name": "www", "address": fpm.address, "agent_dir": str(fpm.agent_dir),
                          "pool_config": str(fpm.pool_config), "revision_file": str(revision),
                          "laravel": "shop", "connect_timeout": "0.5s", "status_timeout": "1s"}],
-            "redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/0"}],
+            "redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/0"},
+                      {"name": "limited", "url": f"redis://127.0.0.1:{limited_port}/0"}],
             "databases": [{"name": "main", "url": mariadb.url(database="shop")}],
             "heal": {"token_file": str(token), "token_env": "CACHEWARDEN_LOOP_TEST_NO_SUCH_VARIABLE"},
         }
@@ -173,6 +184,7 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
                 yield Loop(app, fpm, page, revision, client, mariadb, served, prometheus, am)
     finally:
         fpm.stop()
+        stop_process(limited)
         if mariadb is not None:
             mariadb.stop()
 

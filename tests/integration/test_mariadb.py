@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -20,6 +21,8 @@ from exporter.collectors.sql import (
     DB_LONGEST_TRANSACTION,
     DB_MAX_CONNECTIONS,
     DB_NO_INDEX_STATEMENTS,
+    DB_PART_ERRORS,
+    DB_PART_UP,
     DB_SLOW_QUERIES,
     DB_STATEMENT_CALLS,
     DB_STATEMENT_INFO,
@@ -28,7 +31,7 @@ from exporter.collectors.sql import (
     SqlCollector,
 )
 from exporter.config import DatabaseTarget
-from exporter.metrics import Samples
+from exporter.metrics import Samples, SnapshotCollector
 from exporter.scheduler import Scheduler
 from tests.support.disclosure import assert_nowhere, shown_to_people
 from tests.support.mariadb import PrivateMariaDB, mariadb_server, start_private_mariadb
@@ -251,6 +254,12 @@ async def test_an_account_without_privileges_is_up_and_notes_what_to_grant(
     assert "grant PROCESS" in notes["longest transaction"].summary
     assert "grant SELECT ON performance_schema.*" in notes["statement statistics"].summary
     assert all(c.verdict is not Verdict.PROBLEM for c in obs.checks)
+    # Each refused part is down and counted alone; global status, which any login reads, is up.
+    parts = {lv[1]: v for spec, lv, v in obs.samples.values if spec is DB_PART_UP}
+    assert parts == {"global_status": 1, "longest_transaction": 0, "statement_digests": 0}
+    errors = {lv[1]: v for spec, lv, v in obs.samples.values if spec is DB_PART_ERRORS}
+    assert errors == {"global_status": 0, "longest_transaction": 1, "statement_digests": 1}
+    assert obs.samples.value(DB_CONNECTIONS, state="active") is not None
 
 
 async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password(
@@ -323,4 +332,48 @@ async def test_a_server_stopped_mid_run_is_down_and_reconnected_when_it_restarts
 
         await async_wait_for(back, timeout=30, message="sql collector reconnected after the restart")
     finally:
+        server.stop()
+
+
+def exposed_db_up(scheduler: Scheduler) -> float | None:
+    """cachewarden_db_up of target main in the exposition /metrics serves now (None: no such series)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(scheduler))
+    found = [float(line.rsplit(" ", 1)[1]) for line in generate_latest(registry).decode().splitlines()
+             if line.startswith('cachewarden_db_up{target="main"}')]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+async def test_a_hung_server_reads_down_at_every_collection_and_up_once_it_answers(tmp_path: Path) -> None:
+    # SIGSTOP: the kernel still accepts connections and the pooled one stays open, but nothing answers.
+    server = start_private_mariadb(tmp_path)
+    timeout = 2.0
+    collector = SqlCollector(DatabaseTarget(name="main", url=server.url()), interval=timeout, timeout=timeout)
+    scheduler = Scheduler([collector])
+    try:
+        await scheduler.collect("sql", "main")
+        assert exposed_db_up(scheduler) == 1
+
+        server.pause()
+        readings = []
+        for _ in range(4):  # every collection while it hangs, so CachewardenDbDown (`== 0`, for:) fires
+            status = await scheduler.collect("sql", "main")
+            assert status.duration < timeout + 1.0, "a collection must end within its timeout"
+            readings.append(exposed_db_up(scheduler))
+        assert readings == [0, 0, 0, 0]
+        # Measured, and found down: the collector itself did not fail (no CachewardenCollectorDown).
+        assert status.up is True
+        assert status.checks[0].verdict is Verdict.PROBLEM
+        assert status.checks[0].summary == f"cannot query: no answer within {timeout * 0.75:g}s"
+
+        server.resume()
+
+        async def back() -> bool:
+            await scheduler.collect("sql", "main")
+            return exposed_db_up(scheduler) == 1
+
+        await async_wait_for(back, timeout=30, message="db_up 1 once the server answers again")
+    finally:
+        await scheduler.close()
         server.stop()

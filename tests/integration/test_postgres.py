@@ -15,14 +15,17 @@ from exporter.collectors.sql import (
     DB_CONNECTIONS,
     DB_LONGEST_TRANSACTION,
     DB_MAX_CONNECTIONS,
+    DB_PART_ERRORS,
+    DB_PART_UP,
     DB_STATEMENT_CALLS,
     DB_STATEMENT_INFO,
+    DB_STATEMENT_SECONDS,
     DB_STATEMENT_STATS_AVAILABLE,
     DB_UP,
     SqlCollector,
 )
 from exporter.config import DatabaseTarget
-from exporter.metrics import Samples
+from exporter.metrics import MetricSpec, Samples
 from exporter.scheduler import Scheduler
 from tests.support.disclosure import assert_nowhere, shown_to_people
 from tests.support.postgres import PrivatePostgres, postgres_plain, postgres_with_statements
@@ -214,4 +217,149 @@ async def test_a_wrong_password_is_down_and_the_password_shows_nowhere(
         assert "password authentication failed" in check.summary
         assert_nowhere((wrong,), shown_to_people(scheduler, caplog.text, *scheduler.collectors))
     finally:
+        await scheduler.close()
+
+
+SHAPES = Path(__file__).resolve().parent.parent / "data" / "sql"
+
+
+def create_database(server: PrivatePostgres, name: str) -> bool:
+    """Create database `name` in the session's cluster unless an earlier test did; True if created."""
+    if server.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):  # noqa: S608 - test constant
+        return False
+    server.sql(f"CREATE DATABASE {name}")
+    return True
+
+
+def part_values(samples: Samples, spec: MetricSpec) -> dict[str, float]:
+    return {lv[1]: v for s, lv, v in samples.values if s is spec}
+
+
+@pytest.mark.parametrize("version", ["1.7", "1.8", "1.9", "1.10", "1.11"])
+async def test_every_recorded_pg_stat_statements_shape_is_read_by_the_real_server(
+    postgres_with_statements: PrivatePostgres, version: str,
+) -> None:
+    # A table with exactly the columns (and types) of that extension version stands in for the view,
+    # found first on the reading role's search_path: the built queries run on the real server.
+    server, tag = postgres_with_statements, version.replace(".", "_")
+    schema, database = f"pgss_{tag}", "cw_shapes"
+    create_database(server, database)
+    recorded = (SHAPES / f"pg_stat_statements-{version}.txt").read_text().splitlines()
+    columns = [line.split(" ", 1) for line in recorded]
+    time_column = "total_time" if version == "1.7" else "total_exec_time"
+    reader = role(server, f"cw_shape_{tag}")
+    view = f"{schema}.pg_stat_statements"
+    dbid = f"(SELECT oid FROM pg_database WHERE datname = '{database}')"  # noqa: S608 - test constants
+    server.sql(  # every part a constant of this test
+        f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; "  # noqa: S608
+        f"CREATE TABLE {view} ({', '.join(f'{n} {t}' for n, t in columns)}); "
+        f"INSERT INTO {view} (userid, dbid, queryid, query, calls, {time_column}, rows) VALUES "
+        f"(10, {dbid}, 101, 'SELECT * FROM orders WHERE id = $1', 10, 50, 10), "
+        f"(10, {dbid}, 202, 'SELECT pg_sleep($1)', 2, 1000, 2); "
+        f"GRANT USAGE ON SCHEMA {schema} TO {reader}; GRANT SELECT ON {view} TO {reader}; "
+        f"ALTER ROLE {reader} IN DATABASE {database} SET search_path = {schema}",
+        database,
+    )
+    collector = collector_for(server.url(user=reader, database=database))
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    assert obs.samples.value(DB_UP) == 1
+    assert part_values(obs.samples, DB_PART_UP)["statement_digests"] == 1
+    assert obs.samples.value(DB_STATEMENT_CALLS, digest="202") == 2
+    assert obs.samples.value(DB_STATEMENT_SECONDS, digest="202") == 1.0
+    assert obs.samples.value(DB_STATEMENT_SECONDS, digest="101") == 0.05
+    slow = next(c for c in obs.checks if c.name == "slow statements")
+    assert slow.total_items == 1
+    assert "pg_sleep" in slow.items[0]
+
+
+async def test_an_extension_left_at_an_older_version_is_read_and_the_update_is_named(
+    postgres_with_statements: PrivatePostgres,
+) -> None:
+    # As after pg_upgrade from PostgreSQL 12: the view still has total_time until ALTER EXTENSION … UPDATE.
+    server, database = postgres_with_statements, "cw_pgss_old"
+    if create_database(server, database):
+        server.sql("CREATE EXTENSION pg_stat_statements VERSION '1.7'", database)
+    # A shape of its own: aliases and constants do not make a statement distinct to pg_stat_statements.
+    marker = "generate_series"
+    server.sql("SELECT pg_sleep(0.15) FROM generate_series(1, 1)", database)
+    collector = collector_for(server.url(database=database))
+    try:
+        obs = await collector.collect()
+    finally:
+        await collector.close()
+    assert obs.samples.value(DB_UP) == 1
+    assert part_values(obs.samples, DB_PART_UP)["statement_digests"] == 1
+    # Read through the 1.7 view's total_time: the statement is among the slow ones (the top digests
+    # are the cluster's heaviest, which other tests' statements may fill).
+    slow = next(c for c in obs.checks if c.name == "slow statements")
+    assert any(marker in item for item in slow.items)
+    notes = {c.name: c.summary for c in obs.checks if c.verdict is Verdict.NOTE}
+    assert "ALTER EXTENSION pg_stat_statements UPDATE (it is at 1.7, the server ships 1.10)" in (
+        notes["pg_stat_statements version"])
+
+
+async def test_a_refused_pg_stat_statements_costs_only_the_statements_and_is_counted(
+    postgres_with_statements: PrivatePostgres,
+) -> None:
+    server, database = postgres_with_statements, "cw_pgss_revoked"
+    if create_database(server, database):
+        server.sql("CREATE EXTENSION pg_stat_statements; REVOKE SELECT ON pg_stat_statements FROM PUBLIC",
+                   database)
+    collector = collector_for(server.url(user=role(server, "cw_no_pgss"), database=database))
+    try:
+        first = await collector.collect()
+        second = await collector.collect()
+    finally:
+        await collector.close()
+    for obs in (first, second):
+        assert obs.samples.value(DB_UP) == 1
+        assert obs.samples.value(DB_CONNECTIONS, state="active") is not None
+        assert obs.samples.value(DB_STATEMENT_STATS_AVAILABLE) == 0
+        assert part_values(obs.samples, DB_PART_UP) == {
+            "activity": 1, "table_scans": 1, "sessions": 1, "statement_digests": 0}
+    assert part_values(first.samples, DB_PART_ERRORS) == {
+        "activity": 0, "sessions": 0, "table_scans": 0, "statement_digests": 1}
+    assert part_values(second.samples, DB_PART_ERRORS)["statement_digests"] == 2
+    note = next(c for c in first.checks if c.name == "statement statistics")
+    assert note.verdict is Verdict.NOTE
+    assert note.summary.startswith("pg_stat_statements cannot be read (42501 ")
+    assert "GRANT pg_monitor (or SELECT ON pg_stat_statements)" in note.summary
+    assert all(c.verdict is not Verdict.PROBLEM for c in first.checks)
+
+
+async def test_a_frozen_cluster_reads_down_at_every_collection_and_up_once_it_answers(
+    postgres_plain: PrivatePostgres,
+) -> None:
+    timeout = 2.0
+    collector = SqlCollector(DatabaseTarget(name="pg", url=postgres_plain.url()), interval=timeout,
+                             timeout=timeout)
+    scheduler = Scheduler([collector])
+
+    def db_up() -> float | None:
+        found = [v for b in scheduler.snapshot() if b.target == "pg" if (v := b.value(DB_UP)) is not None]
+        return found[0] if found else None
+
+    try:
+        await scheduler.collect("sql", "pg")
+        assert db_up() == 1
+        postgres_plain.pause()
+        readings = []
+        for _ in range(3):
+            status = await scheduler.collect("sql", "pg")
+            assert status.duration < timeout + 1.0
+            readings.append(db_up())
+        assert readings == [0, 0, 0]
+        assert status.up is True  # the collector measured; the server is what is down
+        postgres_plain.resume()
+
+        async def back() -> bool:
+            await scheduler.collect("sql", "pg")
+            return db_up() == 1
+
+        await async_wait_for(back, timeout=30, message="db_up 1 once the cluster answers again")
+    finally:
+        postgres_plain.resume()
         await scheduler.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +33,11 @@ PASSWORD = "s3cret-redis-pw-7781"
 
 
 class PrivateRedis:
-    def __init__(self, base: Path, password: str | None = None) -> None:
-        self.base, self.port, self.password = base, free_port(), password
+    """`acl`: extra `--user` rules; then the default user is off and `admin` (password `password`) may
+    do everything, as on a host that gives its monitoring a least-privilege user."""
+
+    def __init__(self, base: Path, password: str | None = None, acl: tuple[list[str], ...] = ()) -> None:
+        self.base, self.port, self.password, self.acl = base, free_port(), password, acl
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -41,17 +45,32 @@ class PrivateRedis:
                 "--appendonly", "no", "--dir", str(self.base), "--maxclients", "64"]
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.acl:
+            argv += ["--user", "default", "off", "--user", "admin", "on", f">{self.password}", "~*", "&*",
+                     "+@all"]
+            for rules in self.acl:
+                argv += ["--user", *rules]
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, timeout=20, message=f"redis-server on {self.port}")
 
     def _answers(self) -> bool:
+        return self.cli("PING") == "PONG"
+
+    def cli(self, *command: str) -> str:
         auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, "PING"], capture_output=True,
+        if self.acl:
+            auth = ["--user", "admin", *auth]
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *command], capture_output=True,
                              text=True, timeout=5, check=False)
-        return out.stdout.strip() == "PONG"
+        return out.stdout.strip()
+
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
 
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a frozen server would not act on SIGTERM
             self._proc.terminate()
             self._proc.wait(timeout=20)
             self._proc = None
@@ -173,3 +192,70 @@ async def test_a_wrong_password_is_a_clear_problem_that_never_shows_the_password
     finally:
         await scheduler.close()
         server.stop()
+
+
+async def test_a_user_allowed_only_info_and_ping_is_measured_and_denied_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The least-privilege monitoring user of a Redis 6+ ACL: no CLIENT SETNAME, SETINFO, HELLO or SELECT.
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path, password="admin-pw-1187",
+                          acl=(["monitor", "on", f">{PASSWORD}", "-@all", "+info", "+ping"],))
+    server.start()
+    monkeypatch.setenv("CW_TEST_REDIS_PW", PASSWORD)
+    url = f"redis://monitor@127.0.0.1:{server.port}/3"
+    collector = collector_for(url, password_env="CW_TEST_REDIS_PW")
+    try:
+        assert server.cli("SET", "cw-test:k", "v") == "OK"
+        assert server.cli("--no-raw", "GET", "cw-test:k") == '"v"'
+        obs = await collector.collect()
+        again = await collector.collect()  # the same connection, reused
+    finally:
+        await collector.close()
+        denied = server.cli("ACL", "LOG")
+        server.stop()
+    assert obs.samples.value(REDIS_UP) == 1, obs.checks
+    assert again.samples.value(REDIS_UP) == 1
+    assert obs.samples.value(REDIS_KEYSPACE_HITS) == 1
+    assert obs.samples.value(REDIS_MAX_CLIENTS) == 64
+    assert obs.samples.value(REDIS_DB_KEYS, db="0") == 1
+    assert obs.checks[0].verdict is Verdict.OK
+    assert denied == "", f"the server logged denied commands: {denied}"
+
+
+async def test_a_frozen_server_reads_down_at_every_collection_and_up_once_it_answers(
+    redis_server: PrivateRedis,
+) -> None:
+    timeout = 1.0
+    target = RedisTarget(name="cache", url=redis_server.url)
+    collector = RedisCollector(target, interval=timeout, timeout=timeout)
+    scheduler = Scheduler([collector])
+
+    def redis_up() -> float | None:
+        found = [v for b in scheduler.snapshot() if b.target == "cache"
+                 if (v := b.value(REDIS_UP)) is not None]
+        return found[0] if found else None
+
+    try:
+        await scheduler.collect("redis", "cache")
+        assert redis_up() == 1
+        redis_server.signal(signal.SIGSTOP)
+        readings = []
+        for _ in range(3):
+            status = await scheduler.collect("redis", "cache")
+            assert status.duration < timeout
+            readings.append(redis_up())
+        assert readings == [0, 0, 0]
+        assert status.up is True  # measured: the server is what is down
+        assert "Timeout" in status.checks[0].summary
+        redis_server.signal(signal.SIGCONT)
+
+        async def back() -> bool:
+            await scheduler.collect("redis", "cache")
+            return redis_up() == 1
+
+        await async_wait_for(back, timeout=20, message="redis_up 1 once the server answers again")
+    finally:
+        redis_server.signal(signal.SIGCONT)
+        await scheduler.close()

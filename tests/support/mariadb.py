@@ -67,8 +67,18 @@ class PrivateMariaDB:
     def stop(self) -> None:
         if self._proc is None:
             return
+        self.resume()  # a paused server would not act on SIGTERM
         stop_process(self._proc, signal.SIGTERM, timeout=60)
         self._proc = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and accepted, nothing is answered."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

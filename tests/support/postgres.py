@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.processes import check_alive, stop_process
@@ -85,9 +86,26 @@ class PrivatePostgres:
              "-Atc", "SELECT 1"], capture_output=True, timeout=30, check=False,
         ).returncode == 0
 
+    def pause(self) -> None:
+        """Freeze the cluster (SIGSTOP to the postmaster and every backend): connections stay open and
+        new ones are accepted by the kernel, but nothing answers."""
+        for proc in self._processes():
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for proc in self._processes():
+            proc.send_signal(signal.SIGCONT)
+
+    def _processes(self) -> list[psutil.Process]:
+        if self._proc is None or self._proc.poll() is not None:
+            return []
+        postmaster = psutil.Process(self._proc.pid)
+        return [postmaster, *postmaster.children(recursive=True)]
+
     def stop(self) -> None:
         if self._proc is None:
             return
+        self.resume()  # a frozen cluster would not act on SIGINT
         stop_process(self._proc, signal.SIGINT, timeout=60)  # "fast" shutdown: disconnect clients
         self._proc = None
 

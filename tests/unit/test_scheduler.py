@@ -108,6 +108,38 @@ async def test_collection_that_overruns_its_timeout_goes_down() -> None:
     assert value_of(scheduler.snapshot(), COLLECTOR_UP, collector="fake") == 0
 
 
+class FakeServer(FakeCollector):
+    """A collector whose target has its own `…_up` gauge, as Redis, SQL and FPM targets do."""
+
+    kind = "fake_server"
+    up = FAKE_VALUE
+
+
+async def test_a_target_whose_collection_times_out_reads_up_0_and_1_again_once_it_answers() -> None:
+    fake = FakeServer(timeout=0.01, value=1)
+    scheduler = Scheduler([fake])
+    await scheduler.collect("fake_server", "app")
+    assert value_of(scheduler.snapshot(), FAKE_VALUE) == 1
+
+    fake.hang = True
+    for _ in range(3):  # every scrape while it hangs, not only the first
+        await scheduler.collect("fake_server", "app")
+        assert value_of(scheduler.snapshot(), FAKE_VALUE) == 0, "a hung target must read down, not vanish"
+
+    fake.hang = False
+    await scheduler.collect("fake_server", "app")
+    assert value_of(scheduler.snapshot(), FAKE_VALUE) == 1
+
+
+async def test_a_target_whose_collection_raises_reads_up_0() -> None:
+    fake = FakeServer(value=1)
+    fake.error = RuntimeError("driver bug")
+    scheduler = Scheduler([fake])
+    assert value_of(scheduler.snapshot(), FAKE_VALUE) is None  # not measured yet: unknown, not down
+    await scheduler.collect("fake_server", "app")
+    assert value_of(scheduler.snapshot(), FAKE_VALUE) == 0
+
+
 async def test_collectors_own_timeout_is_reported_as_its_error_not_as_the_deadline() -> None:
     fake = FakeCollector(timeout=60)
     fake.error = TimeoutError("connect timed out")
