@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from exporter.config import WebConfig
+from exporter.http_server import GuardedAppRunner
 from exporter.metrics import Samples, counter, gauge
 
 log = logging.getLogger(__name__)
@@ -334,9 +335,10 @@ async def serve(app: web.Application, sockets: list[socket.socket], limits: Limi
     # Header lines over 8 KiB are not a client of ours (aiohttp's defaults, made explicit). aiohttp's
     # own idle timer is a backstop behind the sweeper, which counts what it closes. No
     # handler_cancellation: a manual heal run must not stop half-way because its caller hung up.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                           max_line_size=8190, max_field_size=8190,
-                           keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
+    # GuardedAppRunner: a request aiohttp cannot parse is answered and logged without its bytes.
+    runner = GuardedAppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                              max_line_size=8190, max_field_size=8190,
+                              keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
 
     def handlers() -> RequestHandler:
         assert runner.server is not None

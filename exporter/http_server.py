@@ -1,0 +1,87 @@
+"""aiohttp's server with its error answers and error logs made safe to show a stranger.
+
+aiohttp answers a request it cannot parse (a header line ending in a bare CR, as `curl -H @file` sends
+from a token file with CRLF line ends; a NUL byte; a folded header; a space before the colon; an
+overlong line) with 400 and the parser's message as the body, and that message quotes the offending
+line: `Authorization: Bearer <the token>`. It also logs the same message at ERROR with a traceback for
+every such request. Nothing cachewarden shows or logs may carry a header value, so parse errors and
+handler errors get a fixed body (the status line's words) and one rate-limited log line naming the
+error's class and the caller's address, never its message.
+
+aiohttp has no public hook for that answer (`RequestHandler.handle_error` builds it, `web.Server`
+constructs the handler), hence the small subclasses here, used by exporter.serving;
+tests/integration/test_disclosure.py sends every malformed form to a real `cachewarden serve` and
+fails if aiohttp's behaviour moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from exporter.ratelimited_log import RateLimitedLog
+
+log = logging.getLogger("cachewarden.http")
+_limited = RateLimitedLog(log)
+
+
+def fixed_error_text(status: int) -> str:
+    """The whole body of an error answer: the status line's words, nothing taken from the request."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}\n"
+    except ValueError:
+        return f"{status}\n"
+
+
+def _where(exc: BaseException | None) -> str:
+    """The innermost frame of `exc` as file:line (function): source locations, never the message."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    if not frames:
+        return "unknown location"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} ({last.name})"
+
+
+class _GuardedRequestHandler(RequestHandler):
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # `message` and str(exc) quote the request's bytes: neither is logged nor sent.
+        if status >= 500:
+            _limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,
+                           request.remote, type(exc).__name__ if exc else "timeout", _where(exc))
+        else:
+            _limited.warning(f"refused-{status}", "refused a malformed HTTP request from %s with %d (%s)",
+                             request.remote, status, type(exc).__name__ if exc else "no detail")
+        if request.writer.output_size > 0:  # as aiohttp does: the answer has begun, the connection is lost
+            raise ConnectionError("response already started, cannot send an error response")
+        resp = web.Response(status=status, text=fixed_error_text(status), content_type="text/plain")
+        resp.force_close()
+        return resp
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        exc = exc if isinstance(exc, BaseException) else None
+        what = args[0] if args and isinstance(args[0], str) else "error"
+        # Not the message's arguments, which may hold a request's repr, nor a traceback.
+        _limited.error("server-error", "%s: %s at %s", what, type(exc).__name__ if exc else "-",
+                       _where(exc))
+
+
+class _GuardedServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An `AppRunner` whose connections answer parse and handler errors with `fixed_error_text`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The same server, built by aiohttp from the app; only the protocol it hands out differs.
+        server.__class__ = _GuardedServer
+        return server
