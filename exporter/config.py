@@ -791,15 +791,38 @@ def parse(data: Any, source: str = "<config>", base_dir: Path | None = None) -> 
         raise ConfigError(source, _format_errors(exc)) from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and why PyYAML refused the text, by line and column (and character offset where it has one)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. NUL
+        return (f"character offset {exc.position}: not valid YAML: {exc.reason} "
+                f"(U+{exc.character if isinstance(exc.character, int) else 0:04X})")
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}not valid YAML: {getattr(exc, 'problem', None) or type(exc).__name__}"
+
+
 def load(path: Path) -> Config:
+    """Read, parse and validate the configuration file; relative paths in it are relative to its folder.
+
+    Raises ConfigError naming the file for anything wrong with it: unreadable, not UTF-8 (with the
+    byte offset of the first bad byte), not YAML (line and column), empty, or invalid.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"byte offset {exc.start}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                                      "save the file as UTF-8"]) from None
+    try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise ConfigError(str(path), ["not valid YAML: nested too deeply"]) from None
+    if data is None:
+        # A truncated or never-rendered file would otherwise start a sidecar that watches nothing.
+        raise ConfigError(str(path), ["the file is empty (no keys); write {} for all defaults"])
     return parse(data, str(path), base_dir=path.absolute().parent)

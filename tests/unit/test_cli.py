@@ -23,7 +23,7 @@ from tests.support.fakes import FakeCollector
 from tests.support.wait import free_port, wait_for
 
 
-def write_config(tmp_path: Path, text: str = "") -> Path:
+def write_config(tmp_path: Path, text: str = "{}\n") -> Path:
     path = tmp_path / "cachewarden.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -67,6 +67,22 @@ def test_bad_configuration_exits_2_with_every_problem_on_stderr(tmp_path: Path,
     assert f"{config}: invalid configuration:" in err
     assert f"laravel[0].root: directory {tmp_path / 'missing'} does not exist" in err
     assert "bogus: unknown key" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "heal", "render"])
+def test_a_configuration_file_that_is_not_utf8_exits_2_naming_file_and_offset(
+        tmp_path: Path, command: str) -> None:
+    config = tmp_path / "cachewarden.yaml"
+    config.write_bytes(b"laravel: []\n# r\xe9sum\xe9\n")
+    extra = {"heal": ["views.recompile", "--target", "shop"]}.get(command, [])
+    # A child process with stdout and stderr strictly ASCII, as under a C locale.
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", command, "--config.file", str(config), *extra],
+        capture_output=True, timeout=30, check=False, env={**os.environ, "PYTHONIOENCODING": "ascii:strict"})
+    assert result.returncode == EXIT_BAD_CONFIG
+    assert result.stderr.decode() == (f"{config}: invalid configuration:\n"
+                                      "  byte offset 15: not UTF-8 (byte 0xe9); save the file as UTF-8\n")
+    assert result.stdout == b""
 
 
 def test_missing_configuration_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
