@@ -32,6 +32,7 @@ from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import DotenvError, read_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
 from exporter.text import display
+from exporter.url_secrets import url_credential
 
 DEFAULT_PORT = 9590
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
@@ -87,15 +88,29 @@ def split_listen_address(address: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def _credential_free(advice: str, *, user_is_secret: bool = False) -> AfterValidator:
+    """A check that the URL carries no credential (exporter.url_secrets decides), for every URL key."""
+
+    def check(url: str | None) -> str | None:
+        if url is not None and (found := url_credential(url, user_is_secret=user_is_secret)):
+            raise ValueError(f"the URL contains {found}{advice}")
+        return url
+
+    return AfterValidator(check)
+
+
 def _http_url(value: str) -> str:
     if not re.match(r"^https?://", value):
         raise ValueError("expected an http:// or https:// URL")
-    if _URL_PASSWORD.match(value):
-        raise ValueError("the URL contains a password, which would show wherever the URL is logged")
     return value
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# Every URL-typed key is one of these types (tests/unit/test_config.py walks the model to hold that).
+HttpUrl = Annotated[str, AfterValidator(_http_url),
+                    _credential_free(", which would show wherever the URL is shown", user_is_secret=True)]
+TargetUrl = Annotated[str, _credential_free(": use password_file or password_env instead")]
+StoreUrl = Annotated[str, _credential_free(": use redis_password_file or redis_password_env instead")]
+LinkUrl = Annotated[str, _credential_free(", which every rendered alert would show", user_is_secret=True)]
 
 
 class _Model(BaseModel):
@@ -114,15 +129,6 @@ def _base_dir(info: ValidationInfo) -> Path:
     """The directory relative paths are resolved against: the configuration file's, else the current one."""
     base = (info.context or {}).get("base_dir")
     return Path(base).absolute() if base is not None else Path.cwd()
-
-
-_URL_PASSWORD = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", re.IGNORECASE)
-
-
-def _refuse_url_password(url: str) -> str:
-    if _URL_PASSWORD.match(url):
-        raise ValueError("the URL contains a password: use password_file or password_env instead")
-    return url
 
 
 def read_secret(file: Path | None, env: str | None) -> str | None:
@@ -371,12 +377,10 @@ class PhpFpmTarget(_Model):
 
 class RedisTarget(_Secret):
     name: TargetName
-    url: str = "redis://127.0.0.1:6379/0"
+    url: TargetUrl = "redis://127.0.0.1:6379/0"
     laravel: TargetName | None = None  # the Laravel app this server belongs to: replaces .env discovery
     # A password read from a Laravel app's .env by exporter.discovery; private, so never in repr or dumps.
     _discovered_password: str | None = PrivateAttr(default=None)
-
-    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
 
     def password(self) -> str | None:
         return self._discovered_password or super().password()
@@ -424,7 +428,7 @@ def _sql_url(value: str) -> str:
 
 class DatabaseTarget(_Secret):
     name: TargetName
-    url: str
+    url: TargetUrl
     laravel: TargetName | None = None  # the Laravel app this database belongs to: replaces .env discovery
     top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
     slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
@@ -435,8 +439,6 @@ class DatabaseTarget(_Secret):
     lock_timeout: Duration = 1.0
     connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)
     _discovered_password: str | None = PrivateAttr(default=None)
-
-    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
 
     def password(self) -> str | None:
         return self._discovered_password or super().password()
@@ -531,7 +533,7 @@ class HealConfig(_Model):
     allow_cidrs: list[str] = []  # e.g. 10.0.0.0/8; empty: any address that holds the token
     max_body_bytes: Annotated[int, Field(gt=0, le=16 << 20)] = 1 << 20
     # Shared lock, dedup and cooldown state, so that a fleet of sidecars heals once.
-    redis_url: str | None = None
+    redis_url: StoreUrl | None = None
     redis_password_file: Path | None = None
     redis_password_env: str | None = None
     dedup_ttl: Duration = 86400.0
@@ -546,10 +548,6 @@ class HealConfig(_Model):
     views_mode: FileMode = 0o644  # directories get the same bits plus x wherever r is set
     warm: list[HealWarm] = []
     plans: dict[str, HealPlan] = {}  # by alertname; merged over the shipped defaults
-
-    _no_password = field_validator("redis_url")(
-        lambda cls, v: v if v is None else _refuse_url_password(v)
-    )
 
     @field_validator("allow_cidrs")
     @classmethod
@@ -669,7 +667,7 @@ class AlertsConfig(_Model):
     `rules` lists only the alerts to change and only the keys to change; the rest keep their defaults.
     """
 
-    runbook_base_url: str = "https://github.com/cachewarden/cachewarden/blob/main/docs/runbooks"
+    runbook_base_url: LinkUrl = "https://github.com/cachewarden/cachewarden/blob/main/docs/runbooks"
     min_lookup_rate: float = Field(default=DEFAULT_MIN_LOOKUP_RATE, ge=0)
     # The Prometheus job(s) scraping cachewarden, a regex: CachewardenDown watches their `up`.
     job: str = Field(default="cachewarden", min_length=1)

@@ -339,7 +339,8 @@ def test_url_with_a_password_is_refused_without_echoing_it(section: str, url: st
     with pytest.raises(ConfigError) as info:
         parse({section: [{"name": "t", "url": url}]})
     assert info.value.problems == [
-        f"{section}[0].url: the URL contains a password: use password_file or password_env instead"
+        f"{section}[0].url: the URL contains a password in the user part (user:password@): "
+        "use password_file or password_env instead"
     ]
     assert "hunter2" not in str(info.value)
 
