@@ -30,14 +30,25 @@ class RateLimitedLog:
         self._next: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
 
-    def log(self, level: int, kind: str, msg: str, *args: object) -> bool:
-        """Log unless a line of `kind` was logged within the interval; True if this one was logged."""
+    def admit(self, kind: str) -> int | None:
+        """None when a line of `kind` was let through within the interval (this one is counted as left
+        out); otherwise how many were left out since the last line of `kind`."""
         now = self._clock()
         if now < self._next.get(kind, float("-inf")):
             self._left_out[kind] = self._left_out.get(kind, 0) + 1
-            return False
+            return None
         self._next[kind] = now + self._interval
-        left_out = self._left_out.pop(kind, 0)
+        return self._left_out.pop(kind, 0)
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> bool:
+        """Log unless a line of `kind` was logged within the interval; True if this one was logged."""
+        left_out = self.admit(kind)
+        if left_out is None:
+            return False
         if left_out:
             msg += " (and %d more like it in the last %gs)"
             args = (*args, left_out, self._interval)

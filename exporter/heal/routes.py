@@ -87,10 +87,11 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
 
 
 async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response:
+    # Counted and logged (rate-limited), never put on the audit stream: see Audit.
     runner = request.app[HEAL_RUNNER]
     runner.metrics.requests[refusal.outcome] += 1
-    await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
-                                              "outcome": refusal.outcome, "status": refusal.status})
+    runner.audit.refusal({"who": request.remote, "method": request.method,
+                          "outcome": refusal.outcome, "status": refusal.status})
     return refusal.response()
 
 
@@ -101,8 +102,8 @@ async def handle_post(request: web.Request) -> web.Response:
         # counts a failed notification; nothing is read or acted on.
         runner = request.app[HEAL_RUNNER]
         runner.metrics.requests["disabled"] += 1
-        await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
-                                                  "outcome": "disabled", "status": 200})
+        runner.audit.refusal({"who": request.remote, "method": request.method,
+                              "outcome": "disabled", "status": 200})
         return web.json_response({"status": "ok", "outcome": "disabled", "error": refusal.message})
     if refusal is not None:
         return await _refuse(request, refusal)
