@@ -22,6 +22,7 @@ from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
 from exporter.heal.routes import setup_heal
+from exporter.heal.token import HealState, read_heal_state
 from exporter.metrics import SnapshotCollector
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
@@ -33,6 +34,7 @@ CONFIG = web.AppKey("config", Config)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STARTED_AT = web.AppKey("started_at", float)
+HEAL_STATE = web.AppKey("heal_state", HealState)
 
 
 def create_app(
@@ -40,9 +42,11 @@ def create_app(
     *,
     collectors: Sequence[Collector] | None = None,
     run_collectors: bool = True,
+    heal_state: HealState | None = None,
 ) -> web.Application:
     """Build the app. `collectors` overrides those built from `config` (tests pass fakes);
-    `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly)."""
+    `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly);
+    `heal_state` is the token judged at start (read from `config` when not given; HealTokenError)."""
     scheduler = Scheduler(build_collectors(config) if collectors is None else collectors)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(scheduler))
@@ -52,12 +56,13 @@ def create_app(
     app[SCHEDULER] = scheduler
     app[REGISTRY] = registry
     app[STARTED_AT] = time.time()
+    app[HEAL_STATE] = heal_state if heal_state is not None else read_heal_state(config.heal)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/", handle_status_page)
     app.cleanup_ctx.append(_collection(run_collectors))
     # After the collection context, so that on shutdown heal runs stop before the collectors close.
-    registry.register(SnapshotCollector(setup_heal(app, config, scheduler).metrics))
+    registry.register(SnapshotCollector(setup_heal(app, config, scheduler, app[HEAL_STATE]).metrics))
     return app
 
 
@@ -92,6 +97,6 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_status_page(request: web.Request) -> web.Response:
-    report = build_report(request.app[SCHEDULER].statuses())
+    report = build_report(request.app[SCHEDULER].statuses(), heal=request.app[HEAL_STATE])
     html = render_status_page(report, started_at=request.app[STARTED_AT])
     return web.Response(text=html, content_type="text/html")

@@ -574,17 +574,6 @@ class HealConfig(_Model):
     def token(self) -> str | None:
         return read_secret(self.token_file, self.token_env) or None
 
-    def token_problem(self) -> str | None:
-        """Why the configured token cannot guard /heal (unreadable, too short), checked before serving."""
-        source = "heal.token_file" if self.token_file else f"the variable {self.token_env}"
-        try:
-            token = self.token()
-        except (OSError, UnicodeDecodeError) as exc:
-            return f"{source}: cannot read it ({type(exc).__name__})"
-        if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
-            return f"{source}: the heal token must be at least {MIN_TOKEN_LENGTH} characters long"
-        return None
-
     def redis_password(self) -> str | None:
         return read_secret(self.redis_password_file, self.redis_password_env)
 

@@ -122,9 +122,13 @@ def test_serve_on_an_address_in_use_exits_2_without_a_traceback(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
-def test_check_without_targets_is_healthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_without_targets_is_healthy(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
     assert main(["check", "--config.file", str(write_config(tmp_path))]) == EXIT_OK
-    assert capsys.readouterr().out == "cachewarden: healthy\n"
+    assert capsys.readouterr().out == (
+        "heal: disabled: no token: set heal.token_file or the variable CACHEWARDEN_HEAL_TOKEN\n"
+        "cachewarden: healthy\n")
 
 
 def test_check_exits_1_when_a_check_finds_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -201,12 +205,15 @@ def test_check_against_a_real_laravel_app_with_an_orphaned_view(tmp_path: Path,
 
 
 def test_disabling_a_collector_from_the_command_line_skips_its_targets(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
     root = laravel_app(tmp_path / "shop", {}, {"bbbb.php": "deleted.blade.php"})
     config = write_config(tmp_path, f"laravel:\n  - name: shop\n    root: {root}\n")
 
     assert main(["check", "--config.file", str(config), "--no-collector.views"]) == EXIT_OK
-    assert capsys.readouterr().out == "cachewarden: healthy\n"
+    assert capsys.readouterr().out == (
+        "heal: disabled: no token: set heal.token_file or the variable CACHEWARDEN_HEAL_TOKEN\n"
+        "cachewarden: healthy\n")
 
 
 def test_serve_answers_healthz_and_exits_0_on_sigterm(tmp_path: Path) -> None:
