@@ -131,6 +131,27 @@ def _base_dir(info: ValidationInfo) -> Path:
     return Path(base).absolute() if base is not None else Path.cwd()
 
 
+def _relative_to_config(value: Any, info: ValidationInfo) -> Any:
+    """A relative path is relative to the configuration file's folder, never to the current directory
+    (which under systemd is /)."""
+    if isinstance(value, str | Path) and str(value) and not Path(value).is_absolute():
+        return _base_dir(info) / value
+    return value
+
+
+def _command_path(value: Any, info: ValidationInfo) -> Any:
+    """A program: a bare name (`php`) is looked up on PATH when run, as a shell does; a path with a
+    slash is a path, relative to the configuration file's folder."""
+    if isinstance(value, str) and "/" not in value:
+        return value
+    return _relative_to_config(value, info)
+
+
+# Every path-typed key is one of these (tests/unit/test_config_paths.py walks the model to hold that).
+ConfigPath = Annotated[Path, BeforeValidator(_relative_to_config)]
+CommandPath = Annotated[Path, BeforeValidator(_command_path)]
+
+
 def read_secret(file: Path | None, env: str | None) -> str | None:
     """A secret from a file (trailing newline stripped) or an environment variable, file first."""
     if file is not None:
@@ -141,7 +162,7 @@ def read_secret(file: Path | None, env: str | None) -> str | None:
 
 
 class _Secret(_Model):
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     password_env: str | None = None
 
     @field_validator("password_file")
@@ -200,11 +221,11 @@ class Collectors(_Model):
 
 class LaravelTarget(_Model):
     name: TargetName
-    root: Path
+    root: ConfigPath
     # Where each path the file did not give came from, to name it when the directory is missing.
     derived_from: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
-    views_path: Path | None = None
-    compiled_path: Path | None = None
+    views_path: ConfigPath | None = None
+    compiled_path: ConfigPath | None = None
     # The user (or "user:group") PHP-FPM runs the app as: dir_writable is judged for it, not for cachewarden.
     php_user: str | None = None
     # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
@@ -299,10 +320,10 @@ class PhpFpmTarget(_Model):
     name: TargetName
     address: str  # unix:/path/to.sock or host:port
     status_path: str = "/fpm-status"
-    agent_dir: Path = Path("/var/lib/cachewarden")
+    agent_dir: ConfigPath = Path("/var/lib/cachewarden")
     # FPM pool file (or php-fpm.conf): pm.max_children, and the php_value[...] lines that directive
     # attribution needs to name the pool as a setting's source
-    pool_config: Path | None = None
+    pool_config: ConfigPath | None = None
     pool_name: str | None = None  # its [section]; default: the status page's pool, else the only one
     # FPM's prefix (its -p, else its install prefix), against which FPM resolves a relative include=;
     # default: PREFIX when pool_config is PREFIX/etc/*.conf (/usr/local in the official Docker image)
@@ -311,8 +332,8 @@ class PhpFpmTarget(_Model):
     connect_timeout: Duration = 1.0
     status_timeout: Duration = 2.0  # a saturated pool shows as this timing out while connections succeed
     agent_timeout: Duration = 5.0
-    revision_file: Path | None = None  # REVISION text file, or a PHP file that returns the version string
-    release_symlink: Path | None = None  # e.g. /var/www/app/current -> releases/N
+    revision_file: ConfigPath | None = None  # REVISION text file, or a PHP file returning the version
+    release_symlink: ConfigPath | None = None  # e.g. /var/www/app/current -> releases/N
     # What fpm.reload runs (an argument list, no shell), e.g. ["systemctl", "reload", "php8.2-fpm"]: the only
     # fix for preloaded code, which stays until FPM restarts. Without it such a heal stops at once.
     restart_command: list[str] | None = Field(default=None, min_length=1)
@@ -500,7 +521,7 @@ class HealPlan(_Model):
 
 class WarmCommand(_Model):
     argv: list[str] = Field(min_length=1)  # run without a shell
-    cwd: Path | None = None
+    cwd: ConfigPath | None = None
     timeout: Duration = 60.0
     # "user" or "user:group" to run as (cachewarden must then run as root): an artisan command run as
     # root writes root-owned caches that the app's own user can no longer rewrite.
@@ -527,14 +548,14 @@ class HealConfig(_Model):
     enabled: bool = True
     # This host's `instance` label: alerts about another instance are left to that host's sidecar.
     instance: Annotated[str | None, Field(min_length=1, max_length=1024)] = None
-    token_file: Path | None = None
+    token_file: ConfigPath | None = None
     token_env: str = "CACHEWARDEN_HEAL_TOKEN"  # noqa: S105 - a variable name, not a secret
     dry_run: bool = False  # every run only lists what it would do
     allow_cidrs: list[str] = []  # e.g. 10.0.0.0/8; empty: any address that holds the token
     max_body_bytes: Annotated[int, Field(gt=0, le=16 << 20)] = 1 << 20
     # Shared lock, dedup and cooldown state, so that a fleet of sidecars heals once.
     redis_url: StoreUrl | None = None
-    redis_password_file: Path | None = None
+    redis_password_file: ConfigPath | None = None
     redis_password_env: str | None = None
     dedup_ttl: Duration = 86400.0
     lock_ttl: Duration = 600.0  # a crashed sidecar's lock expires after this
@@ -543,7 +564,7 @@ class HealConfig(_Model):
     ineffective_runs: Annotated[int, Field(ge=1)] = 3
     ineffective_window: Duration = 3600.0
     recent_runs: Annotated[int, Field(ge=1, le=10000)] = 200
-    php_cli: Path | None = None  # compile views with this `php` binary when no FPM pool serves the app
+    php_cli: CommandPath | None = None  # compile views with this `php` binary when no FPM pool serves the app
     views_owner: Annotated[str | None, Field(pattern=_OWNER)] = None  # "user" or "user:group"
     views_mode: FileMode = 0o644  # directories get the same bits plus x wherever r is set
     warm: list[HealWarm] = []
