@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import traceback
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -27,7 +27,6 @@ from aiohttp.web_protocol import RequestHandler
 from exporter.ratelimited_log import RateLimitedLog
 
 log = logging.getLogger("cachewarden.http")
-_limited = RateLimitedLog(log)
 
 
 def fixed_error_text(status: int) -> str:
@@ -48,15 +47,22 @@ def _where(exc: BaseException | None) -> str:
 
 
 class _GuardedRequestHandler(RequestHandler):
+    __slots__ = ("_limited",)
+
+    def __init__(self, manager: web.Server, *, limited: RateLimitedLog, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limited = limited  # one per server, shared by its connections
+
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         # `message` and str(exc) quote the request's bytes: neither is logged nor sent.
         if status >= 500:
-            _limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,
-                           request.remote, type(exc).__name__ if exc else "timeout", _where(exc))
+            self._limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,
+                                request.remote, type(exc).__name__ if exc else "timeout", _where(exc))
         else:
-            _limited.warning(f"refused-{status}", "refused a malformed HTTP request from %s with %d (%s)",
-                             request.remote, status, type(exc).__name__ if exc else "no detail")
+            self._limited.warning(f"refused-{status}",
+                                  "refused a malformed HTTP request from %s with %d (%s)",
+                                  request.remote, status, type(exc).__name__ if exc else "no detail")
         if request.writer.output_size > 0:  # as aiohttp does: the answer has begun, the connection is lost
             raise ConnectionError("response already started, cannot send an error response")
         resp = web.Response(status=status, text=fixed_error_text(status), content_type="text/plain")
@@ -68,13 +74,15 @@ class _GuardedRequestHandler(RequestHandler):
         exc = exc if isinstance(exc, BaseException) else None
         what = args[0] if args and isinstance(args[0], str) else "error"
         # Not the message's arguments, which may hold a request's repr, nor a traceback.
-        _limited.error("server-error", "%s: %s at %s", what, type(exc).__name__ if exc else "-",
+        self._limited.error("server-error", "%s: %s at %s", what, type(exc).__name__ if exc else "-",
                        _where(exc))
 
 
 class _GuardedServer(web.Server):
+    limited: RateLimitedLog
+
     def __call__(self) -> RequestHandler:
-        return _GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+        return _GuardedRequestHandler(self, limited=self.limited, loop=self._loop, **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
@@ -84,4 +92,6 @@ class GuardedAppRunner(web.AppRunner):
         server = await super()._make_server()
         # The same server, built by aiohttp from the app; only the protocol it hands out differs.
         server.__class__ = _GuardedServer
-        return server
+        guarded = cast(_GuardedServer, server)
+        guarded.limited = RateLimitedLog(log)
+        return guarded
