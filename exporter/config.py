@@ -741,6 +741,14 @@ class Config(_Model):
         optional = [self.heal.redis_password_env, *(t.password_env for t in [*self.redis, *self.databases])]
         return {self.heal.token_env, *(name for name in optional if name)}
 
+    def secret_files(self) -> list[tuple[str, Path]]:
+        """(key, path) of every file a secret is read from, the heal token's included."""
+        files = [(f"{section}[{i}].password_file", t.password_file)
+                 for section in ("redis", "databases") for i, t in enumerate(getattr(self, section))]
+        files += [("heal.token_file", self.heal.token_file),
+                  ("heal.redis_password_file", self.heal.redis_password_file)]
+        return [(key, path) for key, path in files if path is not None]
+
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
         problems = []

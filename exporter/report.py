@@ -59,6 +59,7 @@ class TargetReport:
 class Report:
     targets: tuple[TargetReport, ...]
     heal: HealState | None = None  # shown, never a problem: heal is off by choice or by missing token
+    warnings: tuple[str, ...] = ()  # about the configuration, e.g. a secret file everyone can read
 
     @property
     def healthy(self) -> bool:
@@ -85,6 +86,7 @@ class Report:
                                "targets": [t.as_dict() for t in self.targets]}
         if self.heal is not None:
             out["heal"] = self.heal.as_dict()
+        out["warnings"] = list(self.warnings)
         return json_safe(out)
 
     def as_text(self) -> str:
@@ -104,14 +106,16 @@ class Report:
             source = f" (token from {self.heal.token_source})" if self.heal.token_source else ""
             lines.append(display(f"heal: {self.heal.summary}{source}"))
             lines.extend(f"  WARN {display(w)}" for w in self.heal.warnings)
+        lines.extend(f"WARN {display(w)}" for w in self.warnings)
         verdict = "healthy" if self.healthy else f"{self.problem_count} problem(s) found"
         lines.append(f"cachewarden: {verdict}")
         return "\n".join(lines) + "\n"
 
 
-def build_report(statuses: Iterable[Status], heal: HealState | None = None) -> Report:
+def build_report(statuses: Iterable[Status], heal: HealState | None = None,
+                 warnings: tuple[str, ...] = ()) -> Report:
     return Report(tuple(
         TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks),
                      tuple(s.observation.details.get("derived", ())) if s.observation else ())
         for s in sorted(statuses, key=lambda s: (s.kind, s.target))
-    ), heal)
+    ), heal, warnings)

@@ -1,13 +1,7 @@
 """The heal token, read and judged once at start, and the heal's state that `/`, `check` and GET /heal show.
 
-A token file is judged as ssh judges a private key file (`sshkey_perm_ok`): when it belongs to the
-user cachewarden runs as and grants group or others any access, start is refused; so is a file that
-group or others can write, whoever owns it (they could choose the token). A file owned by another
-user that everyone can read starts with a loud warning rather than a refusal: that is how Kubernetes
-mounts a secret by default (root-owned, mode 0644, reached through the `..data` symlink) and how
-Docker Swarm mounts one (0444), where no other user shares the container; the warning names the fix
-(`defaultMode: 0440` with an `fsGroup`, or `mode: 0400`). Symlinks are followed, as ssh does, since
-the file the token is read from is the one that matters.
+The token file's mode and owner are judged as every secret file's are (exporter.secret_files, as ssh
+judges a key file): refused, or started with a warning the state carries.
 
 A token that cannot work is refused, never turned into a silently disabled heal: an empty file or
 variable, a token shorter than MIN_TOKEN_LENGTH, one with spaces or control characters (no
@@ -17,12 +11,11 @@ variable, a token shorter than MIN_TOKEN_LENGTH, one with spaces or control char
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from exporter.config import MIN_TOKEN_LENGTH, HealConfig
+from exporter.secret_files import SecretFileError, judge_secret_file
 
 
 class HealTokenError(ValueError):
@@ -48,29 +41,6 @@ class HealState:
         return f"{'enabled' if self.enabled else 'disabled'}: {self.reason}"
 
 
-def _who(mode: int, group_bits: int, other_bits: int) -> str:
-    group, others = bool(mode & group_bits), bool(mode & other_bits)
-    return "its group and others" if group and others else "its group" if group else "others"
-
-
-def _file_mode_findings(path: Path) -> tuple[str | None, str | None]:
-    """(why the file is refused, why it deserves a warning) from its mode and owner."""
-    st = os.stat(path)  # follows symlinks: a Kubernetes secret is a symlink into ..data/
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022:
-        return (f"heal.token_file: {path} can be written by {_who(mode, 0o020, 0o002)} (mode {mode:04o}), "
-                f"who could choose the token; chmod go-w {path}"), None
-    if st.st_uid == os.geteuid() and mode & 0o077:
-        return (f"heal.token_file: {path} belongs to the user cachewarden runs as and can be read by "
-                f"{_who(mode, 0o070, 0o007)} (mode {mode:04o}); chmod 600 {path} "
-                "(ssh refuses a private key file like it)"), None
-    if mode & 0o004:
-        return None, (f"heal.token_file: {path} can be read by every user on this host (mode {mode:04o}, "
-                      f"owner uid {st.st_uid}); make it 0400 or 0440 (Kubernetes: defaultMode 0440 and "
-                      "an fsGroup; Docker Swarm: mode 0400)")
-    return None, None
-
-
 def _token_problem(token: str, source: str) -> str | None:
     if not token.strip():
         return f"{source} is empty: write the token into it, or remove the key to leave heal disabled"
@@ -90,9 +60,10 @@ def read_heal_state(heal: HealConfig) -> HealState:
     token_source: str | None
     if heal.token_file is not None:
         source = f"heal.token_file {heal.token_file}"
-        refused, warning = _file_mode_findings(heal.token_file)
-        if refused:
-            raise HealTokenError(refused)
+        try:
+            warning = judge_secret_file("heal.token_file", heal.token_file)
+        except SecretFileError as exc:
+            raise HealTokenError(str(exc)) from None
         warnings = (warning,) if warning else ()
         try:
             token = heal.token_file.read_bytes().decode("utf-8").rstrip("\r\n")

@@ -54,7 +54,7 @@ def serve_exit(tmp_path: Path, token_file: Path, capsys: pytest.CaptureFixture[s
     (0o644, "can be read by its group and others (mode 0644); chmod 600"),
     (0o640, "can be read by its group (mode 0640); chmod 600"),
     (0o604, "can be read by others (mode 0604); chmod 600"),
-    (0o620, "can be written by its group (mode 0620), who could choose the token; chmod go-w"),
+    (0o620, "can be written by its group (mode 0620), who could replace the secret; chmod go-w"),
 ])
 def test_our_own_token_file_open_to_others_refuses_to_start_as_ssh_does(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int, why: str) -> None:
