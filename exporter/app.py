@@ -23,6 +23,7 @@ from exporter.collectors.base import Collector
 from exporter.config import Config
 from exporter.heal.routes import setup_heal
 from exporter.heal.token import HealState, read_heal_state
+from exporter.http_server import HTTP_ERRORS, HttpErrors
 from exporter.metrics import SnapshotCollector
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
@@ -54,12 +55,15 @@ def create_app(
     scheduler = Scheduler(build_collectors(config) if collectors is None else collectors)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(scheduler))
+    http_errors = HttpErrors()
+    registry.register(SnapshotCollector(http_errors))
 
     app = web.Application()
     app[CONFIG] = config
     app[SCHEDULER] = scheduler
     app[REGISTRY] = registry
     app[STARTED_AT] = time.time()
+    app[HTTP_ERRORS] = http_errors
     app[HEAL_STATE] = heal_state if heal_state is not None else read_heal_state(config.heal)
     app[SECRET_WARNINGS] = secret_warnings if secret_warnings is not None else judge_secret_files(
         config, except_keys=frozenset({"heal.token_file"}))

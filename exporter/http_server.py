@@ -18,15 +18,42 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from http import HTTPStatus
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from exporter.metrics import Samples, counter
 from exporter.ratelimited_log import RateLimitedLog
 
 log = logging.getLogger("cachewarden.http")
+
+HTTP_ERRORS_TOTAL = counter(
+    "cachewarden_http_errors_total",
+    "Requests the HTTP server answered with an error itself: 400 for a request it could not parse "
+    "(malformed request line or header), 500 for a handler that failed, 504 for one that timed out; "
+    "target is always 'cachewarden'.",
+    ("status",),
+)
+HTTP_ERROR_METRICS = (HTTP_ERRORS_TOTAL,)
+
+
+class HttpErrors:
+    """The counts behind cachewarden_http_errors_total, a snapshot source for the app's registry."""
+
+    def __init__(self) -> None:
+        self.by_status: Counter[int] = Counter({400: 0, 500: 0})
+
+    def snapshot(self) -> list[Samples]:
+        own = Samples("cachewarden")
+        for status, n in sorted(self.by_status.items()):
+            own.add(HTTP_ERRORS_TOTAL, n, status=str(status))
+        return [own]
+
+
+HTTP_ERRORS = web.AppKey("http_errors", HttpErrors)
 
 
 def fixed_error_text(status: int) -> str:
@@ -47,15 +74,18 @@ def _where(exc: BaseException | None) -> str:
 
 
 class _GuardedRequestHandler(RequestHandler):
-    __slots__ = ("_limited",)
+    __slots__ = ("_errors", "_limited")
 
-    def __init__(self, manager: web.Server, *, limited: RateLimitedLog, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, limited: RateLimitedLog, errors: HttpErrors,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limited = limited  # one per server, shared by its connections
+        self._errors = errors
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         # `message` and str(exc) quote the request's bytes: neither is logged nor sent.
+        self._errors.by_status[status] += 1
         if status >= 500:
             self._limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,
                                 request.remote, type(exc).__name__ if exc else "timeout", _where(exc))
@@ -80,13 +110,16 @@ class _GuardedRequestHandler(RequestHandler):
 
 class _GuardedServer(web.Server):
     limited: RateLimitedLog
+    errors: HttpErrors
 
     def __call__(self) -> RequestHandler:
-        return _GuardedRequestHandler(self, limited=self.limited, loop=self._loop, **self._kwargs)
+        return _GuardedRequestHandler(self, limited=self.limited, errors=self.errors, loop=self._loop,
+                                      **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
-    """An `AppRunner` whose connections answer parse and handler errors with `fixed_error_text`."""
+    """An `AppRunner` whose connections answer parse and handler errors with `fixed_error_text`,
+    counted in the app's HTTP_ERRORS (when the app has one, as create_app's does)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -94,4 +127,5 @@ class GuardedAppRunner(web.AppRunner):
         server.__class__ = _GuardedServer
         guarded = cast(_GuardedServer, server)
         guarded.limited = RateLimitedLog(log)
+        guarded.errors = self.app.get(HTTP_ERRORS) or HttpErrors()
         return guarded

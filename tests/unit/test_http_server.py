@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import ClientSession, web
 
+from exporter.app import create_app
+from exporter.config import parse
 from exporter.http_server import GuardedAppRunner
 from exporter.ratelimited_log import RateLimitedLog
 from tests.support.disclosure import hostile_requests
@@ -37,7 +39,7 @@ async def raw(address: tuple[str, int], data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection(*address)
     writer.write(data)
     await writer.drain()
-    answer = await asyncio.wait_for(reader.read(65536), 10)
+    answer = await asyncio.wait_for(reader.read(), 10)  # until the server closes
     writer.close()
     return answer
 
@@ -85,3 +87,22 @@ def test_rate_limited_lines_say_how_many_were_left_out(caplog: pytest.LogCapture
     assert logged == [True, False, False, False, False, True, True]
     assert [r.getMessage() for r in caplog.records] == [
         "refused 0", "refused 5 (and 4 more like it in the last 10s)", "another kind"]
+
+
+async def test_the_apps_metrics_count_what_the_server_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
+    runner = GuardedAppRunner(create_app(parse({}), collectors=[], run_collectors=False), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        address = ("127.0.0.1", port)
+        before = await raw(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for data in list(hostile_requests(SECRET).values())[:3]:
+            await raw(address, data)
+        after = await raw(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert b'cachewarden_http_errors_total{status="400",target="cachewarden"} 0.0' in before
+    assert b'cachewarden_http_errors_total{status="500",target="cachewarden"} 0.0' in before
+    assert b'cachewarden_http_errors_total{status="400",target="cachewarden"} 3.0' in after
