@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -39,9 +40,19 @@ async def raw(address: tuple[str, int], data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection(*address)
     writer.write(data)
     await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)  # until the server closes
-    writer.close()
-    return answer
+    answer = b""
+    try:
+        # Until the server closes or the body is complete (a keep-alive answer leaves it open).
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            answer += chunk
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)):
+                break
+        return answer
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_a_malformed_request_gets_a_fixed_body_and_one_line_without_traceback(
