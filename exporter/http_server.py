@@ -105,7 +105,7 @@ class _GuardedRequestHandler(RequestHandler):
         what = args[0] if args and isinstance(args[0], str) else "error"
         # Not the message's arguments, which may hold a request's repr, nor a traceback.
         self._limited.error("server-error", "%s: %s at %s", what, type(exc).__name__ if exc else "-",
-                       _where(exc))
+                            _where(exc))
 
 
 class _GuardedServer(web.Server):
