@@ -327,7 +327,7 @@ class PhpFpmTarget(_Model):
     pool_name: str | None = None  # its [section]; default: the status page's pool, else the only one
     # FPM's prefix (its -p, else its install prefix), against which FPM resolves a relative include=;
     # default: PREFIX when pool_config is PREFIX/etc/*.conf (/usr/local in the official Docker image)
-    fpm_prefix: Path | None = None
+    fpm_prefix: ConfigPath | None = None
     laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
     connect_timeout: Duration = 1.0
     status_timeout: Duration = 2.0  # a saturated pool shows as this timing out while connections succeed
