@@ -17,6 +17,7 @@ fails if aiohttp's behaviour moves.
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections import Counter
 from http import HTTPStatus
@@ -64,7 +65,18 @@ def fixed_error_text(status: int) -> str:
         return f"{status}\n"
 
 
-def _where(exc: BaseException | None) -> str:
+def exception_text(exc: BaseException | None) -> str:
+    """An exception as its class, and for an OSError the system's words for its errno: never its
+    message, which may quote what a request sent (an `int()` of a header value, say)."""
+    if exc is None:
+        return "-"
+    name = type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{name}: [Errno {exc.errno}] {os.strerror(exc.errno)}"
+    return name
+
+
+def where(exc: BaseException | None) -> str:
     """The innermost frame of `exc` as file:line (function): source locations, never the message."""
     frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
     if not frames:
@@ -88,7 +100,7 @@ class _GuardedRequestHandler(RequestHandler):
         self._errors.by_status[status] += 1
         if status >= 500:
             self._limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,
-                                request.remote, type(exc).__name__ if exc else "timeout", _where(exc))
+                                request.remote, exception_text(exc) if exc else "timeout", where(exc))
         else:
             self._limited.warning(f"refused-{status}",
                                   "refused a malformed HTTP request from %s with %d (%s)",
@@ -104,8 +116,7 @@ class _GuardedRequestHandler(RequestHandler):
         exc = exc if isinstance(exc, BaseException) else None
         what = args[0] if args and isinstance(args[0], str) else "error"
         # Not the message's arguments, which may hold a request's repr, nor a traceback.
-        self._limited.error("server-error", "%s: %s at %s", what, type(exc).__name__ if exc else "-",
-                            _where(exc))
+        self._limited.error("server-error", "%s: %s at %s", what, exception_text(exc), where(exc))
 
 
 class _GuardedServer(web.Server):
