@@ -32,9 +32,13 @@ def _inner_models(annotation: Any) -> Iterator[tuple[str, type[BaseModel]]]:
 def walk_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
     """(dotted path, field) for every field of `model` and of every model nested in it.
 
-    Lists show as `[]` and dicts as `{}` in the path: `heal.warm[].commands[].cwd`.
+    Lists show as `[]` and dicts as `{}` in the path: `heal.warm[].commands[].cwd`. Fields excluded
+    from dumps (`exclude=True`) are state cachewarden derives while loading, not keys a person writes,
+    and are left out.
     """
     for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
         path = f"{prefix}.{name}" if prefix else name
         yield path, field
         for suffix, inner in _inner_models(field.annotation):
