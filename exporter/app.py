@@ -22,9 +22,12 @@ from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
 from exporter.heal.routes import setup_heal
+from exporter.heal.token import HealState, read_heal_state
+from exporter.http_server import HTTP_ERRORS, HttpErrors
 from exporter.metrics import SnapshotCollector
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
+from exporter.secret_files import judge_secret_files
 from exporter.status_page import render_status_page
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,8 @@ CONFIG = web.AppKey("config", Config)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STARTED_AT = web.AppKey("started_at", float)
+HEAL_STATE = web.AppKey("heal_state", HealState)
+SECRET_WARNINGS = web.AppKey("secret_warnings", tuple)
 
 
 def create_app(
@@ -40,24 +45,34 @@ def create_app(
     *,
     collectors: Sequence[Collector] | None = None,
     run_collectors: bool = True,
+    heal_state: HealState | None = None,
+    secret_warnings: tuple[str, ...] | None = None,
 ) -> web.Application:
     """Build the app. `collectors` overrides those built from `config` (tests pass fakes);
-    `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly)."""
+    `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly);
+    `heal_state` is the token judged at start and `secret_warnings` the other secret files' warnings
+    (both judged from `config` when not given; HealTokenError, SecretFileError)."""
     scheduler = Scheduler(build_collectors(config) if collectors is None else collectors)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(scheduler))
+    http_errors = HttpErrors()
+    registry.register(SnapshotCollector(http_errors))
 
     app = web.Application()
     app[CONFIG] = config
     app[SCHEDULER] = scheduler
     app[REGISTRY] = registry
     app[STARTED_AT] = time.time()
+    app[HTTP_ERRORS] = http_errors
+    app[HEAL_STATE] = heal_state if heal_state is not None else read_heal_state(config.heal)
+    app[SECRET_WARNINGS] = secret_warnings if secret_warnings is not None else judge_secret_files(
+        config, except_keys=frozenset({"heal.token_file"}))
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/", handle_status_page)
     app.cleanup_ctx.append(_collection(run_collectors))
     # After the collection context, so that on shutdown heal runs stop before the collectors close.
-    registry.register(SnapshotCollector(setup_heal(app, config, scheduler).metrics))
+    registry.register(SnapshotCollector(setup_heal(app, config, scheduler, app[HEAL_STATE]).metrics))
     return app
 
 
@@ -92,6 +107,7 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_status_page(request: web.Request) -> web.Response:
-    report = build_report(request.app[SCHEDULER].statuses())
+    report = build_report(request.app[SCHEDULER].statuses(), heal=request.app[HEAL_STATE],
+                          warnings=request.app[SECRET_WARNINGS])
     html = render_status_page(report, started_at=request.app[STARTED_AT])
     return web.Response(text=html, content_type="text/html")

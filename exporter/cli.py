@@ -16,10 +16,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.collectors import KINDS
 from exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load, split_listen_address
+
+if TYPE_CHECKING:
+    from exporter.heal.token import HealState
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -99,9 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     _setup_logging(args.log_level or config.log_level)
     switches = _collector_switches(args)
-    if args.command == "serve" and (problem := config.heal.token_problem()):
-        print(f"{args.config_file}: {problem}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+    if args.command in ("serve", "check"):
+        from exporter.heal.token import HealTokenError, read_heal_state
+        from exporter.secret_files import SecretFileError, judge_secret_files
+
+        try:
+            heal_state = read_heal_state(config.heal)
+            secret_warnings = judge_secret_files(config, except_keys=frozenset({"heal.token_file"}))
+        except (HealTokenError, SecretFileError) as exc:
+            print(f"{args.config_file}: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        for warning in (*heal_state.warnings, *secret_warnings):
+            log.warning("%s", warning)
     if args.command == "serve":
         if args.listen_address is None:
             address = split_listen_address(config.listen_address)  # validated with the configuration
@@ -111,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"--web.listen-address: {exc}", file=sys.stderr)
                 return EXIT_BAD_CONFIG
-        return _serve(config, switches, address)
+        return _serve(config, switches, address, heal_state, secret_warnings)
     if args.command == "check":
-        return asyncio.run(_check(config, switches, args.format))
+        return asyncio.run(_check(config, switches, args.format, heal_state, secret_warnings))
     if args.command == "heal":
         from exporter.heal.command import heal_command
 
@@ -123,14 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 
-async def _check(config: Config, switches: dict[str, bool], fmt: str) -> int:
+async def _check(config: Config, switches: dict[str, bool], fmt: str, heal_state: HealState,
+                 secret_warnings: tuple[str, ...]) -> int:
     from exporter.collectors import build_collectors
     from exporter.report import build_report
     from exporter.scheduler import Scheduler
 
     scheduler = Scheduler(build_collectors(config, switches))
     try:
-        report = build_report(await scheduler.collect_all())
+        report = build_report(await scheduler.collect_all(), heal=heal_state, warnings=secret_warnings)
     finally:
         await scheduler.close()
     if fmt == "json":
@@ -154,7 +168,8 @@ def _render(config_file: Path | None, output_dir: Path) -> int:
     return EXIT_OK
 
 
-def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int]) -> int:
+def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
+           heal_state: HealState, secret_warnings: tuple[str, ...]) -> int:
     from prometheus_client import CollectorRegistry
 
     from exporter.app import REGISTRY, create_app
@@ -172,7 +187,8 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int]) 
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     limits = Limits.for_process(config.web)
-    app = create_app(config, collectors=build_collectors(config, switches))
+    app = create_app(config, collectors=build_collectors(config, switches), heal_state=heal_state,
+                     secret_warnings=secret_warnings)
     registry: CollectorRegistry = app[REGISTRY]
     log.info("cachewarden %s listening on %s (at most %d connections, %d of them waiting for a "
              "request header)", __version__, ", ".join(_address(s.getsockname()) for s in sockets),

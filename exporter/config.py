@@ -32,6 +32,7 @@ from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import DotenvError, read_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
 from exporter.text import display
+from exporter.url_secrets import url_credential
 
 DEFAULT_PORT = 9590
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
@@ -87,15 +88,29 @@ def split_listen_address(address: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def _credential_free(advice: str, *, user_is_secret: bool = False) -> AfterValidator:
+    """A check that the URL carries no credential (exporter.url_secrets decides), for every URL key."""
+
+    def check(url: str | None) -> str | None:
+        if url is not None and (found := url_credential(url, user_is_secret=user_is_secret)):
+            raise ValueError(f"the URL contains {found}{advice}")
+        return url
+
+    return AfterValidator(check)
+
+
 def _http_url(value: str) -> str:
     if not re.match(r"^https?://", value):
         raise ValueError("expected an http:// or https:// URL")
-    if _URL_PASSWORD.match(value):
-        raise ValueError("the URL contains a password, which would show wherever the URL is logged")
     return value
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# Every URL-typed key is one of these types (tests/unit/test_config.py walks the model to hold that).
+HttpUrl = Annotated[str, AfterValidator(_http_url),
+                    _credential_free(", which would show wherever the URL is shown", user_is_secret=True)]
+TargetUrl = Annotated[str, _credential_free(": use password_file or password_env instead")]
+StoreUrl = Annotated[str, _credential_free(": use redis_password_file or redis_password_env instead")]
+LinkUrl = Annotated[str, _credential_free(", which every rendered alert would show", user_is_secret=True)]
 
 
 class _Model(BaseModel):
@@ -116,13 +131,25 @@ def _base_dir(info: ValidationInfo) -> Path:
     return Path(base).absolute() if base is not None else Path.cwd()
 
 
-_URL_PASSWORD = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]+@", re.IGNORECASE)
+def _relative_to_config(value: Any, info: ValidationInfo) -> Any:
+    """A relative path is relative to the configuration file's folder, never to the current directory
+    (which under systemd is /)."""
+    if isinstance(value, str | Path) and str(value) and not Path(value).is_absolute():
+        return _base_dir(info) / value
+    return value
 
 
-def _refuse_url_password(url: str) -> str:
-    if _URL_PASSWORD.match(url):
-        raise ValueError("the URL contains a password: use password_file or password_env instead")
-    return url
+def _command_path(value: Any, info: ValidationInfo) -> Any:
+    """A program: a bare name (`php`) is looked up on PATH when run, as a shell does; a path with a
+    slash is a path, relative to the configuration file's folder."""
+    if isinstance(value, str) and "/" not in value:
+        return value
+    return _relative_to_config(value, info)
+
+
+# Every path-typed key is one of these (tests/unit/test_config_paths.py walks the model to hold that).
+ConfigPath = Annotated[Path, BeforeValidator(_relative_to_config)]
+CommandPath = Annotated[Path, BeforeValidator(_command_path)]
 
 
 def read_secret(file: Path | None, env: str | None) -> str | None:
@@ -135,7 +162,7 @@ def read_secret(file: Path | None, env: str | None) -> str | None:
 
 
 class _Secret(_Model):
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     password_env: str | None = None
 
     @field_validator("password_file")
@@ -194,11 +221,11 @@ class Collectors(_Model):
 
 class LaravelTarget(_Model):
     name: TargetName
-    root: Path
+    root: ConfigPath
     # Where each path the file did not give came from, to name it when the directory is missing.
     derived_from: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
-    views_path: Path | None = None
-    compiled_path: Path | None = None
+    views_path: ConfigPath | None = None
+    compiled_path: ConfigPath | None = None
     # The user (or "user:group") PHP-FPM runs the app as: dir_writable is judged for it, not for cachewarden.
     php_user: str | None = None
     # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
@@ -293,20 +320,20 @@ class PhpFpmTarget(_Model):
     name: TargetName
     address: str  # unix:/path/to.sock or host:port
     status_path: str = "/fpm-status"
-    agent_dir: Path = Path("/var/lib/cachewarden")
+    agent_dir: ConfigPath = Path("/var/lib/cachewarden")
     # FPM pool file (or php-fpm.conf): pm.max_children, and the php_value[...] lines that directive
     # attribution needs to name the pool as a setting's source
-    pool_config: Path | None = None
+    pool_config: ConfigPath | None = None
     pool_name: str | None = None  # its [section]; default: the status page's pool, else the only one
     # FPM's prefix (its -p, else its install prefix), against which FPM resolves a relative include=;
     # default: PREFIX when pool_config is PREFIX/etc/*.conf (/usr/local in the official Docker image)
-    fpm_prefix: Path | None = None
+    fpm_prefix: ConfigPath | None = None
     laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
     connect_timeout: Duration = 1.0
     status_timeout: Duration = 2.0  # a saturated pool shows as this timing out while connections succeed
     agent_timeout: Duration = 5.0
-    revision_file: Path | None = None  # REVISION text file, or a PHP file that returns the version string
-    release_symlink: Path | None = None  # e.g. /var/www/app/current -> releases/N
+    revision_file: ConfigPath | None = None  # REVISION text file, or a PHP file returning the version
+    release_symlink: ConfigPath | None = None  # e.g. /var/www/app/current -> releases/N
     # What fpm.reload runs (an argument list, no shell), e.g. ["systemctl", "reload", "php8.2-fpm"]: the only
     # fix for preloaded code, which stays until FPM restarts. Without it such a heal stops at once.
     restart_command: list[str] | None = Field(default=None, min_length=1)
@@ -371,12 +398,10 @@ class PhpFpmTarget(_Model):
 
 class RedisTarget(_Secret):
     name: TargetName
-    url: str = "redis://127.0.0.1:6379/0"
+    url: TargetUrl = "redis://127.0.0.1:6379/0"
     laravel: TargetName | None = None  # the Laravel app this server belongs to: replaces .env discovery
     # A password read from a Laravel app's .env by exporter.discovery; private, so never in repr or dumps.
     _discovered_password: str | None = PrivateAttr(default=None)
-
-    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
 
     def password(self) -> str | None:
         return self._discovered_password or super().password()
@@ -424,7 +449,7 @@ def _sql_url(value: str) -> str:
 
 class DatabaseTarget(_Secret):
     name: TargetName
-    url: str
+    url: TargetUrl
     laravel: TargetName | None = None  # the Laravel app this database belongs to: replaces .env discovery
     top_n: int = Field(default=20, ge=1, le=500)  # statement digests exported, by total time
     slow_threshold: Duration = 0.1  # a statement whose mean time exceeds this is slow
@@ -435,8 +460,6 @@ class DatabaseTarget(_Secret):
     lock_timeout: Duration = 1.0
     connections_warn_ratio: float = Field(default=0.8, gt=0, le=1)
     _discovered_password: str | None = PrivateAttr(default=None)
-
-    _no_password = field_validator("url")(lambda cls, v: _refuse_url_password(v))
 
     def password(self) -> str | None:
         return self._discovered_password or super().password()
@@ -498,7 +521,7 @@ class HealPlan(_Model):
 
 class WarmCommand(_Model):
     argv: list[str] = Field(min_length=1)  # run without a shell
-    cwd: Path | None = None
+    cwd: ConfigPath | None = None
     timeout: Duration = 60.0
     # "user" or "user:group" to run as (cachewarden must then run as root): an artisan command run as
     # root writes root-owned caches that the app's own user can no longer rewrite.
@@ -525,14 +548,14 @@ class HealConfig(_Model):
     enabled: bool = True
     # This host's `instance` label: alerts about another instance are left to that host's sidecar.
     instance: Annotated[str | None, Field(min_length=1, max_length=1024)] = None
-    token_file: Path | None = None
+    token_file: ConfigPath | None = None
     token_env: str = "CACHEWARDEN_HEAL_TOKEN"  # noqa: S105 - a variable name, not a secret
     dry_run: bool = False  # every run only lists what it would do
     allow_cidrs: list[str] = []  # e.g. 10.0.0.0/8; empty: any address that holds the token
     max_body_bytes: Annotated[int, Field(gt=0, le=16 << 20)] = 1 << 20
     # Shared lock, dedup and cooldown state, so that a fleet of sidecars heals once.
-    redis_url: str | None = None
-    redis_password_file: Path | None = None
+    redis_url: StoreUrl | None = None
+    redis_password_file: ConfigPath | None = None
     redis_password_env: str | None = None
     dedup_ttl: Duration = 86400.0
     lock_ttl: Duration = 600.0  # a crashed sidecar's lock expires after this
@@ -541,15 +564,11 @@ class HealConfig(_Model):
     ineffective_runs: Annotated[int, Field(ge=1)] = 3
     ineffective_window: Duration = 3600.0
     recent_runs: Annotated[int, Field(ge=1, le=10000)] = 200
-    php_cli: Path | None = None  # compile views with this `php` binary when no FPM pool serves the app
+    php_cli: CommandPath | None = None  # compile views with this `php` binary when no FPM pool serves the app
     views_owner: Annotated[str | None, Field(pattern=_OWNER)] = None  # "user" or "user:group"
     views_mode: FileMode = 0o644  # directories get the same bits plus x wherever r is set
     warm: list[HealWarm] = []
     plans: dict[str, HealPlan] = {}  # by alertname; merged over the shipped defaults
-
-    _no_password = field_validator("redis_url")(
-        lambda cls, v: v if v is None else _refuse_url_password(v)
-    )
 
     @field_validator("allow_cidrs")
     @classmethod
@@ -575,17 +594,6 @@ class HealConfig(_Model):
 
     def token(self) -> str | None:
         return read_secret(self.token_file, self.token_env) or None
-
-    def token_problem(self) -> str | None:
-        """Why the configured token cannot guard /heal (unreadable, too short), checked before serving."""
-        source = "heal.token_file" if self.token_file else f"the variable {self.token_env}"
-        try:
-            token = self.token()
-        except (OSError, UnicodeDecodeError) as exc:
-            return f"{source}: cannot read it ({type(exc).__name__})"
-        if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
-            return f"{source}: the heal token must be at least {MIN_TOKEN_LENGTH} characters long"
-        return None
 
     def redis_password(self) -> str | None:
         return read_secret(self.redis_password_file, self.redis_password_env)
@@ -669,7 +677,7 @@ class AlertsConfig(_Model):
     `rules` lists only the alerts to change and only the keys to change; the rest keep their defaults.
     """
 
-    runbook_base_url: str = "https://github.com/cachewarden/cachewarden/blob/main/docs/runbooks"
+    runbook_base_url: LinkUrl = "https://github.com/cachewarden/cachewarden/blob/main/docs/runbooks"
     min_lookup_rate: float = Field(default=DEFAULT_MIN_LOOKUP_RATE, ge=0)
     # The Prometheus job(s) scraping cachewarden, a regex: CachewardenDown watches their `up`.
     job: str = Field(default="cachewarden", min_length=1)
@@ -733,6 +741,14 @@ class Config(_Model):
         optional = [self.heal.redis_password_env, *(t.password_env for t in [*self.redis, *self.databases])]
         return {self.heal.token_env, *(name for name in optional if name)}
 
+    def secret_files(self) -> list[tuple[str, Path]]:
+        """(key, path) of every file a secret is read from, the heal token's included."""
+        files = [(f"{section}[{i}].password_file", t.password_file)
+                 for section in ("redis", "databases") for i, t in enumerate(getattr(self, section))]
+        files += [("heal.token_file", self.heal.token_file),
+                  ("heal.redis_password_file", self.heal.redis_password_file)]
+        return [(key, path) for key, path in files if path is not None]
+
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
         problems = []
@@ -791,15 +807,38 @@ def parse(data: Any, source: str = "<config>", base_dir: Path | None = None) -> 
         raise ConfigError(source, _format_errors(exc)) from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and why PyYAML refused the text, by line and column (and character offset where it has one)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. NUL
+        return (f"character offset {exc.position}: not valid YAML: {exc.reason} "
+                f"(U+{exc.character if isinstance(exc.character, int) else 0:04X})")
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}not valid YAML: {getattr(exc, 'problem', None) or type(exc).__name__}"
+
+
 def load(path: Path) -> Config:
+    """Read, parse and validate the configuration file; relative paths in it are relative to its folder.
+
+    Raises ConfigError naming the file for anything wrong with it: unreadable, not UTF-8 (with the
+    byte offset of the first bad byte), not YAML (line and column), empty, or invalid.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"byte offset {exc.start}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                                      "save the file as UTF-8"]) from None
+    try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise ConfigError(str(path), ["not valid YAML: nested too deeply"]) from None
+    if data is None:
+        # A truncated or never-rendered file would otherwise start a sidecar that watches nothing.
+        raise ConfigError(str(path), ["the file is empty (no keys); write {} for all defaults"])
     return parse(data, str(path), base_dir=path.absolute().parent)

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from exporter.config import Config, DatabaseTarget, LaravelTarget, RedisTarget
 from exporter.laravel_paths import FrameworkVersion
+from exporter.url_secrets import is_secret_parameter
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ def _url_parts(key: str, url: str) -> tuple[str | None, dict[str, Any]]:
 
 
 def _describe(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: (REDACTED if k == "password" and v else v) for k, v in settings.items() if v is not None}
+    # A URL's query can carry more secrets than `password` (sslpassword, token, …): one rule decides.
+    return {k: (REDACTED if is_secret_parameter(k) and v else v)
+            for k, v in settings.items() if v is not None}
 
 
 def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivation] | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.collectors.base import Check, Verdict
 from exporter.scheduler import Status
 from exporter.text import display, json_safe
+
+if TYPE_CHECKING:
+    from exporter.heal.token import HealState
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class TargetReport:
 @dataclass(frozen=True, slots=True)
 class Report:
     targets: tuple[TargetReport, ...]
+    heal: HealState | None = None  # shown, never a problem: heal is off by choice or by missing token
+    warnings: tuple[str, ...] = ()  # about the configuration, e.g. a secret file everyone can read
 
     @property
     def healthy(self) -> bool:
@@ -77,8 +82,12 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON: every string encodable (see exporter.text)."""
-        return json_safe({"healthy": self.healthy, "problems": self.problem_count,
-                          "targets": [t.as_dict() for t in self.targets]})
+        out: dict[str, Any] = {"healthy": self.healthy, "problems": self.problem_count,
+                               "targets": [t.as_dict() for t in self.targets]}
+        if self.heal is not None:
+            out["heal"] = self.heal.as_dict()
+        out["warnings"] = list(self.warnings)
+        return json_safe(out)
 
     def as_text(self) -> str:
         marks = {Verdict.OK: "ok  ", Verdict.PROBLEM: "FAIL", Verdict.NOTE: "note"}
@@ -93,14 +102,20 @@ class Report:
                 lines.extend(f"         {display(item)}" for item in c.listed)
                 if c.unlisted:
                     lines.append(f"         … and {c.unlisted} more")
+        if self.heal is not None:
+            source = f" (token from {self.heal.token_source})" if self.heal.token_source else ""
+            lines.append(display(f"heal: {self.heal.summary}{source}"))
+            lines.extend(f"  WARN {display(w)}" for w in self.heal.warnings)
+        lines.extend(f"WARN {display(w)}" for w in self.warnings)
         verdict = "healthy" if self.healthy else f"{self.problem_count} problem(s) found"
         lines.append(f"cachewarden: {verdict}")
         return "\n".join(lines) + "\n"
 
 
-def build_report(statuses: Iterable[Status]) -> Report:
+def build_report(statuses: Iterable[Status], heal: HealState | None = None,
+                 warnings: tuple[str, ...] = ()) -> Report:
     return Report(tuple(
         TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks),
                      tuple(s.observation.details.get("derived", ())) if s.observation else ())
         for s in sorted(statuses, key=lambda s: (s.kind, s.target))
-    ))
+    ), heal, warnings)

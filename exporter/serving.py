@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from exporter.config import WebConfig
+from exporter.http_server import HTTP_ERRORS, GuardedAppRunner, exception_text, where
 from exporter.metrics import Samples, counter, gauge
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ class ConnectionGuard:
             raise
         except Exception as exc:
             # aiohttp would log a traceback per request: a fault that every request meets (out of
-            # descriptors, say) would fill the disk. One traceback per interval, the rest counted.
+            # descriptors, say) would fill the disk. One line per interval, the rest counted.
             self._handler_failed(exc)
+            if (errors := request.app.get(HTTP_ERRORS)) is not None:
+                errors.by_status[500] += 1
             return web.Response(status=500, text="500 Internal Server Error\n")
         finally:
             if conn in self._busy:  # still open: its next request header has a deadline too
@@ -184,8 +187,10 @@ class ConnectionGuard:
         self.handler_errors += 1
         now = self._now()
         if now >= self._next_handler_log:
-            log.error("a request failed (%d since the last report): %s: %s", self.handler_errors
-                      - self._handler_errors_logged, type(exc).__name__, exc, exc_info=exc)
+            # The class, errno text and source line; not the message nor a traceback, which may
+            # quote what the request sent (exporter.http_server).
+            log.error("a request failed (%d since the last report): %s at %s", self.handler_errors
+                      - self._handler_errors_logged, exception_text(exc), where(exc))
             self._handler_errors_logged = self.handler_errors
             self._next_handler_log = now + LOG_INTERVAL
 
@@ -334,9 +339,10 @@ async def serve(app: web.Application, sockets: list[socket.socket], limits: Limi
     # Header lines over 8 KiB are not a client of ours (aiohttp's defaults, made explicit). aiohttp's
     # own idle timer is a backstop behind the sweeper, which counts what it closes. No
     # handler_cancellation: a manual heal run must not stop half-way because its caller hung up.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                           max_line_size=8190, max_field_size=8190,
-                           keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
+    # GuardedAppRunner: a request aiohttp cannot parse is answered and logged without its bytes.
+    runner = GuardedAppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                              max_line_size=8190, max_field_size=8190,
+                              keepalive_timeout=limits.read_header_timeout + 2 * SWEEP_INTERVAL)
 
     def handlers() -> RequestHandler:
         assert runner.server is not None

@@ -114,12 +114,13 @@ def all_metric_specs() -> tuple[MetricSpec, ...]:
     the exposition, so that raises here (and in the README test) rather than at scrape time.
     """
     from exporter.heal.audit import HEAL_METRICS
+    from exporter.http_server import HTTP_ERROR_METRICS
     from exporter.scheduler import SELF_METRICS
     from exporter.serving import HTTP_METRICS
 
     by_name: dict[str, MetricSpec] = {}
     for spec in (*SELF_METRICS, *(s for cls in collector_classes() for s in cls.metrics), *HEAL_METRICS,
-                 *HTTP_METRICS):
+                 *HTTP_METRICS, *HTTP_ERROR_METRICS):
         seen = by_name.setdefault(spec.name, spec)
         if seen != spec:
             raise ValueError(f"{spec.name} is declared twice with different help, kind or labels")

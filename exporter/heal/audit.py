@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import Samples, counter, gauge
+from exporter.ratelimited_log import RateLimitedLog
 from exporter.text import json_safe
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def _setup_audit_log() -> None:
 SELF_TARGET = "cachewarden"
 STREAM = "cachewarden:heal:audit"
 STREAM_MAXLEN = 10_000
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines of refused requests with one outcome
 
 HEAL_RUNS = counter(
     "cachewarden_heal_runs_total",
@@ -136,13 +138,33 @@ class HealMetrics:
 
 
 class Audit:
-    """Writes every audit event to the log, and to a Redis stream when heal.redis_url is set."""
+    """Writes runs and accepted requests to the log and the Redis stream, refusals to the log only.
 
-    def __init__(self, metrics: HealMetrics, redis: Redis | None = None) -> None:
+    The stream is capped, so whatever a stranger can cause must not reach it: 12,000 requests without
+    a token would otherwise push every run out of it within seconds. Refused requests are counted in
+    `cachewarden_heal_requests_total{outcome}` (by the caller) and logged at most once per
+    REFUSAL_LOG_INTERVAL per outcome, the line saying how many were left out.
+    """
+
+    def __init__(self, metrics: HealMetrics, redis: Redis | None = None, *, stream: str = STREAM,
+                 maxlen: int = STREAM_MAXLEN) -> None:
         _setup_audit_log()
         self.metrics = metrics
         self._redis = redis
+        self._stream = stream
+        self._maxlen = maxlen
         self._stream_failing = False
+        self._refusals = RateLimitedLog(audit_log, REFUSAL_LOG_INTERVAL)
+
+    def refusal(self, fields: dict[str, Any]) -> None:
+        """Log a refused request (`outcome` in fields) unless one with that outcome was logged lately."""
+        left_out = self._refusals.admit(str(fields.get("outcome")))
+        if left_out is None:
+            return
+        record = {"event": "heal_request", **fields}
+        if left_out:
+            record["left_out"] = left_out  # refusals with this outcome since the last line
+        audit_log.info("%s", json.dumps(json_safe(record), default=str, sort_keys=True))
 
     async def event(self, kind: str, fields: dict[str, Any]) -> None:
         record = {"event": kind, **fields}
@@ -152,9 +174,9 @@ class Audit:
             return
         try:
             async with asyncio.timeout(1.0):
-                await self._redis.xadd(STREAM, {"event": line}, maxlen=STREAM_MAXLEN, approximate=True)
+                await self._redis.xadd(self._stream, {"event": line}, maxlen=self._maxlen, approximate=True)
             self._stream_failing = False
         except Exception as exc:  # the audit stream must never break a heal
             if not self._stream_failing:
-                log.warning("cannot append to the Redis stream %s: %s", STREAM, type(exc).__name__)
+                log.warning("cannot append to the Redis stream %s: %s", self._stream, type(exc).__name__)
             self._stream_failing = True

@@ -25,6 +25,7 @@ from exporter.heal.audit import Audit
 from exporter.heal.names import ACTIONS
 from exporter.heal.runner import HealRunner, NotRun, Rejected
 from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+from exporter.heal.token import HealState
 from exporter.heal.webhook import PayloadError, parse_payload
 from exporter.scheduler import Scheduler
 
@@ -38,9 +39,10 @@ _TRUE = ("1", "true", "yes")
 class HealGuard:
     """The request-level guards with the secrets and networks read once at start-up."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, state: HealState) -> None:
         heal = config.heal
-        self.token = heal.token()
+        self.state = state
+        self.token = state.token
         self.networks = guards.parse_networks(heal.allow_cidrs)
         self.max_body = heal.max_body_bytes
         self.body_timeout = config.web.read_body_timeout
@@ -58,7 +60,7 @@ class HealGuard:
 HEAL_GUARD = web.AppKey("heal_guard", HealGuard)
 
 
-def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
+def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state: HealState,
                store_factory: Callable[[], Store] | None = None) -> HealRunner:
     """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
     redis_store = RedisStore.from_url(config.heal.redis_url, config.heal.redis_password()) \
@@ -68,7 +70,7 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
     if redis_store is not None:
         runner.audit = Audit(runner.metrics, redis_store.client)
     app[HEAL_RUNNER] = runner
-    app[HEAL_GUARD] = HealGuard(config)
+    app[HEAL_GUARD] = HealGuard(config, state)
     app.router.add_post("/heal", handle_post)
     app.router.add_get("/heal", handle_list)
     app.router.add_get("/heal/runs/{run_id}", handle_run)
@@ -87,10 +89,11 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler,
 
 
 async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response:
+    # Counted and logged (rate-limited), never put on the audit stream: see Audit.
     runner = request.app[HEAL_RUNNER]
     runner.metrics.requests[refusal.outcome] += 1
-    await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
-                                              "outcome": refusal.outcome, "status": refusal.status})
+    runner.audit.refusal({"who": request.remote, "method": request.method,
+                          "outcome": refusal.outcome, "status": refusal.status})
     return refusal.response()
 
 
@@ -101,8 +104,8 @@ async def handle_post(request: web.Request) -> web.Response:
         # counts a failed notification; nothing is read or acted on.
         runner = request.app[HEAL_RUNNER]
         runner.metrics.requests["disabled"] += 1
-        await runner.audit.event("heal_request", {"who": request.remote, "method": request.method,
-                                                  "outcome": "disabled", "status": 200})
+        runner.audit.refusal({"who": request.remote, "method": request.method,
+                              "outcome": "disabled", "status": 200})
         return web.json_response({"status": "ok", "outcome": "disabled", "error": refusal.message})
     if refusal is not None:
         return await _refuse(request, refusal)
@@ -173,6 +176,7 @@ async def handle_list(request: web.Request) -> web.Response:
     body: dict[str, Any] = {
         "enabled": heal.enabled,
         "dry_run": heal.dry_run,
+        "state": request.app[HEAL_GUARD].state.as_dict(),
         "actions": {name: {"target_section": info.section, "measured_by": info.measures}
                     for name, info in ACTIONS.items()},
         "plans": {name: plan.model_dump() for name, plan in sorted(runner.plans.items())},

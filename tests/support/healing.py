@@ -59,6 +59,7 @@ def heal_config(root: Path | None, token_file: Path | None, **heal: Any) -> Conf
 def token_file(tmp_path: Path, token: str = TOKEN) -> Path:
     path = tmp_path / "heal-token"
     path.write_text(token + "\n")
+    path.chmod(0o600)  # a token file others can read is refused when it is ours (exporter.heal.token)
     return path
 
 

@@ -23,7 +23,7 @@ from tests.support.fakes import FakeCollector
 from tests.support.wait import free_port, wait_for
 
 
-def write_config(tmp_path: Path, text: str = "") -> Path:
+def write_config(tmp_path: Path, text: str = "{}\n") -> Path:
     path = tmp_path / "cachewarden.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -69,6 +69,22 @@ def test_bad_configuration_exits_2_with_every_problem_on_stderr(tmp_path: Path,
     assert "bogus: unknown key" in err
 
 
+@pytest.mark.parametrize("command", ["serve", "check", "heal", "render"])
+def test_a_configuration_file_that_is_not_utf8_exits_2_naming_file_and_offset(
+        tmp_path: Path, command: str) -> None:
+    config = tmp_path / "cachewarden.yaml"
+    config.write_bytes(b"laravel: []\n# r\xe9sum\xe9\n")
+    extra = {"heal": ["views.recompile", "--target", "shop"]}.get(command, [])
+    # A child process with stdout and stderr strictly ASCII, as under a C locale.
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", command, "--config.file", str(config), *extra],
+        capture_output=True, timeout=30, check=False, env={**os.environ, "PYTHONIOENCODING": "ascii:strict"})
+    assert result.returncode == EXIT_BAD_CONFIG
+    assert result.stderr.decode() == (f"{config}: invalid configuration:\n"
+                                      "  byte offset 15: not UTF-8 (byte 0xe9); save the file as UTF-8\n")
+    assert result.stdout == b""
+
+
 def test_missing_configuration_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--config.file", str(tmp_path / "none.yaml")]) == EXIT_BAD_CONFIG
     assert "cannot read the file" in capsys.readouterr().err
@@ -106,9 +122,13 @@ def test_serve_on_an_address_in_use_exits_2_without_a_traceback(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
-def test_check_without_targets_is_healthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_without_targets_is_healthy(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
     assert main(["check", "--config.file", str(write_config(tmp_path))]) == EXIT_OK
-    assert capsys.readouterr().out == "cachewarden: healthy\n"
+    assert capsys.readouterr().out == (
+        "heal: disabled: no token: set heal.token_file or the variable CACHEWARDEN_HEAL_TOKEN\n"
+        "cachewarden: healthy\n")
 
 
 def test_check_exits_1_when_a_check_finds_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -185,12 +205,15 @@ def test_check_against_a_real_laravel_app_with_an_orphaned_view(tmp_path: Path,
 
 
 def test_disabling_a_collector_from_the_command_line_skips_its_targets(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
     root = laravel_app(tmp_path / "shop", {}, {"bbbb.php": "deleted.blade.php"})
     config = write_config(tmp_path, f"laravel:\n  - name: shop\n    root: {root}\n")
 
     assert main(["check", "--config.file", str(config), "--no-collector.views"]) == EXIT_OK
-    assert capsys.readouterr().out == "cachewarden: healthy\n"
+    assert capsys.readouterr().out == (
+        "heal: disabled: no token: set heal.token_file or the variable CACHEWARDEN_HEAL_TOKEN\n"
+        "cachewarden: healthy\n")
 
 
 def test_serve_answers_healthz_and_exits_0_on_sigterm(tmp_path: Path) -> None:

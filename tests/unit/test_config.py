@@ -339,7 +339,8 @@ def test_url_with_a_password_is_refused_without_echoing_it(section: str, url: st
     with pytest.raises(ConfigError) as info:
         parse({section: [{"name": "t", "url": url}]})
     assert info.value.problems == [
-        f"{section}[0].url: the URL contains a password: use password_file or password_env instead"
+        f"{section}[0].url: the URL contains a password in the user part (user:password@): "
+        "use password_file or password_env instead"
     ]
     assert "hunter2" not in str(info.value)
 
@@ -391,10 +392,34 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert info.value.problems == ["the top level must be a mapping of keys"]
 
 
-def test_empty_file_is_an_empty_configuration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_refused_but_braces_mean_all_defaults(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("", encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.source == str(path)
+    assert info.value.problems == ["the file is empty (no keys); write {} for all defaults"]
+    path.write_text("{}\n", encoding="utf-8")
     assert load(path).laravel == []
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    (b"heal:\n  instance: caf\xe9\n", "byte offset 21: not UTF-8 (byte 0xe9); save the file as UTF-8"),
+    (b"\xff\xfeh\x00e\x00", "byte offset 0: not UTF-8 (byte 0xff); save the file as UTF-8"),
+    (b"heal: {instance: a\x00b}\n",
+     "character offset 18: not valid YAML: special characters are not allowed (U+0000)"),
+    (b"heal: [\n", "line 2, column 1: not valid YAML: expected the node content, but found '<stream end>'"),
+    (b"[" * 20000, "not valid YAML: nested too deeply"),
+])
+def test_a_file_that_is_not_utf8_or_not_yaml_is_a_clear_error(tmp_path: Path, raw: bytes,
+                                                              problem: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.source == str(path)
+    assert info.value.problems == [problem]
 
 
 def test_file_modes_are_read_as_octal_and_bad_ones_are_refused() -> None:

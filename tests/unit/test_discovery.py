@@ -167,6 +167,22 @@ def test_redis_variables_as_laravel_reads_them(tmp_path: Path, env: str, url: st
     assert ("user app" in how.summary) is user_shown
 
 
+async def test_every_secret_a_derived_url_carries_is_redacted_where_its_settings_are_shown(
+        tmp_path: Path) -> None:
+    env = ("DB_CONNECTION=pgsql\nDB_URL=pgsql://app:url-pw-1@db:5432/shop?sslpassword=ssl-pw-2&sslmode=require\n"
+           "REDIS_URL=redis://cache:6379/1?password=query-pw-3&Token=tok-4\n")
+    config = app_config(tmp_path, env, "11.0.0", collectors=ONLY_DATASTORES)
+    [discovery] = [c for c in build_collectors(config) if isinstance(c, DiscoveryCollector)]
+    scheduler = Scheduler([discovery])
+    await scheduler.collect_all()
+    [entry] = build_report(scheduler.statuses()).as_dict()["targets"]
+    derived = {d["collector"]: d["settings"] for d in entry["derived"]}
+    assert derived["sql"]["sslpassword"] == "<redacted>"
+    assert derived["sql"]["sslmode"] == "require"  # not a secret: shown
+    assert derived["redis"]["Token"] == "<redacted>"
+    assert_nowhere(("url-pw-1", "ssl-pw-2", "query-pw-3", "tok-4"), shown_to_people(scheduler, "", discovery))
+
+
 def test_a_redis_url_password_is_kept_out_of_the_url(tmp_path: Path) -> None:
     [target] = discovered_redis(app_config(tmp_path, "REDIS_URL=redis://app:s3cr%40t@cache:6379/1\n"))
     assert (target.url, target.password()) == ("redis://app@cache:6379/1", "s3cr@t")

@@ -93,6 +93,7 @@ def test_a_short_heal_token_refuses_to_serve_with_exit_2(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     token = tmp_path / "token"
     token.write_text("short-token\n")
+    token.chmod(0o600)
     config = tmp_path / "cachewarden.yaml"
     config.write_text(yaml.safe_dump({"heal": {"token_file": str(token)}}))
 

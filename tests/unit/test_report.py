@@ -112,5 +112,13 @@ def test_json_report_carries_every_field() -> None:
 def test_empty_report_is_healthy() -> None:
     report = build_report([])
     assert report.healthy
-    assert report.as_dict() == {"healthy": True, "problems": 0, "targets": []}
+    assert report.as_dict() == {"healthy": True, "problems": 0, "targets": [], "warnings": []}
     assert report.as_text() == "cachewarden: healthy\n"
+
+
+def test_configuration_warnings_are_shown_but_are_no_problem() -> None:
+    report = build_report([], warnings=("redis[0].password_file: /x can be read by every user",))
+    assert report.healthy
+    assert report.as_dict()["warnings"] == ["redis[0].password_file: /x can be read by every user"]
+    assert report.as_text() == ("WARN redis[0].password_file: /x can be read by every user\n"
+                                "cachewarden: healthy\n")

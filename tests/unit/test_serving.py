@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from exporter.config import WebConfig
+from exporter.http_server import HTTP_ERRORS, HttpErrors
 from exporter.serving import ConnectionGuard, Limits
 
 
@@ -211,24 +212,36 @@ def test_an_explicit_ipv4_address_binds_only_it() -> None:
             s.close()
 
 
-async def test_a_handler_that_keeps_failing_answers_500_with_one_traceback_per_interval(
+async def test_a_handler_that_keeps_failing_answers_500_with_one_line_per_interval(
         caplog: pytest.LogCaptureFixture) -> None:
     guard, clock = guard_with(10)
 
     async def broken(request: web.Request) -> web.StreamResponse:
         raise OSError(24, "Too many open files")
 
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        raise ValueError("invalid literal for int() with base 10: 'Bearer the-Secret-token'")
+
     for _ in range(100):
         conn = connect(guard)
-        resp = await guard.middleware(SimpleNamespace(protocol=conn), broken)  # type: ignore[arg-type]
+        resp = await guard.middleware(SimpleNamespace(protocol=conn, app={}), broken)  # type: ignore[arg-type]
         assert resp.status == 500
     clock.now += 61
-    await guard.middleware(SimpleNamespace(protocol=connect(guard)), broken)  # type: ignore[arg-type]
+    await guard.middleware(SimpleNamespace(protocol=connect(guard), app={}), broken)  # type: ignore[arg-type]
+    clock.now += 61
+    counted = HttpErrors()
+    app = {HTTP_ERRORS: counted}
+    await guard.middleware(SimpleNamespace(protocol=connect(guard), app=app), quoting)  # type: ignore[arg-type]
     errors = [r for r in caplog.records if r.name == "exporter.serving" and r.levelno == logging.ERROR]
-    assert [r.getMessage() for r in errors] == [
-        "a request failed (1 since the last report): OSError: [Errno 24] Too many open files",
-        "a request failed (100 since the last report): OSError: [Errno 24] Too many open files"]
-    assert all(r.exc_info for r in errors)
+    here = f"{__file__}:"
+    assert [r.getMessage().split(here)[0] for r in errors] == [
+        "a request failed (1 since the last report): OSError: [Errno 24] Too many open files at ",
+        "a request failed (100 since the last report): OSError: [Errno 24] Too many open files at ",
+        "a request failed (1 since the last report): ValueError at "]
+    assert all(here in r.getMessage() for r in errors)  # where: the handler's source line
+    assert not any(r.exc_info for r in errors)  # no traceback
+    assert "the-Secret-token" not in caplog.text
+    assert counted.by_status[500] == 1  # cachewarden_http_errors_total{status="500"}
 
 
 async def test_http_errors_a_handler_raises_on_purpose_pass_through() -> None:
