@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from exporter.config import Config, parse
 
 TOKEN = "s3cret-heal-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Blade needs these; a test pool's private conf.d loads nothing by itself.
+LARAVEL_EXTENSIONS = {"20-laravel.ini": "extension=tokenizer.so\nextension=ctype.so\nextension=mbstring.so\n"}
+
+
+def require_blade() -> None:
+    if not Path("/usr/share/php/Illuminate/View/Compilers/BladeCompiler.php").exists():
+        pytest.skip("Debian's php-laravel-framework is not installed")
+
+
+def require_php_cli() -> str:
+    php = shutil.which("php")
+    if php is None:
+        pytest.skip("the php CLI is not installed (apt-get install php8.2-cli)")
+    return php
 
 
 def make_app_dir(root: Path) -> Path:

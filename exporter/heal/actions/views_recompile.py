@@ -36,9 +36,11 @@ SCRIPT = "compile_views.php"
 COMPILE_TIMEOUT = 120.0  # per request
 INVALIDATE_TIMEOUT = 30.0
 # The compiled text comes back in the answer, base64 inside JSON: PHP holds each batch about three
-# times over (text, base64, JSON) within its memory_limit (128 MB by default), and cachewarden
-# twice. Batches of at most this many source bytes (a compiled view is rarely twice its source)
-# keep that near 30 MB; a larger single view is sent alone.
+# times over (text, base64, JSON) within its memory_limit (128 MB by default). Batches of at most
+# this many source bytes (a compiled view is rarely twice its source) keep that near 30 MB; a
+# larger single view is sent alone. Laravel's own compile needs far more per view than that (its
+# footer code tokenises the whole compiled text: about 128 MB for 1 MB of dense Blade), so the
+# batch never sets the limit. FastCGI splits the answer into records by itself.
 BATCH_BYTES = 4 << 20
 BATCH_VIEWS = 500
 # Debian's php-laravel-framework; an app's own vendor/autoload.php is preferred when present, so the
