@@ -12,10 +12,13 @@ import pytest
 
 from exporter.collectors.base import Observation
 from exporter.config import Config, parse
-from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome
+from exporter.heal.actions import ACTION_CLASSES
+from exporter.heal.actions.base import Action, ActionContext, ActionError, ActionOutcome
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_orphans import RemoveOrphans
 from exporter.heal.actions.views_permissions import FixPermissions
+from exporter.heal.actions.views_recompile import Recompile
+from exporter.heal.names import ACTIONS
 from exporter.heal.phpexec import PhpExecutor
 from exporter.metrics import Samples
 from tests.support.healing import compiled_dir, make_app_dir, write_compiled
@@ -102,7 +105,30 @@ async def test_an_explicitly_configured_symlinked_directory_is_the_operators_cho
     assert mode(real / NAME) == 0o644
 
 
-async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_path: Path) -> None:
+# Every action that reads, writes or deletes in the compiled directory goes through the one gate.
+TREE_ACTIONS: dict[str, type[Action]] = {
+    "views.remove_orphans": RemoveOrphans,
+    "views.recompile": Recompile,
+    "views.fix_permissions": FixPermissions,
+}
+
+
+def test_every_action_on_a_laravel_target_but_warm_is_checked_here() -> None:
+    laravel_actions = {c.name for c in ACTION_CLASSES if ACTIONS[c.name].section == "laravel"}
+    assert laravel_actions - {"cache.warm"} == set(TREE_ACTIONS)
+
+
+async def run_action(name: str, ctx: ActionContext, planted: Path) -> ActionOutcome:
+    """Run a tree-touching action with findings that would make it act on `planted`."""
+    source = str(planted.parent / "gone.blade.php")
+    observation = Observation(Samples("shop"), details={
+        "orphaned": [str(planted)], "stale": [[str(planted), source]], "uncompiled": [source]})
+    return await TREE_ACTIONS[name](ctx).run("shop", observation, dry_run=False)
+
+
+@pytest.mark.parametrize("action", sorted(TREE_ACTIONS))
+async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(
+        tmp_path: Path, action: str) -> None:
     real = tmp_path / "compiled"
     real.mkdir()
     link = tmp_path / "compiled-link"
@@ -113,18 +139,25 @@ async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_pa
     link.unlink()
     link.symlink_to(tmp_path / "outside")
     with pytest.raises(ActionError, match=r"not .* as at start"):
-        await fix_permissions(cfg, ctx)
+        await run_action(action, ctx, link / NAME)
     assert mode(key) == 0o600
+    assert key.exists()
 
 
-async def test_a_directory_replaced_in_place_after_start_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("action", sorted(TREE_ACTIONS))
+async def test_a_directory_replaced_in_place_after_start_is_refused(tmp_path: Path, action: str) -> None:
+    # The recompile would have no PHP to run: the gate must refuse before that is even looked at.
     root = make_app_dir(tmp_path / "shop")
     cfg = config(root)
     ctx = context(cfg)
     compiled_dir(root).rename(tmp_path / "old")
     compiled_dir(root).mkdir()
+    key = secret(compiled_dir(root))
+    key.chmod(0o600)
     with pytest.raises(ActionError, match="replaced since start"):
-        await fix_permissions(cfg, ctx)
+        await run_action(action, ctx, key)
+    assert mode(key) == 0o600
+    assert key.exists()
 
 
 async def test_symlinked_files_in_the_compiled_directory_are_neither_followed_nor_removed(
