@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -142,3 +143,18 @@ def test_a_source_saved_this_second_gets_a_compiled_mtime_one_second_later() -> 
     assert compiled_mtime(999, 1000.4) is None
     assert compiled_mtime(None, 1000.4) is None
     assert compiled_mtime(5000, 1000.4) is None  # a source dated far ahead is not chased
+
+
+def test_every_test_docs_security_names_for_the_files_the_heal_writes_exists() -> None:
+    repo = Path(__file__).parents[2]
+    text = (repo / "docs" / "security.md").read_text()
+    section = text[text.index("## Files the heal writes"):]
+    section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    named, current = [], None
+    for path, name in re.findall(r"`(tests/[\w/]+\.py|…)::(\w+)`", section):
+        current = current if path == "…" else path
+        named.append((current, name))
+    assert len(named) >= 20
+    missing = [f"{path}::{name}" for path, name in named
+               if not re.search(rf"^(async )?def {name}\(", (repo / str(path)).read_text(), re.M)]
+    assert missing == []
