@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
+import pwd
 import secrets
 import tempfile
 from pathlib import Path
@@ -65,7 +67,7 @@ class PhpExecutor:
         if php is None:
             raise PhpError("heal.php_cli is not configured")
         try:
-            options = spawn_options(self._config, account)
+            options = spawn_options(self._config, account and account_by_name(account))
         except AccountError as exc:
             raise PhpError(f"{script}: {exc}") from None
         # The same envelope as inside FPM (token check, JSON answer), written to a private file for
@@ -92,6 +94,16 @@ class PhpExecutor:
                 await proc.wait()
                 raise PhpError(f"{script} did not finish within {time_limit:g}s") from None
         return decode_answer(script, out, err.decode(errors="replace"))
+
+
+def account_by_name(spec: str) -> str:
+    """"user[:group]" with numeric ids ("33:33", as containers often name php_user) given by name."""
+    user, sep, group = spec.partition(":")
+    with contextlib.suppress(KeyError, OverflowError):  # an unknown id is named by spawn_options
+        user = pwd.getpwuid(int(user)).pw_name if user.isdigit() else user
+    with contextlib.suppress(KeyError, OverflowError):
+        group = grp.getgrgid(int(group)).gr_name if group.isdigit() else group
+    return f"{user}{sep}{group}"
 
 
 def decode_answer(script: str, out: bytes, stderr: str = "") -> Any:
