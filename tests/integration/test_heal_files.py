@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -31,7 +32,7 @@ from exporter.config import Config, parse
 from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_recompile import Recompile
-from exporter.heal.phpexec import PhpExecutor
+from exporter.heal.phpexec import SCRIPTS_DIR, PhpExecutor
 from exporter.metrics import Samples
 from tests.support import phpfpm
 from tests.support.healing import (
@@ -119,12 +120,14 @@ def world_searchable_dir() -> Iterator[Path]:
 
 
 class Swapper(threading.Thread):
-    """The app's user swapping the compiled directory for a symlink to `outside`, and back, until stopped."""
+    """The app's user swapping a directory of its own for a symlink to `outside`, and back, until stopped."""
 
-    def __init__(self, compiled: Path, outside: Path) -> None:
+    def __init__(self, directory: Path, outside: Path, pauses: tuple[float, float] = (LINK_PAUSE, REAL_PAUSE),
+                 ) -> None:
         super().__init__(daemon=True)
-        self.compiled, self.outside = compiled, outside
-        self.parked = compiled.with_name(compiled.name + ".parked")
+        self.directory, self.outside = directory, outside
+        self.link_pause, self.real_pause = pauses
+        self.parked = directory.with_name(directory.name + ".parked")
         self.halt = threading.Event()
         self.swaps = 0
         self.error: BaseException | None = None
@@ -132,13 +135,13 @@ class Swapper(threading.Thread):
     def run(self) -> None:
         try:
             while not self.halt.is_set():
-                os.rename(self.compiled, self.parked)
-                os.symlink(self.outside, self.compiled)
-                self.halt.wait(LINK_PAUSE)  # the attacker's pace, not a wait for anything
-                os.unlink(self.compiled)
-                os.rename(self.parked, self.compiled)
+                os.rename(self.directory, self.parked)
+                os.symlink(self.outside, self.directory)
+                self.halt.wait(self.link_pause)  # the attacker's pace, not a wait for anything
+                os.unlink(self.directory)
+                os.rename(self.parked, self.directory)
                 self.swaps += 1
-                self.halt.wait(REAL_PAUSE)
+                self.halt.wait(self.real_pause)
         except BaseException as exc:  # reported by the test, which must not hang on a dead thread
             self.error = exc
 
@@ -147,8 +150,8 @@ class Swapper(threading.Thread):
         self.join(timeout=10)
         assert not self.is_alive()
         assert self.error is None, self.error
-        assert self.compiled.is_dir()
-        assert not self.compiled.is_symlink()
+        assert self.directory.is_dir()
+        assert not self.directory.is_symlink()
 
 
 @root_only
@@ -189,6 +192,77 @@ async def test_swapping_the_directory_for_a_symlink_never_gets_a_file_written_ou
     for name in names:
         source = next(s for s in sources if compiled_name(s) == name)
         assert (compiled_dir(root) / name).read_bytes().endswith(footer(source))
+
+
+@root_only
+async def test_swapping_a_views_folder_for_a_symlink_never_compiles_a_file_from_outside(
+        via: str, php_fpm: FpmFactory, tmp_path: Path) -> None:
+    # PHP running as root (the test pool, the CLI without php_user) checks each source inside the
+    # views directory, then opens it: a folder swapped in between must not make it read elsewhere.
+    root = make_app_dir(tmp_path / "shop")
+    folder = views_dir(root) / "pages"
+    sources = [write_view(root, f"pages/p{i}", f"<p>page {i}</p>\n") for i in range(RACE_VIEWS * 4)]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for source in sources:
+        private = outside / source.name
+        private.write_text("<p>PRIVATE</p>\n")
+        private.chmod(0o600)
+    ctx = context(heal_config(root, via, php_fpm, tmp_path))
+    # As fast as it can: PHP's window between its check and its open is a few microseconds.
+    swapper = Swapper(folder, outside, pauses=(0.0005, 0.0005))
+    runs_that_wrote = 0
+    deadline = time.monotonic() + RACE_DEADLINE
+    swapper.start()
+    try:
+        while (runs_that_wrote < RACE_WRITES or swapper.swaps < RACE_SWAPS) and time.monotonic() < deadline:
+            outcome = await recompile(ctx, *sources)
+            runs_that_wrote += any(d.startswith("compiled ") for d in outcome.done)
+    finally:
+        swapper.stop()
+
+    leaked = [p.name for p in compiled_dir(root).iterdir() if b"PRIVATE" in p.read_bytes()]
+    assert leaked == []
+    assert runs_that_wrote >= RACE_WRITES
+    assert swapper.swaps >= RACE_SWAPS
+
+
+# Calls compile_views.php's source reader directly: path, the path it resolved to when checked, views dir.
+READ_SOURCE = """<?php
+function cachewarden_run(callable $action): void {}
+require $argv[1];
+try {
+    [$text] = cachewarden_read_source($argv[2], $argv[3], $argv[4]);
+    echo 'read: ', $text;
+} catch (Throwable $e) {
+    echo 'refused: ', $e->getMessage();
+}
+"""
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_a_source_is_read_only_if_its_path_still_leads_inside_the_views_once_open(
+        tmp_path: Path, swapped: bool) -> None:
+    # The swap the stress test above races for, made deterministic: checked inside, then swapped.
+    php = require_php_cli()
+    root = make_app_dir(tmp_path / "shop")
+    source = write_view(root, "pages/p", "<p>page</p>")
+    checked = os.path.realpath(source)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / source.name).write_text("<p>PRIVATE</p>")
+    if swapped:
+        source.parent.rename(tmp_path / "parked")
+        source.parent.symlink_to(outside)
+    script = tmp_path / "read_source.php"
+    script.write_text(READ_SOURCE)
+    out = subprocess.run(
+        [php, str(script), str(SCRIPTS_DIR / "compile_views.php"), str(source), checked,
+         os.path.realpath(views_dir(root))], capture_output=True, check=True).stdout
+    if swapped:
+        assert out == b"refused: the source was replaced while it was opened"
+    else:
+        assert out == b"read: <p>page</p>"
 
 
 @root_only

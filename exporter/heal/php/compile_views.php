@@ -17,6 +17,7 @@ cachewarden_run(function (array $args): array {
     foreach ($args['autoload'] ?? [] as $file) {
         require_once (string) $file;
     }
+    clearstatcache(true);
     $viewsDir = realpath((string) ($args['views_dir'] ?? ''));
     $compiledDir = (string) ($args['compiled_dir'] ?? '');
     if ($viewsDir === false || $compiledDir === '') {
@@ -67,6 +68,9 @@ cachewarden_run(function (array $args): array {
     $failed = [];
     foreach ($args['views'] ?? [] as $path) {
         $path = (string) $path;
+        // An FPM worker caches what paths resolved to (realpath_cache_ttl, 120 s by default): a
+        // release symlink flipped since, or a folder swapped back, must be resolved afresh.
+        clearstatcache(true);
         // The path is kept as Laravel saw it (the compiled name hashes it); containment is checked
         // on the resolved path, so neither `..` nor a symlink can reach outside the views directory.
         $real = realpath($path);
@@ -92,12 +96,7 @@ cachewarden_run(function (array $args): array {
             throw new ErrorException($message, 0, $level, $file, $line);
         });
         try {
-            clearstatcache(true, $real);
-            $mtime = filemtime($real);
-            $text = file_get_contents($real);
-            if ($text === false || $mtime === false) {
-                throw new RuntimeException('cannot read the source');
-            }
+            [$text, $mtime] = cachewarden_read_source($path, $real, $viewsDir);
             $compiled[] = [
                 'source' => $path,
                 'name' => $name,
@@ -112,6 +111,36 @@ cachewarden_run(function (array $args): array {
     }
     return ['compiled' => $compiled, 'refused' => $refused, 'failed' => $failed];
 });
+
+// The text and mtime of the source `$path`, which resolved to `$real` inside `$viewsDir`. The path
+// is resolved again after the file is open, and the open file must be the one it leads to: a
+// component swapped for a symlink between the check above and the open (to make a PHP running as
+// root read a file outside the views) is caught, since the open file is then another inode.
+function cachewarden_read_source(string $path, string $real, string $viewsDir): array
+{
+    $fh = fopen($real, 'rb');
+    if ($fh === false) {
+        throw new RuntimeException('cannot open the source');
+    }
+    try {
+        $opened = fstat($fh);
+        clearstatcache(true);
+        $again = realpath($path);
+        $now = $again === false ? false : stat($again);
+        if ($opened === false || $now === false || ($opened['mode'] & 0170000) !== 0100000
+            || !str_starts_with($again, $viewsDir . DIRECTORY_SEPARATOR)
+            || [$now['dev'], $now['ino']] !== [$opened['dev'], $opened['ino']]) {
+            throw new RuntimeException('the source was replaced while it was opened');
+        }
+        $text = stream_get_contents($fh);
+        if ($text === false) {
+            throw new RuntimeException('cannot read the source');
+        }
+        return [$text, $opened['mtime']];
+    } finally {
+        fclose($fh);
+    }
+}
 
 // With opcache.validate_timestamps=0 the pool would keep serving the old bytecode of a rewritten
 // compiled view forever: the rename alone changes nothing for it. Only meaningful inside the pool.
