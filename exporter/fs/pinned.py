@@ -44,8 +44,9 @@ class PinnedDirectory:
     """An open descriptor of one directory and the operations the heal makes inside it.
 
     `verify` is the owner's check that the directory's path still leads to the pinned inode (it
-    raises whatever the owner raises); it is called before the first change and after the last one.
-    Use as a context manager, or `close()` it.
+    raises whatever the owner raises): the descriptor was checked when it was opened, and callers
+    check again after their last change, so that a directory moved meanwhile is reported. Use as a
+    context manager, or `close()` it.
     """
 
     def __init__(self, fd: int, path: Path, verify: Callable[[], None]) -> None:

@@ -283,7 +283,7 @@ class Recompile(Action):
         if len(php_errors) == len(parts):
             raise ActionError(php_errors[0])
         if written and pool is not None:
-            await self._invalidate(compile_, pool.name, written, outcome)
+            await self._invalidate(pool, written, outcome)
         elif written:
             outcome.notes.append(CLI_OPCACHE_NOTE)
         return outcome
@@ -304,16 +304,16 @@ class Recompile(Action):
             "(php_fpm[].laravel) or set heal.php_cli"
         )
 
-    async def _invalidate(self, compile_: Compile, pool: str, paths: list[str],
-                          outcome: ActionOutcome) -> None:
+    async def _invalidate(self, pool: PhpFpmTarget, paths: list[str], outcome: ActionOutcome) -> None:
         """Drop the rewritten files from the pool's OPcache, by the path the pool resolves them to."""
         try:
-            result = await compile_({"op": "invalidate", "paths": paths})
+            result = await self.ctx.php.in_fpm(pool, SCRIPT, {"op": "invalidate", "paths": paths},
+                                               INVALIDATE_TIMEOUT)
         except PhpError as exc:
-            outcome.errors.append(f"the rewritten views were not dropped from the OPcache of pool {pool}: "
-                                  f"{exc}")
+            outcome.errors.append(f"the rewritten views were not dropped from the OPcache of pool "
+                                  f"{pool.name}: {exc}")
             return
         failed = result.get("failed", []) if isinstance(result, dict) else paths
         if failed:
             outcome.errors.append(f"{len(failed)} rewritten views were not dropped from the OPcache of pool "
-                                  f"{pool} (opcache_invalidate failed): it may serve their old versions")
+                                  f"{pool.name} (opcache_invalidate failed): it may serve their old versions")
