@@ -439,3 +439,18 @@ async def test_views_larger_than_a_batch_arrive_whole_as_laravel_compiles_them(
     ours = {p.name: p.read_bytes() for p in compiled_dir(root).iterdir()}
     assert ours.keys() == theirs.keys()
     assert ours == theirs
+
+
+async def test_a_source_whose_name_is_not_utf8_is_refused_and_the_others_compiled(
+        via: str, php_fpm: FpmFactory, tmp_path: Path) -> None:
+    root = make_app_dir(tmp_path / "shop")
+    latin1 = write_view(root, os.fsdecode(b"caf\xe9"), "<p>café</p>")  # a Latin-1 name
+    fine = write_view(root, "fine", "<p>{{ 1 }}</p>")
+    ctx = context(heal_config(root, via, php_fpm, tmp_path))
+
+    outcome = await recompile(ctx, latin1, fine)
+
+    assert outcome.errors == []
+    assert outcome.refused == [f"{views_dir(root)}/caf\\udce9.blade.php: its path is not valid UTF-8, "
+                               "so it cannot be sent to PHP"]
+    assert outcome.done == [f"compiled {fine} -> {compiled_dir(root) / compiled_name(fine)}"]

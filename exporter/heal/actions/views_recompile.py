@@ -247,8 +247,17 @@ class Recompile(Action):
 
     async def _run(self, laravel: LaravelTarget, d: PinnedDirectory, observation: Observation | None,
                    dry_run: bool) -> ActionOutcome:
-        views = await asyncio.to_thread(views_to_compile, observation, d)
         outcome = ActionOutcome()
+        views = []
+        for source, size in await asyncio.to_thread(views_to_compile, observation, d):
+            try:
+                source.encode("utf-8")
+            except UnicodeEncodeError:
+                # JSON carries text only: PHP would not even see the request's token.
+                shown = source.encode("utf-8", "backslashreplace").decode()
+                outcome.refused.append(f"{shown}: its path is not valid UTF-8, so it cannot be sent to PHP")
+                continue
+            views.append((source, size))
         if not views:
             return outcome
         bootstrap = await asyncio.to_thread(app_bootstrap, laravel)
