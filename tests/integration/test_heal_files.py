@@ -1,9 +1,10 @@
 """The files `views.recompile` writes, attacked the way the app's own user can, through PHP-FPM and the CLI.
 
-The app's user owns the compiled directory and the views. It can swap the directory for a symlink
-while a heal runs, plant a symlink under a compiled view's name, and make a source unreadable; none
-of it may make cachewarden (root) write outside the directory, touch another file's metadata, or
-replace a working compiled view with a broken one.
+The app's user owns the compiled directory and the views. It can swap the directory (or a folder of
+the views) for a symlink while a heal runs, plant a symlink under a compiled view's name, and make a
+source unreadable; none of it may make cachewarden (root) write outside the directory, read a file
+outside the views, touch another file's metadata, or replace a working compiled view with a broken
+one.
 """
 
 from __future__ import annotations
