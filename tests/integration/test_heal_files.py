@@ -369,7 +369,7 @@ async def test_a_run_that_could_not_read_a_source_is_not_reported_verified(
     assert secret_compiled.read_bytes() == b"<p>working old view</p>"
 
 
-# An app whose own Blade compiler has a directive that throws while compiling.
+# An app whose own Blade compiler has a directive that throws while compiling, and one that is deprecated.
 BOOM_APP = """<?php
 return new class {
     public function make(string $what): object
@@ -380,6 +380,10 @@ return new class {
         $blade = new Illuminate\\View\\Compilers\\BladeCompiler(
             new Illuminate\\Filesystem\\Filesystem(), sys_get_temp_dir());
         $blade->directive('boom', function (): string { throw new LogicException('boom failed'); });
+        $blade->directive('dated', function (): string {
+            trigger_error('dated() is deprecated', E_USER_DEPRECATED);
+            return '<?php echo 1; ?>';
+        });
         return $blade;
     }
 };
@@ -398,13 +402,17 @@ async def test_a_view_that_fails_to_compile_keeps_its_old_compiled_file(
     bad, bad_compiled = stale_pair(root, "bad", b"<p>working old view</p>")
     bad.write_text("<p>@boom</p>")
     good, good_compiled = stale_pair(root, "good", b"old")
+    dated, dated_compiled = stale_pair(root, "dated", b"old")
+    dated.write_text("<p>@dated</p>")
     ctx = context(heal_config(root, via, php_fpm, tmp_path))
 
-    outcome = await recompile(ctx, bad, good)
+    outcome = await recompile(ctx, bad, good, dated)
 
     assert bad_compiled.read_bytes() == b"<p>working old view</p>"
     assert outcome.errors == [f"{bad}: LogicException: boom failed"]
-    assert outcome.done == [f"compiled {good} -> {good_compiled}"]
+    assert sorted(outcome.done) == [f"compiled {dated} -> {dated_compiled}",
+                                    f"compiled {good} -> {good_compiled}"]
+    assert dated_compiled.read_bytes().startswith(b"<p><?php echo 1; ?></p>")
 
 
 async def test_views_larger_than_a_batch_arrive_whole_as_laravel_compiles_them(

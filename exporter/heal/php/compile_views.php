@@ -87,11 +87,15 @@ cachewarden_run(function (array $args): array {
             $compiled[] = ['source' => $path, 'name' => $name];
             continue;
         }
-        // Any warning while reading or compiling this view (an unreadable source, a directive that
-        // fails) fails this view alone: its old compiled file stays, never replaced by a partial one.
+        // Any notice or warning while reading or compiling this view (an unreadable source, a
+        // directive that fails) fails this view alone: its old compiled file stays, never replaced
+        // by a partial one. A deprecation (older Laravel on a newer PHP) says nothing about the result.
         set_error_handler(function (int $level, string $message, string $file = '', int $line = 0): bool {
             if (!(error_reporting() & $level)) {
                 return false;
+            }
+            if ($level & (E_DEPRECATED | E_USER_DEPRECATED)) {
+                return true;
             }
             throw new ErrorException($message, 0, $level, $file, $line);
         });
