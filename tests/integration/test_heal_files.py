@@ -17,7 +17,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from tests.support import phpfpm
 from tests.support.healing import (
     AUTH,
     LARAVEL_EXTENSIONS,
+    Swapper,
     compiled_dir,
     make_app_dir,
     require_blade,
@@ -62,8 +62,6 @@ RACE_VIEWS = 8
 RACE_WRITES = 12
 RACE_SWAPS = 40
 RACE_DEADLINE = 20.0
-LINK_PAUSE = 0.002
-REAL_PAUSE = 0.004
 
 
 def compiled_name(source: Path) -> str:
@@ -118,41 +116,6 @@ def world_searchable_dir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path)
-
-
-class Swapper(threading.Thread):
-    """The app's user swapping a directory of its own for a symlink to `outside`, and back, until stopped."""
-
-    def __init__(self, directory: Path, outside: Path, pauses: tuple[float, float] = (LINK_PAUSE, REAL_PAUSE),
-                 ) -> None:
-        super().__init__(daemon=True)
-        self.directory, self.outside = directory, outside
-        self.link_pause, self.real_pause = pauses
-        self.parked = directory.with_name(directory.name + ".parked")
-        self.halt = threading.Event()
-        self.swaps = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.halt.is_set():
-                os.rename(self.directory, self.parked)
-                os.symlink(self.outside, self.directory)
-                self.halt.wait(self.link_pause)  # the attacker's pace, not a wait for anything
-                os.unlink(self.directory)
-                os.rename(self.parked, self.directory)
-                self.swaps += 1
-                self.halt.wait(self.real_pause)
-        except BaseException as exc:  # reported by the test, which must not hang on a dead thread
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(timeout=10)
-        assert not self.is_alive()
-        assert self.error is None, self.error
-        assert self.directory.is_dir()
-        assert not self.directory.is_symlink()
 
 
 @root_only

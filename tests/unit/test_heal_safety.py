@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from exporter.heal.actions.views_recompile import Recompile
 from exporter.heal.names import ACTIONS
 from exporter.heal.phpexec import PhpExecutor
 from exporter.metrics import Samples
-from tests.support.healing import compiled_dir, make_app_dir, write_compiled
+from tests.support.healing import Swapper, compiled_dir, make_app_dir, write_compiled
 
 NAME = "a" * 40 + ".php"  # named like a compiled view
 
@@ -224,3 +225,40 @@ async def test_a_storage_path_from_the_env_outside_the_app_is_treated_as_derived
     with pytest.raises(ActionError, match="outside the app root"):
         await fix_permissions(config(root))
     assert mode(key) == 0o600
+
+
+@pytest.mark.parametrize("action", ["views.remove_orphans", "views.fix_permissions"])
+async def test_swapping_the_directory_for_a_symlink_never_gets_a_file_outside_changed(
+        tmp_path: Path, action: str) -> None:
+    # views.recompile meets the same attack through real PHP in tests/integration/test_heal_files.py.
+    root = make_app_dir(tmp_path / "shop")
+    outside = tmp_path / "outside"
+    names = [f"{i:040x}.php" for i in range(8)]
+    for directory in (compiled_dir(root), outside):
+        directory.mkdir(exist_ok=True)
+        for name in names:
+            (directory / name).write_text("<?php /**PATH /nonexistent/gone.blade.php ENDPATH**/ ?>")
+            (directory / name).chmod(0o600)
+    ctx = context(config(root))
+    orphaned = [str(compiled_dir(root) / n) for n in names]
+    observation = Observation(Samples("shop"), details={"orphaned": orphaned})
+    swapper = Swapper(compiled_dir(root), outside)
+    acted = 0
+    deadline = time.monotonic() + 20
+    swapper.start()
+    try:
+        while (acted < 20 or swapper.swaps < 40) and time.monotonic() < deadline:
+            try:
+                await TREE_ACTIONS[action](ctx).run("shop", observation, dry_run=False)
+            except ActionError:
+                continue  # refused at the gate
+            acted += 1
+    finally:
+        swapper.stop()
+
+    assert sorted((p.name, mode(p)) for p in outside.iterdir()) == [(n, 0o600) for n in names]
+    assert acted >= 20
+    assert swapper.swaps >= 40
+    # And the real directory was acted on.
+    left = [mode(p) for p in compiled_dir(root).iterdir()]
+    assert left == ([] if action == "views.remove_orphans" else [0o644] * len(names))
