@@ -6,6 +6,7 @@ import base64
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ from exporter.heal.actions.views_recompile import (
     write_views,
 )
 from exporter.heal.phpexec import account_by_name
+from exporter.php.agent import Agent
+from exporter.php.endpoint import FpmEndpoint
+from exporter.php.fastcgi import Response
 
 NAME = "b" * 40 + ".php"
 
@@ -168,3 +172,33 @@ def test_every_test_docs_security_names_for_the_files_the_heal_writes_exists() -
 def test_the_cli_compiles_as_php_user_given_by_name_or_by_id(spec: str, named: str) -> None:
     # Debian's fixed ids: www-data is 33, nobody 65534; an id with no entry is passed on as it is.
     assert account_by_name(spec) == named
+
+
+class SwappingEndpoint(FpmEndpoint):
+    """Answers like FPM, after swapping agent_dir for a symlink to a directory holding a file of the
+    script's very name, as someone who can rename agent_dir could while a request runs."""
+
+    def __init__(self, agent_dir: Path, outside: Path) -> None:
+        super().__init__("unix:/nonexistent.sock")
+        self.agent_dir, self.outside = agent_dir, outside
+
+    async def request(self, params: Mapping[str, str], stdin: bytes = b"", *, read_timeout: float,
+                      wait_timeout: float | None = None) -> Response:
+        name = Path(params["SCRIPT_FILENAME"]).name
+        (self.outside / name).write_text("theirs")
+        self.agent_dir.rename(self.agent_dir.with_name("parked"))
+        self.agent_dir.symlink_to(self.outside)
+        return Response(200, {}, b'{"ok": true, "result": 1, "errors": []}')
+
+
+async def test_the_agent_script_removed_is_the_one_written_even_after_agent_dir_was_swapped(
+        tmp_path: Path) -> None:
+    agent_dir, outside = tmp_path / "agent", tmp_path / "outside"
+    agent_dir.mkdir()
+    outside.mkdir()
+    agent = Agent(SwappingEndpoint(agent_dir, outside), agent_dir, timeout=1)
+
+    assert (await agent.run("status")).result == 1
+
+    assert [p.read_text() for p in outside.iterdir()] == ["theirs"]
+    assert list((tmp_path / "parked").iterdir()) == []
