@@ -17,6 +17,7 @@ Hand-written because no library on PyPI offers `*at` file operations beyond the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -28,6 +29,65 @@ from types import TracebackType
 TMP_MARK = ".cwtmp-"
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class ForeignSymlink(OSError):
+    """A symlink on the way to a directory that root does not own: anyone could have planted it."""
+
+
+# Symlinks followed in one walk at most, as the kernel's own limit (MAXSYMLINKS).
+MAX_SYMLINKS = 40
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_directory(path: str | Path) -> int:
+    """A descriptor of the directory at the absolute `path`, reached one component at a time from `/`
+    with O_NOFOLLOW. A symlink on the way is followed only when root owns it: only root can have
+    made it (the rule Linux's fs.protected_symlinks applies in sticky directories), so an operator's
+    `/var/cache -> /data/cache` is followed and a link the app's user swapped in is refused with
+    ForeignSymlink. Raises OSError. The caller closes the descriptor.
+
+    `os.path.realpath` followed by an open would follow any link, and the path could change between
+    the two; this walk decides and opens in the same step.
+    """
+    text = os.fspath(path)
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not an absolute path")
+    parts = text.split("/")
+    parts.reverse()  # a stack: the next component last
+    fd = os.open("/", _DIR)
+    links = 0
+    try:
+        while parts:
+            part = parts.pop()
+            if part in ("", "."):
+                continue
+            try:
+                child = os.open(part, _DIR, dir_fd=fd)
+            except OSError as exc:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise exc from None
+                if st.st_uid != 0:
+                    raise ForeignSymlink(errno.ELOOP, f"a symlink owned by uid {st.st_uid}, not root, "
+                                         "is on the way; not followed", part) from None
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks on the way", text) from None
+                target = os.readlink(part, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = -1
+                    fd = os.open("/", _DIR)
+                parts.extend(reversed(target.split("/")))
+                continue
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
 
 
 class BadName(ValueError):

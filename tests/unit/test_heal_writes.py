@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.fs.pinned import TMP_MARK, BadName, PinnedDirectory
+from exporter.fs.pinned import TMP_MARK, BadName, ForeignSymlink, PinnedDirectory, open_directory
 from exporter.heal.actions.base import ActionOutcome
+from exporter.heal.actions.opcache_file_cache import FileCacheFindings, purge
 from exporter.heal.actions.safety import UnsafeTarget
 from exporter.heal.actions.views_recompile import (
     CompiledView,
@@ -202,3 +203,54 @@ async def test_the_agent_script_removed_is_the_one_written_even_after_agent_dir_
 
     assert [p.read_text() for p in outside.iterdir()] == ["theirs"]
     assert list((tmp_path / "parked").iterdir()) == []
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="giving a symlink another owner needs root")
+
+
+@root_only
+def test_a_directory_is_reached_through_roots_symlinks_and_never_through_anyone_elses(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "cache"
+    real.mkdir(parents=True)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "cache").symlink_to("../data/cache")  # relative, with a `..`
+    (tmp_path / "abs").symlink_to(real)
+    for path in (real, tmp_path / "var" / "cache", tmp_path / "abs", tmp_path / "var" / ".." / "abs"):
+        fd = open_directory(path)
+        try:
+            assert os.fstat(fd).st_ino == real.stat().st_ino
+        finally:
+            os.close(fd)
+    os.lchown(tmp_path / "abs", 65534, 65534)  # as if the app's user had made it
+    with pytest.raises(ForeignSymlink, match="owned by uid 65534"):
+        open_directory(tmp_path / "abs")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        open_directory(tmp_path / "file")
+
+
+FILE_CACHE_ID = "5605b5ef980d64f76a7c2b10eed887dd"
+
+
+@root_only
+@pytest.mark.parametrize("owner", [0, 65534])
+def test_a_file_cache_is_purged_through_a_symlink_only_if_root_made_it(tmp_path: Path, owner: int) -> None:
+    # FPM's user writes the file cache and may own its directory: it can swap that for a symlink
+    # (here, before the measurement, so even the measured directory is the link's target).
+    target = tmp_path / "elsewhere"
+    orphan = target / FILE_CACHE_ID / "gone" / "a.php.bin"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"OPCACHE")
+    link = tmp_path / "file-cache"
+    link.symlink_to(target)
+    os.lchown(link, owner, owner)
+    findings = FileCacheFindings(str(target), FILE_CACHE_ID, None, {
+        "orphaned": ["/gone/a.php"], "stale": [], "suspect": [], "outside_release": []}, configured=str(link))
+
+    if owner == 0:
+        assert purge(target, findings, dry_run=False).done == [f"deleted {orphan} (orphaned)"]
+        assert not orphan.exists()
+    else:
+        with pytest.raises(UnsafeTarget, match="owned by uid 65534"):
+            purge(target, findings, dry_run=False)
+        assert orphan.exists()
