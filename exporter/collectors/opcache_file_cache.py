@@ -79,7 +79,8 @@ class FileCacheView:
     def details(self) -> dict[str, Any]:
         """What the heal acts on: where the entries are and which ones are wrong (paths of sources)."""
         s = self.scan
-        return {"directory": s.resolved, "system_id": s.system_id, "complete": s.complete,
+        return {"directory": s.resolved, "configured": s.directory, "system_id": s.system_id,
+                "complete": s.complete,
                 "served_stale": self.served_stale,
                 "stale": s.stale, "suspect": s.suspect, "orphaned": s.orphaned,
                 "outside_release": s.outside_release}

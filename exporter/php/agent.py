@@ -65,11 +65,25 @@ def compose_source(script: str, token: str) -> str:
     return envelope.rstrip() + "\n" + script.removeprefix("<?php")
 
 
-def _write_script(agent_dir: Path, text: str) -> Path:
-    path = agent_dir / f"cachewarden-{secrets.token_hex(16)}.php"
+def _write_script(agent_dir: Path, text: str) -> tuple[int, Path]:
+    """Write the run's script; returns a descriptor of agent_dir (for `_remove`) and the script's path.
+
+    Created and later removed relative to one descriptor of the directory, so the file removed is
+    the one written even if a component of agent_dir's path is swapped in between.
+    """
+    name = f"cachewarden-{secrets.token_hex(16)}.php"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        dir_fd = os.open(agent_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
+        raise AgentError(
+            f"agent_dir {agent_dir}: cannot write agent script: {exc.strerror or exc}; create it, "
+            "writable by cachewarden, readable by FPM's user"
+        ) from None
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=dir_fd)
+    except OSError as exc:
+        os.close(dir_fd)
         raise AgentError(
             f"agent_dir {agent_dir}: cannot write agent script: {exc.strerror or exc}; create it, "
             "writable by cachewarden, readable by FPM's user"
@@ -79,12 +93,15 @@ def _write_script(agent_dir: Path, text: str) -> Path:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
-    return path
+    return dir_fd, agent_dir / name
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def _remove(dir_fd: int, path: Path) -> None:
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def request_params(script: Path, body_length: int) -> dict[str, str]:
@@ -126,13 +143,13 @@ class Agent:
         token = secrets.token_urlsafe(32)
         text = compose_source(script, token)
         body = json.dumps({"token": token, "args": args or {}, "time_limit": self.timeout}).encode()
-        path = await asyncio.to_thread(_write_script, self.agent_dir, text)
+        dir_fd, path = await asyncio.to_thread(_write_script, self.agent_dir, text)
         try:
             resp = await self.endpoint.request(
                 request_params(path, len(body)), body, read_timeout=self.timeout
             )
         finally:
-            await asyncio.to_thread(_remove, path)
+            await asyncio.to_thread(_remove, dir_fd, path)
         return parse_envelope(name, resp)
 
 

@@ -28,7 +28,18 @@ from exporter.config import Config, parse
 from exporter.heal.actions.views_recompile import CLI_OPCACHE_NOTE
 from exporter.heal.routes import HEAL_RUNNER
 from tests.support import phpfpm
-from tests.support.healing import AUTH, alert, compiled_dir, make_app_dir, payload, token_file, views_dir
+from tests.support.healing import (
+    AUTH,
+    LARAVEL_EXTENSIONS,
+    alert,
+    compiled_dir,
+    make_app_dir,
+    payload,
+    require_blade,
+    require_php_cli,
+    token_file,
+    views_dir,
+)
 from tests.support.phpfpm import Fpm, FpmFactory
 
 pytestmark = pytest.mark.integration
@@ -41,8 +52,6 @@ RENDER_LOOPS = 14
 RACE_POOL = {"pm.max_children": RENDER_LOOPS + 2}
 # Every include re-checks the file, as with the default revalidate_freq but without a 2 s blind spot.
 RACE_OPCACHE = {"opcache.revalidate_freq": 0}
-# Blade needs these; the test pool's private conf.d loads nothing by itself.
-LARAVEL_EXTENSIONS = {"20-laravel.ini": "extension=tokenizer.so\nextension=ctype.so\nextension=mbstring.so\n"}
 # Rewrites compiled views the way a careless tool would: the file is missing, then empty, then full.
 NON_ATOMIC_WRITER = """<?php
 require '/usr/share/php/Illuminate/View/autoload.php';
@@ -69,18 +78,6 @@ def blade(i: int, version: int) -> str:
 
 def expected(i: int, version: int) -> str:
     return f"<p>view {i} VERSION-{version} 012 END</p>\n"
-
-
-def require_blade() -> None:
-    if not Path("/usr/share/php/Illuminate/View/Compilers/BladeCompiler.php").exists():
-        pytest.skip("Debian's php-laravel-framework is not installed")
-
-
-def require_php_cli() -> str:
-    php = shutil.which("php")
-    if php is None:
-        pytest.skip("the php CLI is not installed (apt-get install php8.2-cli)")
-    return php
 
 
 def setup_app(tmp_path: Path, fpm: Fpm) -> tuple[Path, Config]:

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from exporter.config import Config, parse
 
 TOKEN = "s3cret-heal-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Blade needs these; a test pool's private conf.d loads nothing by itself.
+LARAVEL_EXTENSIONS = {"20-laravel.ini": "extension=tokenizer.so\nextension=ctype.so\nextension=mbstring.so\n"}
+
+
+def require_blade() -> None:
+    if not Path("/usr/share/php/Illuminate/View/Compilers/BladeCompiler.php").exists():
+        pytest.skip("Debian's php-laravel-framework is not installed")
+
+
+def require_php_cli() -> str:
+    php = shutil.which("php")
+    if php is None:
+        pytest.skip("the php CLI is not installed (apt-get install php8.2-cli)")
+    return php
 
 
 def make_app_dir(root: Path) -> Path:
@@ -78,3 +96,43 @@ def payload(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
 
 def an_hour_ago() -> float:
     return time.time() - 3600
+
+
+# The pace of a Swapper: how long the symlink stays, then the real directory (in seconds).
+LINK_PAUSE = 0.002
+REAL_PAUSE = 0.004
+
+
+class Swapper(threading.Thread):
+    """The app's user swapping a directory of its own for a symlink to `outside`, and back, until stopped."""
+
+    def __init__(self, directory: Path, outside: Path, pauses: tuple[float, float] = (LINK_PAUSE, REAL_PAUSE),
+                 ) -> None:
+        super().__init__(daemon=True)
+        self.directory, self.outside = directory, outside
+        self.link_pause, self.real_pause = pauses
+        self.parked = directory.with_name(directory.name + ".parked")
+        self.halt = threading.Event()
+        self.swaps = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                os.rename(self.directory, self.parked)
+                os.symlink(self.outside, self.directory)
+                self.halt.wait(self.link_pause)  # the attacker's pace, not a wait for anything
+                os.unlink(self.directory)
+                os.rename(self.parked, self.directory)
+                self.swaps += 1
+                self.halt.wait(self.real_pause)
+        except BaseException as exc:  # reported by the test, which must not hang on a dead thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+        assert not self.is_alive()
+        assert self.error is None, self.error
+        assert self.directory.is_dir()
+        assert not self.directory.is_symlink()

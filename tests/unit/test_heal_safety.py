@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,15 @@ import pytest
 
 from exporter.collectors.base import Observation
 from exporter.config import Config, parse
-from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome
+from exporter.heal.actions import ACTION_CLASSES
+from exporter.heal.actions.base import Action, ActionContext, ActionError, ActionOutcome
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_orphans import RemoveOrphans
 from exporter.heal.actions.views_permissions import FixPermissions
+from exporter.heal.actions.views_recompile import Recompile
 from exporter.heal.phpexec import PhpExecutor
 from exporter.metrics import Samples
-from tests.support.healing import compiled_dir, make_app_dir, write_compiled
+from tests.support.healing import Swapper, compiled_dir, make_app_dir, write_compiled
 
 NAME = "a" * 40 + ".php"  # named like a compiled view
 
@@ -102,7 +105,41 @@ async def test_an_explicitly_configured_symlinked_directory_is_the_operators_cho
     assert mode(real / NAME) == 0o644
 
 
-async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_path: Path) -> None:
+# Every action that reads, writes or deletes in the compiled directory goes through the one gate.
+TREE_ACTIONS: dict[str, type[Action]] = {
+    "views.remove_orphans": RemoveOrphans,
+    "views.recompile": Recompile,
+    "views.fix_permissions": FixPermissions,
+}
+
+
+# The other actions, and why no file of theirs needs the gate.
+OTHER_ACTIONS = {
+    "opcache.purge_file_cache": "deletes only in the file cache, reached by fs.pinned.open_directory",
+    "opcache.invalidate": "asks FPM; reads the file cache like the purge",
+    "opcache.reset": "asks FPM",
+    "fpm.reload": "runs the configured restart command",
+    "cache.warm": "runs the configured commands, fetches the configured URLs",
+}
+
+
+def test_every_action_is_either_behind_the_gate_or_said_to_touch_no_compiled_view() -> None:
+    # A new action must be put in one list or the other, and so decided on.
+    assert {c.name for c in ACTION_CLASSES} == set(TREE_ACTIONS) | set(OTHER_ACTIONS)
+    assert set(TREE_ACTIONS).isdisjoint(OTHER_ACTIONS)
+
+
+async def run_action(name: str, ctx: ActionContext, planted: Path) -> ActionOutcome:
+    """Run a tree-touching action with findings that would make it act on `planted`."""
+    source = str(planted.parent / "gone.blade.php")
+    observation = Observation(Samples("shop"), details={
+        "orphaned": [str(planted)], "stale": [[str(planted), source]], "uncompiled": [source]})
+    return await TREE_ACTIONS[name](ctx).run("shop", observation, dry_run=False)
+
+
+@pytest.mark.parametrize("action", sorted(TREE_ACTIONS))
+async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(
+        tmp_path: Path, action: str) -> None:
     real = tmp_path / "compiled"
     real.mkdir()
     link = tmp_path / "compiled-link"
@@ -113,18 +150,25 @@ async def test_a_directory_that_resolves_elsewhere_after_start_is_refused(tmp_pa
     link.unlink()
     link.symlink_to(tmp_path / "outside")
     with pytest.raises(ActionError, match=r"not .* as at start"):
-        await fix_permissions(cfg, ctx)
+        await run_action(action, ctx, link / NAME)
     assert mode(key) == 0o600
+    assert key.exists()
 
 
-async def test_a_directory_replaced_in_place_after_start_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("action", sorted(TREE_ACTIONS))
+async def test_a_directory_replaced_in_place_after_start_is_refused(tmp_path: Path, action: str) -> None:
+    # The recompile would have no PHP to run: the gate must refuse before that is even looked at.
     root = make_app_dir(tmp_path / "shop")
     cfg = config(root)
     ctx = context(cfg)
     compiled_dir(root).rename(tmp_path / "old")
     compiled_dir(root).mkdir()
+    key = secret(compiled_dir(root))
+    key.chmod(0o600)
     with pytest.raises(ActionError, match="replaced since start"):
-        await fix_permissions(cfg, ctx)
+        await run_action(action, ctx, key)
+    assert mode(key) == 0o600
+    assert key.exists()
 
 
 async def test_symlinked_files_in_the_compiled_directory_are_neither_followed_nor_removed(
@@ -191,3 +235,40 @@ async def test_a_storage_path_from_the_env_outside_the_app_is_treated_as_derived
     with pytest.raises(ActionError, match="outside the app root"):
         await fix_permissions(config(root))
     assert mode(key) == 0o600
+
+
+@pytest.mark.parametrize("action", ["views.remove_orphans", "views.fix_permissions"])
+async def test_swapping_the_directory_for_a_symlink_never_gets_a_file_outside_changed(
+        tmp_path: Path, action: str) -> None:
+    # views.recompile meets the same attack through real PHP in tests/integration/test_heal_files.py.
+    root = make_app_dir(tmp_path / "shop")
+    outside = tmp_path / "outside"
+    names = [f"{i:040x}.php" for i in range(8)]
+    for directory in (compiled_dir(root), outside):
+        directory.mkdir(exist_ok=True)
+        for name in names:
+            (directory / name).write_text("<?php /**PATH /nonexistent/gone.blade.php ENDPATH**/ ?>")
+            (directory / name).chmod(0o600)
+    ctx = context(config(root))
+    orphaned = [str(compiled_dir(root) / n) for n in names]
+    observation = Observation(Samples("shop"), details={"orphaned": orphaned})
+    swapper = Swapper(compiled_dir(root), outside)
+    acted = 0
+    deadline = time.monotonic() + 20
+    swapper.start()
+    try:
+        while (acted < 20 or swapper.swaps < 40) and time.monotonic() < deadline:
+            try:
+                await TREE_ACTIONS[action](ctx).run("shop", observation, dry_run=False)
+            except ActionError:
+                continue  # refused at the gate
+            acted += 1
+    finally:
+        swapper.stop()
+
+    assert sorted((p.name, mode(p)) for p in outside.iterdir()) == [(n, 0o600) for n in names]
+    assert acted >= 20
+    assert swapper.swaps >= 40
+    # And the real directory was acted on.
+    left = [mode(p) for p in compiled_dir(root).iterdir()]
+    assert left == ([] if action == "views.remove_orphans" else [0o644] * len(names))

@@ -70,7 +70,7 @@ class Invalidate(Action):
     def _entries_left(self, findings: FileCacheFindings, invalidated: list[str]) -> list[str]:
         """Entries of invalidated scripts that are still there in their old version."""
         root = check_file_cache_dir(findings.directory, self.ctx.config)
-        entries = EntryDir(root, findings.system_id)
+        entries = EntryDir(root, findings.system_id, findings.configured)
         try:
             out = []
             for source in invalidated:

@@ -24,18 +24,20 @@ from exporter.collectors.base import Observation
 from exporter.collectors.opcache_preload import resolve_release
 from exporter.config import Config
 from exporter.fs.opcache_file_cache import DIR_FLAGS, NS_PER_S, SYSTEM_ID, entry_relpath
+from exporter.fs.pinned import ForeignSymlink, is_single_regular_file, open_directory
 from exporter.heal.actions.base import Action, ActionOutcome
-from exporter.heal.actions.safety import UnsafeTarget, is_single_regular_file
+from exporter.heal.actions.safety import UnsafeTarget
 
 REASONS = ("stale", "suspect", "orphaned", "outside_release")
 
 
 @dataclass(frozen=True, slots=True)
 class FileCacheFindings:
-    directory: str
+    directory: str  # resolved, as measured
     system_id: str
     release_dir: str | None
     by_reason: dict[str, list[str]]
+    configured: str | None = None  # opcache.file_cache as FPM reports it, the path walked to reach it
 
 
 def file_cache_findings(observation: Observation | None) -> FileCacheFindings | None:
@@ -48,7 +50,9 @@ def file_cache_findings(observation: Observation | None) -> FileCacheFindings | 
         return None
     release = observation.details.get("release_dir") if observation else None
     by_reason = {r: [p for p in details.get(r) or [] if isinstance(p, str)] for r in REASONS}
-    return FileCacheFindings(directory, system_id, release if isinstance(release, str) else None, by_reason)
+    configured = details.get("configured")
+    return FileCacheFindings(directory, system_id, release if isinstance(release, str) else None, by_reason,
+                             configured if isinstance(configured, str) else None)
 
 
 def check_file_cache_dir(directory: str, config: Config) -> Path:
@@ -69,13 +73,27 @@ def check_file_cache_dir(directory: str, config: Config) -> Path:
 
 
 class EntryDir:
-    """The file cache's system-id folder, opened once; entries are reached by O_NOFOLLOW steps from it."""
+    """The file cache's system-id folder, opened once; entries are reached by O_NOFOLLOW steps from it.
 
-    def __init__(self, root: Path | str, system_id: str) -> None:
+    The file cache is reached from `/` by the path FPM reports (`configured`), following only
+    symlinks root owns (exporter.fs.pinned.open_directory): FPM's user writes there, and may own the
+    directory itself, so a link it swapped in, before or after the measurement, is refused rather
+    than resolved; and what is reached must be the directory `root` that was measured.
+    """
+
+    def __init__(self, root: Path | str, system_id: str, configured: str | None = None) -> None:
         if not SYSTEM_ID.fullmatch(system_id):
             raise UnsafeTarget(f"{system_id!r} is not an OPcache system id; refusing to modify it")
-        top = os.open(root, DIR_FLAGS)
         try:
+            top = open_directory(configured or root)
+        except ForeignSymlink as exc:
+            raise UnsafeTarget(f"the file cache {configured or root}: {exc.strerror} ({exc.filename}); "
+                               "refusing to modify it") from None
+        try:
+            opened, measured = os.fstat(top), os.stat(root, follow_symlinks=False)
+            if (opened.st_dev, opened.st_ino) != (measured.st_dev, measured.st_ino):
+                raise UnsafeTarget(f"the file cache {configured or root} no longer leads to {root} as "
+                                   "measured; refusing to modify it")
             self.fd = os.open(system_id, DIR_FLAGS, dir_fd=top)
         finally:
             os.close(top)
@@ -151,7 +169,7 @@ def _still(reason: str, state: str, source: str, release_dir: str | None) -> boo
 def purge(root: Path, findings: FileCacheFindings, dry_run: bool) -> ActionOutcome:
     """Delete the entries the findings name that still qualify (blocking)."""
     outcome = ActionOutcome()
-    entries = EntryDir(root, findings.system_id)
+    entries = EntryDir(root, findings.system_id, findings.configured)
     try:
         for reason, sources in findings.by_reason.items():
             for source in sources:

@@ -1,25 +1,26 @@
-"""Path checks shared by the view actions: nothing outside the compiled directory, no symlink followed.
+"""The one gate every heal action passes before it touches a compiled-view directory.
 
 The app's own user can write below the app root, and the compiled directory may come from the app's
 `.env` (VIEW_COMPILED_PATH, LARAVEL_STORAGE_PATH). So a compiled directory that cachewarden derived
 itself is trusted only
 when no component below the app root is a symlink and it lies inside the root; a `compiled_path` set
 in cachewarden's own configuration is the operator's word and may be anywhere safe. Either way the
-directory is resolved once, when the heal starts, and pinned by device and inode: a directory that
-later resolves elsewhere or is swapped for another is refused, and every change goes through a
-descriptor of the pinned directory opened with O_NOFOLLOW.
+directory is resolved once, when the heal starts, and pinned by device and inode. `CompiledRoots.open`
+is the only way to a compiled directory: it refuses a directory that now resolves elsewhere or was
+replaced, and hands out a `PinnedDirectory` (exporter/fs/pinned.py) through whose descriptor every
+read, write, rename and delete of the view actions is made, and which checks the pin again after.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import LaravelTarget
+from exporter.fs.pinned import PinnedDirectory
 from exporter.heal.actions.base import ActionError
 
 DEFAULT_COMPILED = Path("storage") / "framework" / "views"
@@ -103,20 +104,32 @@ class CompiledRoots:
             except (UnsafeTarget, OSError) as exc:
                 self._pinned[target.name] = str(exc)
 
-    def root(self, target: LaravelTarget) -> Path:
-        """The pinned directory after checking it again now; UnsafeTarget if anything changed."""
-        return self._recheck(target).path
+    def open(self, target: LaravelTarget) -> PinnedDirectory:
+        """The pinned directory, opened and verified to be that very inode (the caller closes it).
 
-    def open(self, target: LaravelTarget) -> tuple[int, Path]:
-        """A descriptor of the pinned directory (the caller closes it), verified to be that very directory."""
+        Raises UnsafeTarget when it was refused at start, now resolves elsewhere or was replaced.
+        """
         pinned = self._recheck(target)
-        fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UnsafeTarget(f"the compiled directory {pinned.path} cannot be opened as a directory "
+                               f"without following a symlink: {exc.strerror}") from None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
             os.close(fd)
-            raise UnsafeTarget(f"the compiled directory {pinned.path} was replaced since start; "
-                               "refusing to modify it")
-        return fd, pinned.path
+            raise _replaced(pinned)
+        return PinnedDirectory(fd, pinned.path, lambda: self._verify(target, pinned))
+
+    def _verify(self, target: LaravelTarget, pinned: PinnedDir) -> None:
+        """The path checks of start again, and the path still leading to the pinned inode."""
+        self._recheck(target)
+        try:
+            st = os.stat(pinned.path, follow_symlinks=False)
+        except OSError as exc:
+            raise UnsafeTarget(f"the compiled directory {pinned.path} is gone: {exc.strerror}") from None
+        if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
+            raise _replaced(pinned)
 
     def _recheck(self, target: LaravelTarget) -> PinnedDir:
         pinned = self._pinned.get(target.name)
@@ -131,6 +144,11 @@ class CompiledRoots:
         return pinned
 
 
+def _replaced(pinned: PinnedDir) -> UnsafeTarget:
+    return UnsafeTarget(f"the compiled directory {pinned.path} was replaced since start; refusing to "
+                        "modify it")
+
+
 def name_in(root: Path, candidate: str) -> str | None:
     """The bare file name of `candidate` if it lies directly in `root` (after resolving its parent)."""
     p = Path(candidate)
@@ -139,8 +157,3 @@ def name_in(root: Path, candidate: str) -> str | None:
     if Path(os.path.realpath(p.parent)) != root:
         return None
     return p.name
-
-
-def is_single_regular_file(st: os.stat_result) -> bool:
-    # A second hard link may be a file elsewhere that the app's user linked in here.
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1

@@ -1,9 +1,9 @@
 """`views.remove_orphans`: delete compiled views whose source is gone, and nothing else.
 
 Each candidate is re-checked right before it is unlinked, relative to a descriptor of the compiled
-directory pinned at start (exporter/heal/actions/safety.py): it must be a regular file with one link,
-named like a compiled view, directly in that directory (a symlink is never followed nor removed), its
-footer must name a source, and that source must still be missing.
+directory pinned at start (the gate in exporter/heal/actions/safety.py): it must be a regular file
+with one link, named like a compiled view, directly in that directory (a symlink is never followed
+nor removed), its footer must name a source, and that source must still be missing.
 """
 
 from __future__ import annotations
@@ -11,30 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from pathlib import Path
 
 from exporter.collectors.base import Observation
-from exporter.fs.footer import parse_footer
+from exporter.fs.footer import LONG_TAIL_BYTES, parse_footer
+from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionOutcome
 from exporter.heal.actions.findings import view_findings
-from exporter.heal.actions.safety import is_single_regular_file, looks_compiled, name_in
-
-TAIL = 4096 + 64
+from exporter.heal.actions.safety import UnsafeTarget, looks_compiled, name_in
 
 
-def _footer_source(dir_fd: int, name: str) -> str | None:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        size = os.fstat(fd).st_size
-        return parse_footer(os.pread(fd, TAIL, max(0, size - TAIL)))
-    finally:
-        os.close(fd)
-
-
-def _why_not(dir_fd: int, name: str) -> str | None:
+def _why_not(d: PinnedDirectory, name: str) -> str | None:
     """None when `name` is still an orphaned compiled view, else the reason to leave it alone."""
     try:
-        st = os.lstat(name, dir_fd=dir_fd)
+        st = d.lstat(name)
     except FileNotFoundError:
         return "already gone"
     if stat.S_ISLNK(st.st_mode):
@@ -46,7 +35,7 @@ def _why_not(dir_fd: int, name: str) -> str | None:
     if not looks_compiled(name):
         return "not named like a compiled view"
     try:
-        source = _footer_source(dir_fd, name)
+        source = parse_footer(d.read_tail(name, st.st_size, LONG_TAIL_BYTES))
     except OSError as exc:
         return f"cannot read it ({exc.strerror})"
     if source is None:
@@ -56,32 +45,35 @@ def _why_not(dir_fd: int, name: str) -> str | None:
     return None
 
 
-def remove_orphans(dir_fd: int, root: Path, candidates: list[str], dry_run: bool) -> ActionOutcome:
-    """Remove the candidates still orphaned, through `dir_fd` (a descriptor of `root`, closed here)."""
+def remove_orphans(d: PinnedDirectory, candidates: list[str], dry_run: bool) -> ActionOutcome:
+    """Remove the candidates still orphaned, through the pinned directory `d`."""
     outcome = ActionOutcome()
-    try:
-        for candidate in candidates:
-            name = name_in(root, candidate)
-            if name is None:
-                outcome.refused.append(f"{candidate}: outside the compiled directory")
-                continue
-            reason = _why_not(dir_fd, name)
-            if reason is not None:
-                outcome.refused.append(f"{candidate}: {reason}")
-                continue
-            path = f"{root}/{name}"
-            if dry_run:
-                outcome.done.append(f"would delete {path}")
-                continue
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-                outcome.done.append(f"deleted {path}")
-            except FileNotFoundError:
-                outcome.refused.append(f"{path}: already gone")
-            except OSError as exc:
-                outcome.errors.append(f"{path}: {exc.strerror}")
-    finally:
-        os.close(dir_fd)
+    for candidate in candidates:
+        name = name_in(d.path, candidate)
+        if name is None:
+            outcome.refused.append(f"{candidate}: outside the compiled directory")
+            continue
+        reason = _why_not(d, name)
+        if reason is not None:
+            outcome.refused.append(f"{candidate}: {reason}")
+            continue
+        path = d.where(name)
+        if dry_run:
+            outcome.done.append(f"would delete {path}")
+            continue
+        try:
+            d.unlink(name)
+            outcome.done.append(f"deleted {path}")
+        except FileNotFoundError:
+            outcome.refused.append(f"{path}: already gone")
+        except OSError as exc:
+            outcome.errors.append(f"{path}: {exc.strerror}")
+    if outcome.done and not dry_run:
+        try:
+            d.verify()
+        except UnsafeTarget as exc:
+            # The unlinks were made in the pinned directory, wherever it now is; say it moved.
+            outcome.errors.append(f"after deleting: {exc}")
     return outcome
 
 
@@ -93,7 +85,7 @@ class RemoveOrphans(Action):
         candidates = view_findings(observation).orphaned
 
         def remove() -> ActionOutcome:
-            dir_fd, root = self.ctx.compiled.open(laravel)
-            return remove_orphans(dir_fd, root, candidates, dry_run)
+            with self.ctx.compiled.open(laravel) as d:
+                return remove_orphans(d, candidates, dry_run)
 
         return await asyncio.to_thread(remove)

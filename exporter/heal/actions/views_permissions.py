@@ -2,8 +2,9 @@
 
 The directory gets `heal.views_mode` plus the execute bit wherever a read bit is set (0644 -> 0755).
 Only files directly in it that are named like compiled views and have a single link are changed;
-everything is done through descriptors opened with O_NOFOLLOW from the directory pinned at start, so a
-symlink, a hard link to a file elsewhere or a subdirectory is reported and never followed out of it.
+everything is done through descriptors opened with O_NOFOLLOW from the directory pinned at start (the
+gate in exporter/heal/actions/safety.py), so a symlink, a hard link to a file elsewhere or a
+subdirectory is reported and never followed out of it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import grp
 import os
 import pwd
 import stat
-from pathlib import Path
 
 from exporter.collectors.base import Observation
+from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import is_single_regular_file, looks_compiled
+from exporter.heal.actions.safety import UnsafeTarget, looks_compiled
 
 
 def dir_mode(file_mode: int) -> int:
@@ -59,22 +60,24 @@ def _apply(fd: int, path: str, st: os.stat_result, mode: int, uid: int, gid: int
             outcome.errors.append(f"{op} {path}: {exc.strerror}")
 
 
-def fix_tree(dir_fd: int, root: Path, file_mode: int, uid: int, gid: int,
-             dry_run: bool) -> ActionOutcome:
-    """Fix `root` (open as `dir_fd`, closed here) and the compiled views directly in it."""
+def fix_tree(d: PinnedDirectory, file_mode: int, uid: int, gid: int, dry_run: bool) -> ActionOutcome:
+    """Fix the pinned directory `d` and the compiled views directly in it."""
     outcome = ActionOutcome()
-    try:
-        # The directory first: an unreadable or unwritable directory is the usual cause.
-        _apply(dir_fd, str(root), os.fstat(dir_fd), dir_mode(file_mode), uid, gid, dry_run, outcome)
-        for name in os.listdir(dir_fd):
-            _fix_file(dir_fd, name, f"{root}/{name}", file_mode, uid, gid, dry_run, outcome)
-    finally:
-        os.close(dir_fd)
+    # The directory first: an unreadable or unwritable directory is the usual cause.
+    _apply(d.fd, str(d.path), d.stat(), dir_mode(file_mode), uid, gid, dry_run, outcome)
+    for name in d.names():
+        _fix_file(d, name, file_mode, uid, gid, dry_run, outcome)
+    if outcome.done and not dry_run:
+        try:
+            d.verify()
+        except UnsafeTarget as exc:
+            outcome.errors.append(f"after changing: {exc}")
     return outcome
 
 
-def _fix_file(dir_fd: int, name: str, path: str, file_mode: int, uid: int, gid: int, dry_run: bool,
+def _fix_file(d: PinnedDirectory, name: str, file_mode: int, uid: int, gid: int, dry_run: bool,
               outcome: ActionOutcome) -> None:
+    path = d.where(name)
     if not looks_compiled(name):
         # Laravel writes nothing else here; anything else was put here by someone, and is theirs.
         outcome.refused.append(f"{path}: not named like a compiled view")
@@ -82,7 +85,7 @@ def _fix_file(dir_fd: int, name: str, path: str, file_mode: int, uid: int, gid: 
     try:
         # O_PATH cannot be fchmod'ed; O_RDONLY works for root even on a 0000 file. O_NOFOLLOW makes
         # a symlink fail here instead of being followed out of the directory.
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = d.open(name, os.O_NONBLOCK)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -112,7 +115,7 @@ class FixPermissions(Action):
         uid, gid = resolve_owner(heal.views_owner)
 
         def fix() -> ActionOutcome:
-            dir_fd, root = self.ctx.compiled.open(laravel)
-            return fix_tree(dir_fd, root, heal.views_mode, uid, gid, dry_run)
+            with self.ctx.compiled.open(laravel) as d:
+                return fix_tree(d, heal.views_mode, uid, gid, dry_run)
 
         return await asyncio.to_thread(fix)
