@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,12 @@ class Demo:
     root: Path
     url: str
 
-    def samples(self) -> list[tuple[str, dict[str, str], float]]:
-        import urllib.request
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:  # noqa: S310 - local test server
+            return str(r.read().decode())
 
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:  # noqa: S310 - local test server
-            text = r.read().decode()
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        text = self.get("/metrics")
         return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples
                 if s.labels.get("target") == "demo"]
 
@@ -114,10 +116,15 @@ def test_the_deploy_shows_stale_bytecode_and_its_ini_file_and_the_printed_curl_h
     for name in ("cachewarden_views_stale", "cachewarden_views_orphaned", "cachewarden_views_uncompiled"):
         assert (demo.value(name) or 0) > 0, name
 
+    ini = demo.root / "php" / "conf.d" / "99-opcache-performance.ini"
+    status_page = demo.get("/")
+    assert f"validate_timestamps=0 set by {ini}" in status_page
+    assert str(demo.root / "revision.php") in status_page, "the stale script is named"
     check = subprocess.run([sys.executable, "-m", "exporter", "check", "--config.file",
                             str(demo.root / "cachewarden.yaml")], capture_output=True, text=True, timeout=60)
     assert check.returncode == 1
-    assert "99-opcache-performance.ini" in check.stdout
+    assert f"validate_timestamps=0 set by {ini}" in check.stdout
+    assert "FPM runs revision v1" in check.stdout
 
     heal = [line for line in printed.splitlines() if line.startswith("for action in")]
     assert len(heal) == 1, printed
