@@ -38,7 +38,7 @@ bench: venv ## run every benchmark under bench/ (each prints measured/target/PAS
 	done; \
 	if (( $${#failed[@]} )); then echo "FAILED: $${failed[*]}"; exit 1; fi
 
-run: ## scripts/run: the demo on LISTEN (0.0.0.0:9590), with only PHP's CLI, Laravel and the venv installed
+run: ## scripts/run: the demo on LISTEN (0.0.0.0:9590): views and an unprivileged FPM pool with OPcache, no database
 	scripts/run
 
 metric-table: venv ## rewrite the metric reference table in README.md from the code

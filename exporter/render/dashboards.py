@@ -3,6 +3,13 @@
 A template says what matters (queries, units, where red starts); this module adds what every dashboard
 shares and nobody should hand-edit: layout, ids, the datasource/job/target variables and the heal-run
 annotations. That keeps every dashboard's plumbing identical and the templates readable.
+
+Hand-written rather than built with Grafana's Python SDK (grafana-foundation-sdk): its typed models
+have no place for the Prometheus fields of an annotation query (step, titleFormat, textFormat, tagKeys,
+useValueForTime), which Grafana's own schema leaves open to the datasource and which title and tag
+the heal-run annotations, nor for a variable's `definition`; built through the SDK, those would be
+lost. The SDK checks the output instead: tests/unit/test_shipped_artefacts.py holds every rendered
+dashboard to its dashboard schema (only keys it defines, besides those, with the types it defines).
 """
 
 from __future__ import annotations

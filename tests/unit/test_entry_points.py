@@ -37,13 +37,25 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
     assert lines[-1] == f"exec {readme_commands()[1]}"
 
 
-def test_the_demo_installs_no_server_and_starts_none() -> None:
+def test_the_demo_installs_fpm_but_no_database_and_starts_no_system_service() -> None:
     demo = packages("demo")
-    assert {"php8.2-cli", "php-laravel-framework", "python3-venv"} <= demo
-    assert not demo & SERVERS
+    assert {"php8.2-cli", "php8.2-fpm", "php8.2-opcache", "php-laravel-framework", "curl",
+            "python3-venv", "ca-certificates"} <= demo
+    assert not demo & (SERVERS - {"php8.2-fpm"})
+    for script in ("run", "demo-setup"):
+        text = (ROOT / "scripts" / script).read_text(encoding="utf-8")
+        assert "start-services" not in text
+        service = re.compile(r"^\s*(systemctl|service|invoke-rc\.d|start-stop-daemon)\s", re.MULTILINE)
+        assert not service.search(text), f"scripts/{script} starts a system service"
     run = (ROOT / "scripts" / "run").read_text(encoding="utf-8")
     assert "install-deps\" demo" in run
-    assert "start-services" not in run
+
+
+def test_the_readme_names_exactly_the_packages_the_demo_installs() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    sentence = re.search(r"`scripts/run` installs only the Debian packages (.*?) \(", readme)
+    assert sentence is not None, "the README says which Debian packages scripts/run installs"
+    assert set(re.findall(r"`([^`]+)`", sentence.group(1))) == packages("demo")
 
 
 def test_the_suite_installs_every_server_and_the_venv_profile_none() -> None:
