@@ -1,8 +1,8 @@
 """`cachewarden heal ACTION --target T [--dry-run]`: one action, run locally through the same code path.
 
-Locks and cooldowns are shared with running sidecars when heal.redis_url is set. Exit status: 0 when
-the run was verified (or was a dry run, or found nothing to fix), 1 when it was not or could not run,
-2 for an unknown action or target.
+Locks and cooldowns are shared with running sidecars when heal.redis_url is set, and the run is audited
+to the same Redis stream as theirs. Exit status: 0 when the run was verified (or was a dry run, or found
+nothing to fix), 1 when it was not or could not run, 2 for an unknown action or target.
 """
 
 from __future__ import annotations
