@@ -37,7 +37,7 @@ class _Queued:
     operation: str  # one of audit.STORE_OPERATIONS
     write: Write
     until: float  # monotonic; after this the write no longer matters
-    token: str | None = None  # a release: the claim's token, which later claims may take over
+    tokens: tuple[str, ...] = ()  # a release: the claims' tokens, which later claims may take over
 
 
 class StoreBacklog:
@@ -57,7 +57,7 @@ class StoreBacklog:
     def abandoned(self, key: str) -> list[str]:
         """Tokens of this process's claims on `key` that it gave up and has not released yet."""
         entry = self._writes.get(key)
-        return [entry.token] if entry is not None and entry.token is not None else []
+        return list(entry.tokens) if entry is not None else []
 
     def release(self, key: str, token: str, within: float) -> None:
         """Queue the release of `token`'s claim on `key`, which matters for `within` seconds."""
@@ -68,14 +68,27 @@ class StoreBacklog:
 
     def add(self, key: str, operation: str, write: Write, within: float,
             token: str | None = None) -> None:
-        """Queue `write` (idempotent) for `key`, replacing what was queued for it, to retry later."""
-        self._writes.pop(key, None)
+        """Queue `write` (idempotent) for `key`, replacing what was queued for it, to retry later.
+
+        Two releases of one key (two requests for one alert gave up their claims) are both kept: either
+        claim may be the one the store holds when it comes back.
+        """
+        until = self._now() + within
+        tokens: tuple[str, ...] = () if token is None else (token,)
+        if (previous := self._writes.pop(key, None)) is not None and previous.tokens and tokens:
+            first, then = previous.write, write
+
+            async def both() -> None:
+                await first()
+                await then()
+
+            write, until, tokens = both, max(until, previous.until), (*previous.tokens, *tokens)
         if len(self._writes) >= MAX_WRITES:
             oldest = next(iter(self._writes))
             del self._writes[oldest]
             self.dropped += 1
             log.warning("heal store backlog full (%d writes): dropped the oldest", MAX_WRITES)
-        self._writes[key] = _Queued(operation, write, self._now() + within, token)
+        self._writes[key] = _Queued(operation, write, until, tokens)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._retry_forever(), name="heal-store-backlog")
 

@@ -387,3 +387,23 @@ async def test_a_write_made_while_others_wait_joins_the_queue_in_order() -> None
 
     await backlog.close(drain=5)
     assert order == ["a", "b"]
+
+
+async def test_two_given_up_claims_on_one_key_are_both_released_and_both_taken_over() -> None:
+    # Alertmanager retried while the store hung: two requests for one alert each gave up a claim,
+    # and either may be the one the store holds when it resumes.
+    store = FlakyStore()
+    backlog = StoreBacklog(store)
+    backlog.release("dedup", "first", within=60)
+    backlog.release("dedup", "second", within=60)
+    await MemoryStore.claim(store, "dedup", "first", 20, stale_after=10)
+
+    assert backlog.abandoned("dedup") == ["first", "second"]
+    assert await store.claim("dedup", "retry", 20, stale_after=10,
+                             abandoned=backlog.abandoned("dedup")) == "claimed"
+    await store.release("dedup", "retry")
+    await MemoryStore.claim(store, "dedup", "second", 20, stale_after=10)
+    await backlog.close(drain=5)
+
+    assert len(backlog) == 0
+    assert not await store.exists("dedup")  # the second release landed as well as the first
