@@ -49,7 +49,6 @@ class StoreBacklog:
         self._task: asyncio.Task[None] | None = None
         # Store errors by operation, retries included (cachewarden_heal_store_failures_total).
         self.failures: Counter[str] = Counter() if failures is None else failures
-        self.dropped = 0  # writes given up because the queue was full
 
     def __len__(self) -> int:
         return len(self._writes)
@@ -86,7 +85,6 @@ class StoreBacklog:
         if len(self._writes) >= MAX_WRITES:
             oldest = next(iter(self._writes))
             del self._writes[oldest]
-            self.dropped += 1
             log.warning("heal store backlog full (%d writes): dropped the oldest", MAX_WRITES)
         self._writes[key] = _Queued(operation, write, until, tokens)
         if self._task is None or self._task.done():
