@@ -8,8 +8,9 @@ cooldown, a disabled heal or no configured token), 4xx for requests that will ne
 
 A manual run answers with its result, so that `curl --fail` tells the truth: 200 when it was verified,
 found nothing to fix or was a dry run; 409 when it was not run (lock, cooldown); 422 when it ran and
-failed or could not verify its fix. Not 5xx: running the same action again at once would not help
-(a step that changed something now cools down), and a client that retries 5xx must not loop on it.
+failed or could not verify its fix, or could not fix what was measured (needs_restart, not_clearable).
+Not 5xx: running the same action again at once would not help (a step that changed something now cools
+down), and a client that retries 5xx must not loop on it.
 """
 
 from __future__ import annotations

@@ -320,7 +320,8 @@ async def test_a_failed_manual_run_answers_422_so_curl_fail_fails(
 
 
 @pytest.mark.parametrize(("result", "status"), [
-    ("verified", 200), ("already_healthy", 200), ("dry_run", 200), ("unverified", 422), ("failed", 422)])
+    ("verified", 200), ("already_healthy", 200), ("dry_run", 200), ("unverified", 422), ("failed", 422),
+    ("needs_restart", 422), ("not_clearable", 422)])
 async def test_a_manual_run_answers_with_the_status_of_its_result(
         serve: Serve, config: Config, monkeypatch: pytest.MonkeyPatch, result: str, status: int) -> None:
     client = await serve(config)
