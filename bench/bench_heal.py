@@ -26,7 +26,7 @@ from aiohttp import web
 from exporter.app import create_app
 from exporter.config import parse
 
-TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a private server
+TOKEN = "bench-token-for-a-private-server"  # noqa: S105 - a throwaway token, long enough to be accepted
 P99_TARGET_MS = 50.0
 
 
@@ -54,9 +54,11 @@ def serve(tmp: str, port_out: Connection) -> None:
     log_fd = os.open(Path(tmp) / "audit.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 2)
     root = Path(tmp) / "shop"
-    (Path(tmp) / "token").write_text(TOKEN)
+    token = Path(tmp) / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)  # a token file others can read is refused, as ssh refuses such a key
     config = parse({"laravel": [{"name": "shop", "root": str(root)}],
-                    "heal": {"token_file": str(Path(tmp) / "token")}})
+                    "heal": {"token_file": str(token)}})
 
     async def run() -> None:
         runner = web.AppRunner(create_app(config, run_collectors=False), access_log=None)

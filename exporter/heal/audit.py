@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from exporter.metrics import Samples, counter, gauge
@@ -83,6 +83,18 @@ HEAL_INEFFECTIVE = gauge(
     "alert and is no longer acted on.", ("plan",),
 )
 
+HEAL_STORE_FAILURES = counter(
+    "cachewarden_heal_store_failures_total",
+    "Operations on the heal store (heal.redis_url) that failed or timed out, by operation (admit, "
+    "release, cooldown, account), retries included; target is always 'cachewarden'.",
+    ("operation",),
+)
+HEAL_STORE_PENDING = gauge(
+    "cachewarden_heal_store_pending_writes",
+    "Writes to the heal store (lock and claim releases, cooldowns, plan accounting) waiting for it to "
+    "answer again, retried in the background; target is always 'cachewarden'.",
+)
+
 RUN_RESULTS = ("verified", "unverified", "failed", "dry_run", "already_healthy", "cooldown", "ineffective",
                "needs_restart", "not_clearable")
 STEP_RESULTS = ("verified", "unverified", "failed", "dry_run", "cooldown", "skipped", "needs_restart")
@@ -90,7 +102,9 @@ REQUEST_OUTCOMES = ("accepted", "manual", "unauthorized", "forbidden", "disabled
                     "too_large", "unsupported_media_type", "conflict", "unavailable")
 ALERT_DECISIONS = ("started", "duplicate", "resolved", "no_plan", "unknown_target", "other_instance",
                    "locked", "cooldown", "ineffective", "disabled")
-HEAL_METRICS = (HEAL_RUNS, HEAL_STEPS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE)
+STORE_OPERATIONS = ("admit", "release", "cooldown", "account")
+HEAL_METRICS = (HEAL_RUNS, HEAL_STEPS, HEAL_REQUESTS, HEAL_ALERTS, HEAL_DURATION, HEAL_INEFFECTIVE,
+                HEAL_STORE_FAILURES, HEAL_STORE_PENDING)
 
 
 class HealMetrics:
@@ -104,6 +118,8 @@ class HealMetrics:
         self.alerts: Counter[str] = Counter()
         self.durations: dict[tuple[str, str], float] = {}
         self.ineffective: dict[tuple[str, str], bool] = {}
+        self.store_failures: Counter[str] = Counter()  # by operation
+        self.store_pending_writes: Callable[[], int] = lambda: 0
         for action, targets in action_targets.items():
             for t in targets:
                 for result in RUN_RESULTS:
@@ -121,6 +137,9 @@ class HealMetrics:
             own.add(HEAL_REQUESTS, self.requests[outcome], outcome=outcome)
         for decision in sorted(set(ALERT_DECISIONS) | set(self.alerts)):
             own.add(HEAL_ALERTS, self.alerts[decision], decision=decision)
+        for operation in sorted(set(STORE_OPERATIONS) | set(self.store_failures)):
+            own.add(HEAL_STORE_FAILURES, self.store_failures[operation], operation=operation)
+        own.add(HEAL_STORE_PENDING, self.store_pending_writes())
         by_target: dict[str, Samples] = {}
 
         def buf(target: str) -> Samples:

@@ -1,8 +1,8 @@
 """`cachewarden heal ACTION --target T [--dry-run]`: one action, run locally through the same code path.
 
-Locks and cooldowns are shared with running sidecars when heal.redis_url is set. Exit status: 0 when
-the run was verified (or was a dry run, or found nothing to fix), 1 when it was not or could not run,
-2 for an unknown action or target.
+Locks and cooldowns are shared with running sidecars when heal.redis_url is set, and the run is audited
+to the same Redis stream as theirs. Exit status: 0 when the run was verified (or was a dry run, or found
+nothing to fix), 1 when it was not or could not run, 2 for an unknown action or target.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from exporter.config import Config
 from exporter.heal.runner import HealRunner, NotRun, Rejected
 from exporter.heal.runs import Run
-from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+from exporter.heal.store import STORE_ERRORS, open_store
 from exporter.text import display
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
@@ -44,10 +44,8 @@ async def heal_command(config: Config, switches: dict[str, bool], action: str, t
     from exporter.scheduler import Scheduler
 
     scheduler = Scheduler(build_collectors(config, switches))
-    heal = config.heal
-    store: Store = (RedisStore.from_url(heal.redis_url, heal.redis_password()) if heal.redis_url
-                    else MemoryStore())
-    runner = HealRunner(config, scheduler, store)
+    store = open_store(config.heal)
+    runner = HealRunner(config, scheduler, store)  # audits to the store's stream, as `serve` does
     try:
         run = await runner.run_action(action, target, dry_run, "cli")
     except Rejected as exc:
@@ -60,6 +58,7 @@ async def heal_command(config: Config, switches: dict[str, bool], action: str, t
               file=sys.stderr)
         return EXIT_FAILED
     finally:
+        await runner.close()  # the cleanup the store could not take at once gets a last chance
         await scheduler.close()
         await store.close()
     sys.stdout.write(json.dumps(run.as_dict(), indent=2) + "\n" if fmt == "json" else run_as_text(run))

@@ -1,10 +1,16 @@
 """The `/heal` endpoints and the heal's lifecycle inside the aiohttp app.
 
-Status codes are chosen for Alertmanager: 2xx for everything it should not resend now (accepted,
-duplicate, resolved, skipped because of a lock, a cooldown, a disabled heal or no configured token),
-4xx for requests that will never succeed as sent (no or wrong token 401, address 403, a manual call
-with no configured token 403, 413, 415, bad payload 400/422), 5xx only when the coordination store
-is unreachable, a failure worth a retry.
+Status codes are chosen for Alertmanager, which retries a 5xx with backoff and not a 4xx: 2xx for
+everything it should not resend now (accepted, duplicate, resolved, skipped because of a lock, a
+cooldown, a disabled heal or no configured token), 4xx for requests that will never succeed as sent
+(no or wrong token 401, address 403, a manual call with no configured token 403, 413, 415, bad payload
+400/422), 5xx only when the coordination store is unreachable, a failure worth a retry.
+
+A manual run answers with its result, so that `curl --fail` tells the truth: 200 when it was verified,
+found nothing to fix or was a dry run; 409 when it was not run (lock, cooldown); 422 when it ran and
+failed or could not verify its fix, or could not fix what was measured (needs_restart, not_clearable).
+Not 5xx: running the same action again at once would not help (a step that changed something now cools
+down), and a client that retries 5xx must not loop on it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ from aiohttp import web
 
 from exporter.config import Config
 from exporter.heal import guards
-from exporter.heal.audit import Audit
 from exporter.heal.names import ACTIONS
 from exporter.heal.runner import HealRunner, NotRun, Rejected
-from exporter.heal.store import STORE_ERRORS, MemoryStore, RedisStore, Store
+from exporter.heal.store import STORE_ERRORS, Store, open_store
 from exporter.heal.token import HealState
 from exporter.heal.webhook import PayloadError, parse_payload
 from exporter.scheduler import Scheduler
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 HEAL_RUNNER = web.AppKey("heal_runner", HealRunner)
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 _TRUE = ("1", "true", "yes")
+MANUAL_RUN_FAILED = 422  # a manual run that failed or could not verify its fix (see the docstring)
 
 
 class HealGuard:
@@ -63,12 +69,8 @@ HEAL_GUARD = web.AppKey("heal_guard", HealGuard)
 def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state: HealState,
                store_factory: Callable[[], Store] | None = None) -> HealRunner:
     """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
-    redis_store = RedisStore.from_url(config.heal.redis_url, config.heal.redis_password()) \
-        if config.heal.redis_url and store_factory is None else None
-    store: Store = redis_store or (store_factory() if store_factory else MemoryStore())
+    store = store_factory() if store_factory else open_store(config.heal)
     runner = HealRunner(config, scheduler, store)
-    if redis_store is not None:
-        runner.audit = Audit(runner.metrics, redis_store.client)
     app[HEAL_RUNNER] = runner
     app[HEAL_GUARD] = HealGuard(config, state)
     app.router.add_post("/heal", handle_post)
@@ -164,7 +166,8 @@ async def _manual(request: web.Request) -> web.Response:
         return await _refuse(request, guards.Refusal(503, "unavailable", "the heal coordination store "
                                                      "is unavailable; retry later"))
     runner.metrics.requests["manual"] += 1
-    return web.json_response({"status": "finished", "run": run.as_dict()})
+    return web.json_response({"status": "finished", "result": run.result, "run": run.as_dict()},
+                             status=200 if run.succeeded else MANUAL_RUN_FAILED)
 
 
 async def handle_list(request: web.Request) -> web.Response:

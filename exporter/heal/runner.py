@@ -3,6 +3,11 @@
 One code path serves the webhook, manual calls and `cachewarden heal`: admit (plan, exact target,
 dedup, ineffective, locks, cooldown), then measure afresh, run the plan's steps gentlest first,
 re-measure after each, stop as soon as the condition is gone, and record and audit the run.
+
+Admission asks the store (Redis with heal.redis_url) and fails as a whole when the store cannot answer
+(the caller answers 503), leaving nothing claimed (`claims`). Once a run is admitted, the store no longer
+decides anything about it: its result is what its actions did, and its cleanup (locks, cooldowns, plan
+accounting) is retried in the background when the store fails (`backlog`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from exporter.heal.actions import build_actions
 from exporter.heal.actions.base import Action, ActionContext, ActionError, NeedsRestart
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.audit import Audit, HealMetrics
+from exporter.heal.backlog import StoreBacklog
+from exporter.heal.claims import ADMIT_WITHIN, Claims
 from exporter.heal.dedup import Deduplicator
 from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
@@ -29,7 +36,7 @@ from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
 from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet, unmet_metrics
 from exporter.heal.runs import Run, StepRecord
-from exporter.heal.store import STORE_ERRORS, Store
+from exporter.heal.store import STORE_ERRORS, Store, StoreUnavailable
 from exporter.heal.webhook import Alert
 from exporter.scheduler import Scheduler
 
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # How often cachewarden_heal_ineffective is recounted from the store (at most the window itself).
 INEFFECTIVE_REFRESH = 30.0
+BACKLOG_DRAIN = 5.0  # seconds the store is given at shutdown to take the writes still queued
 
 
 class Rejected(Exception):
@@ -85,9 +93,12 @@ class HealRunner:
             {a: targets_of(config, info.section) for a, info in ACTIONS.items()},
             {p: targets_of(config, ACTIONS[plan.steps[0]].section) for p, plan in self.plans.items()},
         )
-        self.audit = audit or Audit(self.metrics)
-        self.dedup = Deduplicator(store, heal.dedup_ttl)
-        self.locks = ActionLocks(store, heal.lock_ttl, heal.cooldown, heal.instance)
+        # The audit stream lives in the store's Redis, whoever builds the runner (serve or the CLI).
+        self.audit = audit or Audit(self.metrics, store.client)
+        self.backlog = StoreBacklog(store, self.metrics.store_failures)
+        self.metrics.store_pending_writes = self.backlog.__len__
+        self.dedup = Deduplicator(heal.dedup_ttl)
+        self.locks = ActionLocks(store, self.backlog, heal.lock_ttl, heal.cooldown, heal.instance)
         self._clock = clock
         self.ineffective_refresh = INEFFECTIVE_REFRESH  # seconds between recounts from the store
         self._runs: OrderedDict[str, Run] = OrderedDict()
@@ -134,22 +145,10 @@ class HealRunner:
             return decided("disabled")
         run = Run(alert.target, list(plan.steps), self.config.heal.dry_run, requested_by,
                   plan=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at)
-        # A dry run changes nothing, so it does not use up the occurrence: the real run may follow.
-        if not run.dry_run and not await self.dedup.first_delivery(alert.fingerprint, alert.starts_at,
-                                                                    run.id):
+        refusal = await self._admit(run, alert)
+        if refusal == "duplicate":
             return decided("duplicate")
-        try:
-            refusal = await self._admit(run)
-        except BaseException:
-            # The store failed mid-admission (the caller answers 503): Alertmanager's retry must act.
-            if not run.dry_run:
-                with contextlib.suppress(Exception):
-                    await self.dedup.forget(alert.fingerprint, alert.starts_at, run.id)
-            raise
         if refusal is not None:
-            if refusal != "ineffective" and not run.dry_run:
-                # Not acted on yet: let a later resend of the same alert try again.
-                await self.dedup.forget(alert.fingerprint, alert.starts_at, run.id)
             await self._refused(run, refusal)
             return decided(refusal, run.id)
         self._remember(run)
@@ -165,7 +164,7 @@ class HealRunner:
         if not self._target_ok(action, target):
             raise Rejected(f"no {ACTIONS[action].section} target named {target!r}")
         run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by)
-        refusal = await self._admit(run)
+        refusal = await self._admit(run, None)
         if refusal is not None:
             await self._refused(run, refusal)
             raise NotRun(run)
@@ -173,16 +172,45 @@ class HealRunner:
         await self._execute(run)
         return run
 
-    async def _admit(self, run: Run) -> str | None:
+    async def _admit(self, run: Run, alert: Alert | None) -> str | None:
+        """None when `run` may start, else why not: duplicate, ineffective, locked or cooldown.
+
+        Raises one of STORE_ERRORS when the store cannot decide within ADMIT_WITHIN; whatever this
+        admission claimed, or may have claimed, is then given back (`Claims.abandon`).
+        """
+        claims = Claims(self.store, self.backlog, run.id)
+        try:
+            async with asyncio.timeout(ADMIT_WITHIN):
+                refusal = await self._decide(run, alert, claims)
+        except BaseException as exc:
+            if isinstance(exc, STORE_ERRORS):
+                self.metrics.store_failures["admit"] += 1
+            claims.abandon()
+            raise
+        if refusal in ("locked", "cooldown"):
+            # Not acted on: the occurrence and the locks are given back, so a later resend may act.
+            await claims.release()
+        elif refusal in (None, "ineffective") and not await claims.confirm():
+            # Another admission took our claims over (ours outlived STALE_AFTER): let the caller retry.
+            await claims.release()
+            raise StoreUnavailable("the heal's claims were taken over before they were confirmed")
+        return refusal
+
+    async def _decide(self, run: Run, alert: Alert | None, claims: Claims) -> str | None:
+        # A dry run changes nothing, so it does not use up the occurrence: the real run may follow.
+        if alert is not None and not run.dry_run and \
+                not await self.dedup.first_delivery(claims, alert.fingerprint, alert.starts_at):
+            return "duplicate"
         if run.plan is not None and await self._ineffective(run.plan, run.target):
-            return "ineffective"
+            return "ineffective"  # the occurrence stays claimed: its resends are duplicates
         if run.dry_run:
             return None  # a dry run changes nothing, so it needs neither lock nor cooldown
-        if not await self.locks.acquire(run.steps, run.target, run.id):
+        if not await self.locks.acquire(claims, run.steps, run.target):
             return "locked"
-        cooling = [s for s in run.steps if await self.locks.cooling_down(s, run.target)]
-        if len(cooling) == len(set(run.steps)):
-            await self.locks.release(run.steps, run.target, run.id)
+        # Read once here, while the locks keep every other run off these actions: the run itself then
+        # needs no answer from the store to decide which steps to skip.
+        run.cooling = {s for s in set(run.steps) if await self.locks.cooling_down(s, run.target)}
+        if len(run.cooling) == len(set(run.steps)):
             return "cooldown"
         return None
 
@@ -223,28 +251,44 @@ class HealRunner:
                 log.warning("cannot recount ineffective heal plans: %s", type(exc).__name__)
             await asyncio.sleep(interval)
 
+    async def _clear_events(self, plan: str, target: str) -> None:
+        key = self._events_key(plan, target)
+
+        async def write() -> None:
+            await self.store.clear_events(key)
+
+        # Queued under its own name, so that a later failure's event is retried after it, not instead.
+        await self.backlog.attempt(f"{key}@clear", "account", write, self.config.heal.ineffective_window)
+
     async def _account_plan(self, run: Run) -> None:
+        """Count the run for its plan's ineffective state; never raises (a failed write is retried)."""
         if run.plan is None:
             if run.verified:
                 # A person fixed it by hand with the same first step: the plans starting with it get
                 # another chance on this target.
                 for name, plan in self.plans.items():
                     if plan.steps[0] == run.steps[0]:
-                        await self.store.clear_events(self._events_key(name, run.target))
+                        await self._clear_events(name, run.target)
                         if (run.target, name) in self.metrics.ineffective:
                             self.metrics.ineffective[(run.target, name)] = False
             return
-        key = self._events_key(run.plan, run.target)
         if run.verified or run.result == "already_healthy":
-            await self.store.clear_events(key)
+            await self._clear_events(run.plan, run.target)
             self.metrics.ineffective[(run.target, run.plan)] = False
         elif run.result in ("unverified", "failed"):
             heal = self.config.heal
-            n = await self.store.add_event(key, self._clock(), heal.ineffective_window)
-            if n >= heal.ineffective_runs:
+            key, at, counted = self._events_key(run.plan, run.target), self._clock(), [0]
+
+            async def write() -> None:  # the same `at` when retried: the event is recorded once
+                counted[0] = await self.store.add_event(key, at, heal.ineffective_window)
+
+            # When the write waits in the backlog, the periodic recount sets the gauge once it lands.
+            if await self.backlog.attempt(f"{key}@{at!r}", "account", write, heal.ineffective_window) \
+                    and counted[0] >= heal.ineffective_runs:
                 self.metrics.ineffective[(run.target, run.plan)] = True
                 log.warning("heal plan %s on %s did not clear its condition %d times within %gs; "
-                            "it is no longer acted on", run.plan, run.target, n, heal.ineffective_window)
+                            "it is no longer acted on", run.plan, run.target, counted[0],
+                            heal.ineffective_window)
 
     # --- execution ---------------------------------------------------------------------------------
 
@@ -281,10 +325,9 @@ class HealRunner:
             run.state, run.finished_at = "finished", self._clock()
             self.metrics.runs[(run.target, run.steps[0], run.result or "failed")] += 1
             if not run.dry_run:
-                with contextlib.suppress(Exception):
-                    await self.locks.release(run.steps, run.target, run.id)
-                with contextlib.suppress(Exception):
-                    await self._account_plan(run)
+                # Neither raises on a store failure: the result stands and the writes are retried.
+                await asyncio.shield(self.locks.release(run.steps, run.target, run.id))
+                await asyncio.shield(self._account_plan(run))
             await asyncio.shield(self.audit.event("heal_finished", _audit_fields(run)))
 
     async def _steps(self, run: Run) -> None:
@@ -310,7 +353,7 @@ class HealRunner:
                 record.result, record.unmet = "skipped", wanted
                 self.metrics.steps[(run.target, step, "skipped")] += 1
                 continue
-            if not run.dry_run and await self.locks.cooling_down(step, run.target):
+            if not run.dry_run and step in run.cooling:
                 record.result = "cooldown"
                 self.metrics.steps[(run.target, step, "cooldown")] += 1
                 continue
@@ -372,12 +415,13 @@ class HealRunner:
         return "not_clearable", f"no step of {run.steps} can clear {', '.join(left)}; nothing was run"
 
     async def close(self) -> None:
-        """Cancel runs still in progress (their locks expire after lock_ttl if release fails)."""
+        """Cancel runs still in progress, then give the store a moment to take their cleanup."""
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.backlog.close(BACKLOG_DRAIN)
 
     async def wait_idle(self) -> None:
         """Wait for every background run to finish (tests and the benchmark use it)."""

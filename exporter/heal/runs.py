@@ -49,6 +49,7 @@ class Run:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     records: list[StepRecord] = field(default_factory=list)
+    cooling: set[str] = field(default_factory=set)  # steps found cooling down when it was admitted
 
     @property
     def duration(self) -> float:

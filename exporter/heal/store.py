@@ -1,22 +1,41 @@
 """Where locks, dedup keys, cooldowns and failure counts live: in this process, or in Redis for a fleet.
 
-Both stores offer the same few primitives, each atomic on its own: `claim` is SET NX PX (the one way a
-key is created, so two sidecars racing for it cannot both win), `release` deletes a key only while it
-still holds the caller's token, `recent` counts timestamps within a window.
+Locks and dedup keys are **claims** held by a token (the run's id), in two phases, because a write sent
+to a store that then hangs may still be applied when it resumes, long after the caller gave up:
+
+- `claim` creates the key as *pending* for a short `ttl`, unless another claim holds it (each call is
+  atomic, so two sidecars racing for a key cannot both win). A pending claim older than `stale_after`
+  belonged to an admission that gave up or died (admissions finish well within that time), and a claim
+  held by a token the caller knows it abandoned is its own: either is taken over at once.
+- `confirm` turns the caller's pending claims into *confirmed* ones with their full TTLs, all at once and
+  only if they still hold its token. Only a confirmed claim makes a resend a `duplicate`.
+- `release` deletes a key only while it still holds the caller's token (a lock that expired and was
+  re-taken stays).
+
+So a claim whose outcome is unknown can never become a day-long dedup key or a ten-minute lock on its own:
+unconfirmed, it lasts `ttl` at most and is taken over after `stale_after`. `recent` counts timestamps
+within a window.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from exporter.config import HealConfig
+
 KEY_PREFIX = "cachewarden:heal:"
 POOL_SIZE = 8  # connections to the heal's Redis at most, shared by requests, runs and the audit stream
+
+# What `claim` found: the key is now the caller's (pending), or held by another claim, confirmed
+# (its run was admitted) or pending (its admission may still be in progress).
+ClaimState = Literal["claimed", "confirmed", "pending"]
+_PENDING, _CONFIRMED = "p:", "c:"
 
 
 class StoreUnavailable(Exception):
@@ -29,11 +48,15 @@ STORE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, StoreUnavail
 
 
 class Store(Protocol):
-    async def claim(self, key: str, token: str, ttl: float) -> bool:
-        """Create `key` holding `token` for `ttl` seconds unless it exists; True if this call created it."""
+    async def claim(self, key: str, token: str, ttl: float, *, stale_after: float,
+                    abandoned: Collection[str] = ()) -> ClaimState:
+        """Claim `key` for `token` as pending for `ttl` seconds (see the module docstring)."""
+
+    async def confirm(self, token: str, ttls: Mapping[str, float]) -> bool:
+        """Confirm `token`'s claims on every key of `ttls` for its TTL, if all still hold it; else none."""
 
     async def release(self, key: str, token: str) -> None:
-        """Delete `key` if it still holds `token` (a lock that expired and was re-taken stays)."""
+        """Delete `key` if it still holds `token`'s claim, pending or confirmed."""
 
     async def exists(self, key: str) -> bool: ...
 
@@ -41,13 +64,24 @@ class Store(Protocol):
         """Set `key` for `ttl` seconds, whatever it held."""
 
     async def add_event(self, key: str, at: float, window: float) -> int:
-        """Record an event at `at`; return how many events lie within `window` seconds before it."""
+        """Record an event at `at` (again at the same `at`: once); return how many lie within `window`."""
 
     async def count_events(self, key: str, now: float, window: float) -> int: ...
 
     async def clear_events(self, key: str) -> None: ...
 
+    @property
+    def client(self) -> Redis | None:
+        """The Redis client behind the store, which the audit stream shares; None in memory."""
+
     async def close(self) -> None: ...
+
+
+def open_store(heal: HealConfig) -> Store:
+    """The store `heal.redis_url` names, else this process's memory (the same for serve and the CLI)."""
+    if heal.redis_url:
+        return RedisStore.from_url(heal.redis_url, heal.redis_password())
+    return MemoryStore()
 
 
 class MemoryStore:
@@ -71,16 +105,30 @@ class MemoryStore:
             now = self._now()
             self._keys = {k: e for k, e in self._keys.items() if e[1] > now}
 
-    async def claim(self, key: str, token: str, ttl: float) -> bool:
-        if self._live(key) is not None:
-            return False
+    async def claim(self, key: str, token: str, ttl: float, *, stale_after: float,
+                    abandoned: Collection[str] = ()) -> ClaimState:
+        entry = self._live(key)
+        if entry is not None:
+            value, expires = entry
+            state: ClaimState = "pending" if value.startswith(_PENDING) else "confirmed"
+            age = ttl - (expires - self._now())
+            if value[2:] not in abandoned and (state == "confirmed" or age < stale_after):
+                return state
         self._sweep()
-        self._keys[key] = (token, self._now() + ttl)
+        self._keys[key] = (_PENDING + token, self._now() + ttl)
+        return "claimed"
+
+    async def confirm(self, token: str, ttls: Mapping[str, float]) -> bool:
+        held = (_PENDING + token, _CONFIRMED + token)
+        if any((entry := self._live(key)) is None or entry[0] not in held for key in ttls):
+            return False
+        for key, ttl in ttls.items():
+            self._keys[key] = (_CONFIRMED + token, self._now() + ttl)
         return True
 
     async def release(self, key: str, token: str) -> None:
         entry = self._live(key)
-        if entry is not None and entry[0] == token:
+        if entry is not None and entry[0] in (_PENDING + token, _CONFIRMED + token):
             del self._keys[key]
 
     async def exists(self, key: str) -> bool:
@@ -90,7 +138,7 @@ class MemoryStore:
         self._keys[key] = ("", self._now() + ttl)
 
     async def add_event(self, key: str, at: float, window: float) -> int:
-        events = [t for t in self._events.get(key, []) if t > at - window]
+        events = [t for t in self._events.get(key, []) if t > at - window and t != at]
         events.append(at)
         self._events[key] = events
         return len(events)
@@ -101,16 +149,55 @@ class MemoryStore:
     async def clear_events(self, key: str) -> None:
         self._events.pop(key, None)
 
+    @property
+    def client(self) -> Redis | None:
+        return None
+
     async def close(self) -> None:
         return None
 
 
-# Delete only while the key still holds our token: a plain DEL could remove a lock that expired
-# and was taken by another sidecar in the meantime.
+# The claims' three operations, each one script so that Redis runs it atomically. Values are
+# "p:<token>" (pending) or "c:<token>" (confirmed); anything else (a key written by an older release)
+# counts as confirmed. A pending claim's age is its TTL minus what is left of it, on Redis's own clock.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local state = string.sub(v, 1, 2) == 'p:' and 'pending' or 'confirmed'
+  local owner = string.sub(v, 3)
+  local take = false
+  for i = 4, #ARGV do
+    if owner == ARGV[i] then take = true end
+  end
+  if not take and state == 'pending' then
+    take = tonumber(ARGV[2]) - redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[3])
+  end
+  if not take then return state end
+end
+redis.call('SET', KEYS[1], 'p:' .. ARGV[1], 'PX', ARGV[2])
+return 'claimed'
+"""
+_CONFIRM = """
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v ~= 'p:' .. ARGV[1] and v ~= 'c:' .. ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], 'c:' .. ARGV[1], 'PX', ARGV[i + 1])
+end
+return 1
+"""
+# Delete only while the key still holds our claim: a plain DEL could remove a lock that expired and
+# was taken by another sidecar in the meantime.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v == 'p:' .. ARGV[1] or v == 'c:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 @contextlib.contextmanager
@@ -128,6 +215,10 @@ class RedisStore:
 
     def __init__(self, client: Redis) -> None:
         self._redis = client
+        # Sent by SHA once loaded (redis-py reloads a script that Redis no longer knows).
+        self._claim = client.register_script(_CLAIM)
+        self._confirm = client.register_script(_CONFIRM)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> RedisStore:
@@ -144,14 +235,25 @@ class RedisStore:
     def client(self) -> Redis:
         return self._redis
 
-    async def claim(self, key: str, token: str, ttl: float) -> bool:
+    async def claim(self, key: str, token: str, ttl: float, *, stale_after: float,
+                    abandoned: Collection[str] = ()) -> ClaimState:
         with _unavailable_on_redis_error():
-            created = await self._redis.set(KEY_PREFIX + key, token, nx=True, px=max(1, int(ttl * 1000)))
-        return bool(created)
+            state = await self._claim(keys=[KEY_PREFIX + key],
+                                      args=[token, _ms(ttl), _ms(stale_after), *abandoned])
+        decoded = state.decode() if isinstance(state, bytes) else str(state)
+        if decoded not in ("claimed", "confirmed", "pending"):
+            raise StoreUnavailable(f"unexpected claim answer {decoded[:20]!r}")
+        return decoded  # type: ignore[return-value]
+
+    async def confirm(self, token: str, ttls: Mapping[str, float]) -> bool:
+        with _unavailable_on_redis_error():
+            done = await self._confirm(keys=[KEY_PREFIX + k for k in ttls],
+                                       args=[token, *(_ms(t) for t in ttls.values())])
+        return bool(done)
 
     async def release(self, key: str, token: str) -> None:
         with _unavailable_on_redis_error():
-            await self._redis.eval(_RELEASE, 1, KEY_PREFIX + key, token)
+            await self._release(keys=[KEY_PREFIX + key], args=[token])
 
     async def exists(self, key: str) -> bool:
         with _unavailable_on_redis_error():
@@ -159,7 +261,7 @@ class RedisStore:
 
     async def put(self, key: str, ttl: float) -> None:
         with _unavailable_on_redis_error():
-            await self._redis.set(KEY_PREFIX + key, "1", px=max(1, int(ttl * 1000)))
+            await self._redis.set(KEY_PREFIX + key, "1", px=_ms(ttl))
 
     async def add_event(self, key: str, at: float, window: float) -> int:
         k = KEY_PREFIX + key

