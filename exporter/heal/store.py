@@ -225,10 +225,15 @@ class RedisStore:
         # Imported here: a process whose heal does not use Redis never loads the driver.
         from redis.asyncio import BlockingConnectionPool, Redis
 
+        from exporter.redis_options import minimal_connection
+
         # One bounded pool for the process: while Redis is slow, requests wait up to `timeout` for one
         # of its connections (then 503, retried) instead of each opening a socket of its own.
         pool = BlockingConnectionPool.from_url(url, password=password, max_connections=POOL_SIZE,
-                                               timeout=2.0, socket_timeout=2.0, socket_connect_timeout=2.0)
+                                               timeout=2.0, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                               # RESP2 and nothing but AUTH on connect, as the Redis
+                                               # collector: Redis 5.0 has no HELLO.
+                                               **minimal_connection())
         return cls(Redis.from_pool(pool))
 
     @property

@@ -198,3 +198,22 @@ async def test_a_crashed_sidecars_lock_expires_and_its_late_release_frees_nothin
     assert not await crashed.acquire(Claims(store, backlog, "crashed-sidecar"), actions, target)
     await survivor.release(actions, target, "survivor")
     assert await redis.exists(*(f"{KEY_PREFIX}lock:{a}:{target}" for a in actions)) == 0
+
+
+async def test_the_heal_store_connects_with_resp2_and_sets_no_client_name(redis: Redis) -> None:
+    # Redis 5.0 has no HELLO and a least-privilege user may not run CLIENT SETNAME/SETINFO: the heal
+    # store opens its connections the way the Redis collector does.
+    store = RedisStore.from_url(REDIS_URL)
+    marker = f"resp-check-{uuid.uuid4().hex}"
+    try:
+        await store.claim(marker, uuid.uuid4().hex, 5.0, stale_after=1.0)
+        clients = await redis.client_list()
+        own_id = await store.client.client_id()
+    finally:
+        await store.close()
+        await redis.delete(KEY_PREFIX + marker)
+    mine = [c for c in clients if int(c["id"]) == own_id]
+    assert mine, "the heal store's connection is not in CLIENT LIST"
+    assert mine[0]["resp"] == "2"
+    assert mine[0]["name"] == ""
+    assert mine[0].get("lib-name", "") == ""
