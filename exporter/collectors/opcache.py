@@ -305,7 +305,8 @@ class OpcacheCollector(Collector):
             pseudo = pseudo if isinstance(pseudo, int) else 0
             s.add(OPCACHE_CACHED_SCRIPTS, float(stats["num_cached_scripts"]) - pseudo)
         for cause in RESTART_CAUSES:
-            s.add(OPCACHE_RESTARTS, float(stats.get(f"{cause}_restarts", 0)), cause=cause)
+            if f"{cause}_restarts" in stats:  # absent is not zero
+                s.add(OPCACHE_RESTARTS, float(stats[f"{cause}_restarts"]), cause=cause)
         if status.get("cache_full"):
             checks.append(Check("opcache.full", Verdict.PROBLEM,
                                 "OPcache is full: new scripts are compiled on every request until a restart "
