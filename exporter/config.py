@@ -197,6 +197,7 @@ class Collectors(_Model):
     redis: CollectorOptions = CollectorOptions(timeout=5.0)
     sql: CollectorOptions = CollectorOptions()
     app_stats: CollectorOptions = CollectorOptions(timeout=5.0)
+    laravel_caches: CollectorOptions = CollectorOptions()
 
     @field_validator("*", mode="before")
     @classmethod

@@ -1,0 +1,201 @@
+"""Laravel's bootstrap caches on disk: where each one lives, and whether it is older than its inputs.
+
+The five files Laravel keeps under `bootstrap/cache/` (or wherever `APP_*_CACHE` moves them):
+
+| cache    | written by                              | inputs it is judged stale against                    |
+| -------- | --------------------------------------- | ---------------------------------------------------- |
+| config   | `artisan config:cache`                  | the `.env` file Laravel loads, `config/**/*.php`     |
+| routes   | `artisan route:cache`                   | `routes/**/*.php`                                    |
+| events   | `artisan event:cache`                   | `app/Listeners/**/*.php`, the EventServiceProvider   |
+| services | the first boot after providers change   | `composer.lock`, `vendor/composer/installed.json`    |
+| packages | `artisan package:discover` (composer)   | `composer.lock`, `vendor/composer/installed.json`    |
+
+Paths are resolved as `Application::normalizeCachePath` does (Laravel 8.83 in Debian, unchanged through
+12): an unset variable (or `null`/`(null)`, which `Env::get` reads as null) means
+`bootstrap/<default>`; a value starting with `/` or `\\` is taken as it is; anything else is relative to
+the base path (`basePath($env)`, which for `""` and `"0"` is the base path itself: PHP's falsy strings).
+
+Directories count as inputs too: a config or route file that was deleted, added or renamed after the
+cache was written changes its directory's mtime, and a cache holding a deleted file's keys is stale.
+
+Everything here is `stat` only and runs in the collector's worker thread; `InputsSignature` is what lets
+the collector skip PHP when nothing changed since the last look.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHES = ("config", "routes", "events", "services", "packages")
+# cache -> (variable, default under bootstrap/)
+CACHE_VARIABLES: Mapping[str, tuple[str, str]] = {
+    "config": ("APP_CONFIG_CACHE", "cache/config.php"),
+    "routes": ("APP_ROUTES_CACHE", "cache/routes-v7.php"),
+    "events": ("APP_EVENTS_CACHE", "cache/events.php"),
+    "services": ("APP_SERVICES_CACHE", "cache/services.php"),
+    "packages": ("APP_PACKAGES_CACHE", "cache/packages.php"),
+}
+_ABSOLUTE_PREFIXES = ("/", "\\")
+_NULL = ("null", "(null)")  # Env::get turns these into null, in any case
+
+
+def cache_path(root: Path, env: Mapping[str, str], cache: str) -> Path:
+    """Where Laravel reads `cache` from for an app at `root` whose variables are `env`.
+
+    `root` is the base path as given (not resolved: Laravel does not resolve it either).
+    """
+    variable, default = CACHE_VARIABLES[cache]
+    value = env.get(variable)
+    if value is None or value.lower() in _NULL:
+        return Path(f"{root}/bootstrap/{default}")
+    if value.startswith(_ABSOLUTE_PREFIXES):
+        return Path(value)
+    if value in ("", "0"):  # basePath($path): `$path ? '/'.$path : $path`
+        return Path(str(root))
+    return Path(f"{root}/{value}")
+
+
+def cache_paths(root: Path, env: Mapping[str, str]) -> dict[str, Path]:
+    return {cache: cache_path(root, env, cache) for cache in CACHES}
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The files and trees one cache is built from, relative to the app root."""
+
+    files: tuple[str, ...] = ()
+    trees: tuple[str, ...] = ()  # every *.php below, and the directories themselves
+
+
+COMPOSER = Inputs(files=("composer.lock", "vendor/composer/installed.json"))
+INPUTS: Mapping[str, Inputs] = {
+    "config": Inputs(files=(".env",), trees=("config",)),
+    "routes": Inputs(trees=("routes",)),
+    "events": Inputs(files=("app/Providers/EventServiceProvider.php",), trees=("app/Listeners",)),
+    "services": COMPOSER,
+    "packages": COMPOSER,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFile:
+    cache: str
+    path: str
+    present: bool
+    mtime: float | None = None
+    size: int | None = None
+    inode: tuple[int, int, int] | None = None  # (dev, ino, ctime_ns): changes on every rewrite
+    newest_input: str | None = None  # the newest input, if any exists
+    newest_input_mtime: float | None = None
+    newer_inputs: tuple[str, ...] = ()  # inputs changed after the cache was written (capped)
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.newer_inputs)
+
+
+@dataclass(slots=True)
+class CachesScan:
+    root: str
+    caches: dict[str, CacheFile] = field(default_factory=dict)
+    # (path, mtime_ns, size) of every input and cache file: equal signatures mean nothing changed.
+    signature: tuple[tuple[str, int, int], ...] = ()
+    unreadable: list[str] = field(default_factory=list)
+    taken_at: float = 0.0
+
+
+NEWER_CAP = 20  # inputs listed per stale cache; the check says how many more
+
+
+def _walk(top: str, unreadable: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of `top` and every directory and *.php file below it, without following symlinks
+    to directories (Laravel's Finder does not follow them either by default)."""
+    try:
+        st = os.stat(top)
+    except FileNotFoundError:
+        return
+    except OSError:
+        unreadable.append(top)
+        return
+    yield top, st
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            unreadable.append(current)
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    yield entry.path, entry.stat(follow_symlinks=False)
+                elif entry.name.endswith(".php"):
+                    yield entry.path, entry.stat()
+            except OSError:
+                unreadable.append(entry.path)
+
+
+def _input_stats(root: str, inputs: Inputs, extra_files: tuple[str, ...],
+                 unreadable: list[str]) -> list[tuple[str, os.stat_result]]:
+    out = []
+    for rel in (*inputs.files, *extra_files):
+        path = f"{root}/{rel}"
+        try:
+            out.append((path, os.stat(path)))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            unreadable.append(path)
+    for rel in inputs.trees:
+        out.extend(_walk(f"{root}/{rel}", unreadable))
+    return out
+
+
+def scan(root: Path, paths: Mapping[str, Path], *, env_files: tuple[str, ...] = (),
+         now: float | None = None) -> CachesScan:
+    """Stat every cache and its inputs. `env_files` are extra config inputs relative to the root (the
+    `.env.{APP_ENV}` Laravel loaded instead of `.env`, as the last PHP look reported). Blocking."""
+    base = str(root)
+    result = CachesScan(base, taken_at=time.time() if now is None else now)
+    signature: list[tuple[str, int, int]] = []
+    by_inputs: dict[Inputs, list[tuple[str, os.stat_result]]] = {}
+    for cache in CACHES:
+        spec = INPUTS[cache]
+        extra = env_files if cache == "config" else ()
+        key = Inputs(spec.files + extra, spec.trees)
+        if key not in by_inputs:
+            by_inputs[key] = _input_stats(base, spec, extra, result.unreadable)
+            signature.extend((p, st.st_mtime_ns, st.st_size) for p, st in by_inputs[key])
+        stats = by_inputs[key]
+        path = str(paths[cache])
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            result.caches[cache] = CacheFile(cache, path, False)
+            signature.append((path, -1, -1))
+            continue
+        except OSError:
+            result.unreadable.append(path)
+            result.caches[cache] = CacheFile(cache, path, False)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            result.caches[cache] = CacheFile(cache, path, False)
+            continue
+        signature.append((path, st.st_mtime_ns, st.st_size))
+        newest = max(stats, key=lambda ps: ps[1].st_mtime_ns, default=None)
+        newer = sorted(p for p, s in stats if s.st_mtime_ns > st.st_mtime_ns)
+        more = (f"… {len(newer) - NEWER_CAP} more",) if len(newer) > NEWER_CAP else ()
+        result.caches[cache] = CacheFile(
+            cache, path, True, st.st_mtime, st.st_size, (st.st_dev, st.st_ino, st.st_ctime_ns),
+            newest[0] if newest else None, newest[1].st_mtime if newest else None,
+            tuple(newer[:NEWER_CAP]) + more,
+        )
+    result.signature = tuple(signature)
+    return result
