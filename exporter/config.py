@@ -491,6 +491,8 @@ class HealCondition(_Model):
     """A re-measured metric (summed over its series) that says the alert's cause is gone."""
 
     metric: MetricName
+    # Only the series with these label values count, e.g. {cache: config} of a per-cache gauge.
+    labels: dict[str, str] = {}
     max: float | None = None  # clear when the sum is at most this
     min: float | None = None  # clear when the sum is at least this
 

@@ -1,0 +1,273 @@
+"""`laravel.cache_rebuild`: rebuild the stale or half-written bootstrap caches of one app, atomically.
+
+Laravel's own `config:cache` (and `route:cache`, `event:cache`) first deletes the cache and then writes
+the new one with a plain `file_put_contents`: under traffic that is a moment with no cache (requests
+boot with the uncached config) and a moment with a half-written one (requests fail). So each cache is
+built by the app's own artisan command into a temporary file in the cache's own directory (the
+`APP_*_CACHE` variable points artisan there), validated (it parses; config, events, services and
+packages return an array), and `rename()`d over the file Laravel reads: a request sees the old
+complete file or the new complete one. Then, inside the app's FPM pool, `opcache_invalidate` drops the
+old copy, which with `opcache.validate_timestamps=0` would otherwise be served until a restart.
+
+Which caches: those the fresh measurement found stale or unparsable, never one that is absent (an app
+that runs without a route cache must not get one). `packages.php` and `services.php` are built by the
+same boot (`package:discover`), so either one stale rebuilds both.
+
+Artisan runs with `heal.php_cli` as the app's user (`laravel[].php_user`: the account rules and the
+scrubbed environment of `cache.warm`, exporter.heal.child_process), in the app root, without a shell.
+Its output is not recorded: the app prints what it likes, secrets included.
+
+Files are only ever written through a descriptor of the cache directory, opened with O_NOFOLLOW once
+per cache and checked against the directory that was resolved before artisan ran (the rules of
+exporter.heal.actions.safety): a cache directory outside the app root, or reached through a symlink
+below it, is refused. Nothing is deleted but the action's own temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.collectors.base import Observation
+from exporter.config import LaravelTarget
+from exporter.fs.bootstrap_caches import CACHE_VARIABLES
+from exporter.heal.actions.base import Action, ActionError, ActionOutcome
+from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, is_single_regular_file, symlinked_component
+from exporter.heal.child_process import AccountError, spawn_options
+from exporter.heal.phpexec import PhpError
+
+ARTISAN_TIMEOUT = 120.0
+VALIDATE_TIMEOUT = 30.0
+AGENT_TIMEOUT = 30.0
+TMP_MARK = ".cwtmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One artisan run and the caches it writes."""
+
+    command: str
+    caches: tuple[str, ...]
+
+
+# In the order they are rebuilt: routes and events are built by a booted app, which reads the config
+# cache, so the config comes first.
+UNITS = (
+    Unit("config:cache", ("config",)),
+    Unit("route:cache", ("routes",)),
+    Unit("event:cache", ("events",)),
+    Unit("package:discover", ("packages", "services")),
+)
+RETURNS_ARRAY = {"config": True, "routes": False, "events": True, "packages": True, "services": True}
+
+
+def caches_to_rebuild(observation: Observation | None) -> list[str]:
+    """The caches the measurement found present and stale or unparsable, in rebuild order."""
+    if observation is None:
+        return []
+    caches = observation.details.get("caches")
+    if not isinstance(caches, dict):
+        return []
+    wanted = {c for c, d in caches.items() if isinstance(d, dict) and d.get("present")
+              and (d.get("stale") or d.get("unparsable"))}
+    return [c for unit in UNITS for c in unit.caches if c in wanted or wanted & set(unit.caches)]
+
+
+def served_stale(observation: Observation | None) -> list[tuple[str, str]]:
+    """(cache, path) of the cache files OPcache serves in an older version than the file on disk."""
+    if observation is None:
+        return []
+    caches = observation.details.get("caches")
+    served = observation.details.get("served_stale")
+    if not isinstance(caches, dict) or not isinstance(served, list):
+        return []
+    return [(c, str(caches[c]["path"])) for c in served if isinstance(caches.get(c), dict)]
+
+
+def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
+    """The resolved directory of one cache file, pinned; UnsafeTarget unless it is inside the app root
+    with no symlink on the way (APP_*_CACHE comes from the app's .env, which the app's user can edit)."""
+    root = Path(os.path.normpath(laravel.root))
+    directory = Path(os.path.normpath(path.parent))
+    if root != directory and root not in directory.parents:
+        raise UnsafeTarget(f"the cache directory {directory} lies outside the app root {root}; refusing to "
+                           "write there")
+    link = symlinked_component(directory, root)
+    if link is not None:
+        raise UnsafeTarget(f"{link} is a symlink on the way to the cache directory; refusing to follow it")
+    st = os.stat(directory)
+    return PinnedDir(Path(os.path.realpath(directory)), st.st_dev, st.st_ino)
+
+
+def open_pinned(pinned: PinnedDir) -> int:
+    fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
+        os.close(fd)
+        raise UnsafeTarget(f"the cache directory {pinned.path} was replaced meanwhile; "
+                           "refusing to write there")
+    return fd
+
+
+def _why_not_built(dir_fd: int, name: str) -> str | None:
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return "was not written"
+    if not stat.S_ISREG(st.st_mode) or not is_single_regular_file(st):
+        return "is not a regular file with a single link"
+    return None
+
+
+def _replaceable(dir_fd: int, name: str) -> str | None:
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    if not is_single_regular_file(st):
+        return "the cache in place is not a regular file with a single link"
+    return None
+
+
+def _discard(dir_fd: int, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+
+
+class CacheRebuild(Action):
+    name = "laravel.cache_rebuild"
+
+    async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
+        laravel = self.laravel(target)
+        outcome = ActionOutcome()
+        wanted = caches_to_rebuild(observation)
+        served_only = [p for c, p in served_stale(observation) if c not in wanted]
+        if not wanted:
+            if served_only and not dry_run:
+                await self._invalidate(laravel, served_only, outcome)
+            else:
+                outcome.done.extend(f"would invalidate {p}" for p in served_only)
+            return outcome
+        details: dict[str, Any] = observation.details["caches"] if observation else {}
+        paths = {c: Path(str(details[c]["path"])) for c in wanted}
+        php = self.ctx.config.heal.php_cli
+        if php is None:
+            raise ActionError("heal.php_cli is not configured: artisan needs the php CLI to rebuild caches")
+        artisan = laravel.root / "artisan"
+        if not await asyncio.to_thread(artisan.is_file):
+            raise ActionError(f"{artisan} does not exist")
+        rebuilt: list[str] = []
+        for unit in UNITS:
+            caches = [c for c in unit.caches if c in wanted]
+            if not caches:
+                continue
+            if dry_run:
+                outcome.done.extend(f"would rebuild {c} ({paths[c]}) with artisan {unit.command}, "
+                                    "then rename it into place" for c in caches)
+                continue
+            rebuilt += await self._rebuild(laravel, str(php), str(artisan), unit, caches, paths, outcome)
+        if dry_run:
+            outcome.done.extend(f"would invalidate {p}" for p in served_only)
+        elif rebuilt or served_only:
+            await self._invalidate(laravel, rebuilt + served_only, outcome)
+        return outcome
+
+    async def _rebuild(self, laravel: LaravelTarget, php: str, artisan: str, unit: Unit, caches: list[str],
+                       paths: dict[str, Path], outcome: ActionOutcome) -> list[str]:
+        try:
+            pinned = {c: await asyncio.to_thread(cache_dir, laravel, paths[c]) for c in caches}
+        except (UnsafeTarget, OSError) as exc:
+            outcome.refused.append(f"{', '.join(caches)}: {exc}")
+            return []
+        suffix = f"{TMP_MARK}{secrets.token_hex(8)}.php"
+        tmp = {c: f".{paths[c].name}{suffix}" for c in caches}
+        try:
+            options = spawn_options(self.ctx.config, laravel.php_user)
+        except AccountError as exc:
+            outcome.errors.append(f"{', '.join(caches)}: {exc}")
+            return []
+        env = options["env"]
+        for c in caches:
+            env[CACHE_VARIABLES[c][0]] = str(pinned[c].path / tmp[c])
+        fds = {c: await asyncio.to_thread(open_pinned, pinned[c]) for c in caches}
+        try:
+            code = await self._artisan(php, artisan, unit.command, str(laravel.root), options)
+            if code is not None:
+                outcome.errors.append(f"{', '.join(caches)}: artisan {unit.command} {code}")
+                return []
+            for c in caches:
+                if (why := _why_not_built(fds[c], tmp[c])) is not None:
+                    outcome.errors.append(f"{c}: artisan {unit.command}: the new cache {why}")
+                    return []
+                verdict = await self._validate(laravel, str(pinned[c].path / tmp[c]), c)
+                if verdict is not None:
+                    outcome.errors.append(f"{c}: the new cache {verdict}; the old one is left in place")
+                    return []
+                if (why := _replaceable(fds[c], paths[c].name)) is not None:
+                    outcome.refused.append(f"{c}: {paths[c]}: {why}")
+                    return []
+            done = []
+            for c in caches:
+                os.rename(tmp[c], paths[c].name, src_dir_fd=fds[c], dst_dir_fd=fds[c])
+                final = str(pinned[c].path / paths[c].name)
+                outcome.done.append(f"rebuilt {c}: {final} (artisan {unit.command}, renamed into place)")
+                done.append(final)
+            return done
+        finally:
+            for c in caches:
+                await asyncio.to_thread(_discard, fds[c], [tmp[c]])
+                os.close(fds[c])
+
+    async def _artisan(self, php: str, artisan: str, command: str, cwd: str,
+                       options: dict[str, Any]) -> str | None:
+        """None on success, else what went wrong (exit status or timeout)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                php, artisan, command, "--no-interaction", cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, **options)
+        except OSError as exc:
+            return f"cannot start ({exc.strerror})"
+        try:
+            async with asyncio.timeout(ARTISAN_TIMEOUT):
+                code = await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return f"killed after {ARTISAN_TIMEOUT:g}s"
+        return None if code == 0 else f"exit {code}"
+
+    async def _validate(self, laravel: LaravelTarget, path: str, cache: str) -> str | None:
+        args = {"path": path, "returns_array": RETURNS_ARRAY[cache]}
+        try:
+            result = await self.ctx.php.in_cli("validate_bootstrap_cache.php", args, VALIDATE_TIMEOUT,
+                                               account=laravel.php_user)
+        except PhpError as exc:
+            return f"could not be validated ({exc})"
+        if not isinstance(result, dict) or result.get("ok") is not True:
+            reason = result.get("reason") if isinstance(result, dict) else None
+            return str(reason or "failed validation")
+        return None
+
+    async def _invalidate(self, laravel: LaravelTarget, paths: list[str], outcome: ActionOutcome) -> None:
+        pool = self.ctx.php.pool_for_app(laravel.name)
+        if pool is None:
+            outcome.notes.append("no php_fpm target is linked to this app: a pool running with "
+                                 "opcache.validate_timestamps=0 keeps serving the old caches until it is "
+                                 "reloaded or its OPcache reset")
+            return
+        try:
+            result = await self.ctx.php.agent_action(pool, "invalidate", {"paths": paths}, AGENT_TIMEOUT)
+        except PhpError as exc:
+            outcome.errors.append(f"opcache_invalidate in pool {pool.name}: {exc}")
+            return
+        failed = result.get("failed", []) if isinstance(result, dict) else paths
+        outcome.done.extend(f"invalidated {p} in pool {pool.name}" for p in paths if p not in failed)
+        outcome.errors.extend(f"{p}: opcache_invalidate failed in pool {pool.name}" for p in failed)
