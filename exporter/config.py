@@ -640,6 +640,10 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheKeysFull": _rule(0.9, "10m", "warning"),  # used / max
     "CachewardenOpcacheRestarts": _rule(0, "1m", "warning"),  # restarts for lack of room in 1h
     "CachewardenOpcacheHitRatioLow": _rule(0.9, "15m", "warning"),
+    # Laravel's bootstrap caches
+    "CachewardenLaravelConfigStale": _rule(0, "5m", "critical"),
+    "CachewardenLaravelRoutesStale": _rule(0, "5m", "critical"),
+    "CachewardenLaravelPackagesStale": _rule(0, "10m", "warning"),
     # PHP-FPM
     "CachewardenFpmDown": _rule(0, "2m", "critical"),
     "CachewardenFpmMaxChildrenReached": _rule(0, "1m", "warning"),  # increase over 5m
@@ -668,6 +672,7 @@ ALERTS_WITHOUT_THRESHOLD = frozenset({
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenFpmDown",
     "CachewardenRedisDown", "CachewardenDbDown", "CachewardenDown", "CachewardenCollectorDown",
     "CachewardenTargetConfigProblem",
+    "CachewardenLaravelConfigStale", "CachewardenLaravelRoutesStale", "CachewardenLaravelPackagesStale",
 })
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.

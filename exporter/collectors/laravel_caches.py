@@ -254,6 +254,8 @@ class LaravelCachesCollector(Collector):
                                        "no cache is older than its inputs",
                                        "{n} cache(s) older than their inputs"))
         if inspection is None:
+            if not files.caches["config"].present:
+                return checks
             checks.append(Check("cached config values", Verdict.NOTE,
                                 "not compared: no PHP (link a php_fpm target with php_fpm[].laravel or set "
                                 "heal.php_cli)"))
