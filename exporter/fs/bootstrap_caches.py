@@ -11,9 +11,12 @@ The five files Laravel keeps under `bootstrap/cache/` (or wherever `APP_*_CACHE`
 | packages | `artisan package:discover` (composer)   | `composer.lock`, `vendor/composer/installed.json`    |
 
 Paths are resolved as `Application::normalizeCachePath` does (Laravel 8.83 in Debian, unchanged through
-12): an unset variable (or `null`/`(null)`, which `Env::get` reads as null) means
-`bootstrap/<default>`; a value starting with `/` or `\\` is taken as it is; anything else is relative to
-the base path (`basePath($env)`, which for `""` and `"0"` is the base path itself: PHP's falsy strings).
+12), on the value as `Env::get` returns it: `null`/`(null)` (any case) is null, `true`/`false` and
+`empty` (bare or in parentheses) are true, false and "", one pair of matching surrounding quotes is
+removed. Null means `bootstrap/<default>`; a string starting with `/` or `\\` is taken as it is;
+anything else goes through `basePath($env)`: `base/value`, except for PHP's falsy values: "" and false
+give the base path itself, "0" gives `base0`; true gives `base/1`.
+tests/integration/test_bootstrap_caches_oracle.py holds this against Laravel's own code.
 
 Directories count as inputs too: a config or route file that was deleted, added or renamed after the
 cache was written changes its directory's mtime, and a cache holding a deleted file's keys is stale.
@@ -25,6 +28,7 @@ the collector skip PHP when nothing changed since the last look.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator, Mapping
@@ -41,7 +45,20 @@ CACHE_VARIABLES: Mapping[str, tuple[str, str]] = {
     "packages": ("APP_PACKAGES_CACHE", "cache/packages.php"),
 }
 _ABSOLUTE_PREFIXES = ("/", "\\")
-_NULL = ("null", "(null)")  # Env::get turns these into null, in any case
+_ENV_GET: dict[str, str | bool | None] = {"true": True, "(true)": True, "false": False, "(false)": False, "empty": "", "(empty)": "",
+            "null": None, "(null)": None}
+_QUOTED = re.compile(r"""\A(['"])(.*)\1\Z""")  # PHP's `.` without /s: no newline
+
+
+def env_get(raw: str | None) -> str | bool | None:
+    """A variable's value as Illuminate\\Support\\Env::get returns it."""
+    if raw is None:
+        return None
+    lowered = raw.lower() if raw.isascii() else None  # strtolower() is ASCII-only
+    if lowered in _ENV_GET:
+        return _ENV_GET[lowered]
+    quoted = _QUOTED.match(raw)
+    return quoted.group(2) if quoted else raw
 
 
 def cache_path(root: Path, env: Mapping[str, str], cache: str) -> Path:
@@ -50,14 +67,17 @@ def cache_path(root: Path, env: Mapping[str, str], cache: str) -> Path:
     `root` is the base path as given (not resolved: Laravel does not resolve it either).
     """
     variable, default = CACHE_VARIABLES[cache]
-    value = env.get(variable)
-    if value is None or value.lower() in _NULL:
+    value = env_get(env.get(variable))
+    if value is None:
         return Path(f"{root}/bootstrap/{default}")
-    if value.startswith(_ABSOLUTE_PREFIXES):
+    if isinstance(value, str) and value.startswith(_ABSOLUTE_PREFIXES):
         return Path(value)
-    if value in ("", "0"):  # basePath($path): `$path ? '/'.$path : $path`
+    # basePath($path) is `base.($path ? '/'.$path : $path)`: PHP's falsy "0" is appended bare.
+    if value in ("", False):
         return Path(str(root))
-    return Path(f"{root}/{value}")
+    if value == "0":
+        return Path(f"{root}0")
+    return Path(f"{root}/{'1' if value is True else value}")
 
 
 def cache_paths(root: Path, env: Mapping[str, str]) -> dict[str, Path]:
