@@ -45,8 +45,10 @@ CACHE_VARIABLES: Mapping[str, tuple[str, str]] = {
     "packages": ("APP_PACKAGES_CACHE", "cache/packages.php"),
 }
 _ABSOLUTE_PREFIXES = ("/", "\\")
-_ENV_GET: dict[str, str | bool | None] = {"true": True, "(true)": True, "false": False, "(false)": False, "empty": "", "(empty)": "",
-            "null": None, "(null)": None}
+_ENV_GET: dict[str, str | bool | None] = {
+    "true": True, "(true)": True, "false": False, "(false)": False, "empty": "", "(empty)": "",
+    "null": None, "(null)": None,
+}
 _QUOTED = re.compile(r"""\A(['"])(.*)\1\Z""")  # PHP's `.` without /s: no newline
 
 
