@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftTracker, ScriptRow
 from exporter.config import LaravelTarget
-from exporter.fs.bootstrap_caches import CACHES, CachesScan, cache_paths, scan
+from exporter.fs.bootstrap_caches import CACHES, JUDGED, CachesScan, cache_paths, scan
 from exporter.laravel_env import read_dotenv
 from exporter.metrics import MetricSpec, Samples, counter, gauge
 
@@ -53,7 +53,7 @@ CACHE_PRESENT = gauge("cachewarden_laravel_cache_present", "1 if the bootstrap c
 CACHE_STALE = gauge(
     "cachewarden_laravel_cache_stale",
     "1 if the cache is older than any of its inputs (.env, config/, routes/, listeners, composer files); "
-    "absent when the cache is.",
+    "absent when the cache is, and for services (Laravel checks that one itself on every boot).",
     ("cache",),
 )
 CACHE_AGE = gauge("cachewarden_laravel_cache_age_seconds", "Seconds since the cache file was written.",
@@ -196,7 +196,8 @@ class LaravelCachesCollector(Collector):
             s.add(CACHE_PRESENT, f.present, cache=cache)
             if not f.present:
                 continue
-            s.add(CACHE_STALE, f.stale, cache=cache)
+            if cache in JUDGED:
+                s.add(CACHE_STALE, f.stale, cache=cache)
             s.add(CACHE_AGE, max(0.0, now - (f.mtime or now)), cache=cache)
             s.add(CACHE_SIZE, f.size or 0, cache=cache)
             if inspection is not None and cache in inspection.parse:

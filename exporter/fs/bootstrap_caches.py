@@ -7,7 +7,7 @@ The five files Laravel keeps under `bootstrap/cache/` (or wherever `APP_*_CACHE`
 | config   | `artisan config:cache`                  | the `.env` file Laravel loads, `config/**/*.php`     |
 | routes   | `artisan route:cache`                   | `routes/**/*.php`                                    |
 | events   | `artisan event:cache`                   | `app/Listeners/**/*.php`, the EventServiceProvider   |
-| services | the first boot after providers change   | `composer.lock`, `vendor/composer/installed.json`    |
+| services | every boot whose provider list differs  | none: Laravel compares it itself on every boot       |
 | packages | `artisan package:discover` (composer)   | `composer.lock`, `vendor/composer/installed.json`    |
 
 Paths are resolved as `Application::normalizeCachePath` does (Laravel 8.83 in Debian, unchanged through
@@ -99,9 +99,13 @@ INPUTS: Mapping[str, Inputs] = {
     "config": Inputs(files=(".env",), trees=("config",)),
     "routes": Inputs(trees=("routes",)),
     "events": Inputs(files=("app/Providers/EventServiceProvider.php",), trees=("app/Listeners",)),
-    "services": COMPOSER,
+    # ProviderRepository::load compares the cached provider list with the current one on every boot
+    # and rewrites the file when they differ: an older services.php is normal, never wrong.
+    "services": Inputs(),
     "packages": COMPOSER,
 }
+# Caches whose staleness is judged; services.php is not (see above).
+JUDGED = ("config", "routes", "events", "packages")
 
 
 @dataclass(frozen=True, slots=True)
