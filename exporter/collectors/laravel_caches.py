@@ -249,11 +249,19 @@ class LaravelCachesCollector(Collector):
         present = [c for c in CACHES if files.caches[c].present]
         checks = [Check("bootstrap caches", Verdict.OK if present else Verdict.NOTE,
                         f"cached: {', '.join(present)}" if present else "no bootstrap cache is present")]
+        # Older than .env or config/ is only a guess at wrong values; where PHP compared them and found
+        # none differing, it is a note (the config alert says the same).
+        vouched = (inspection is not None and inspection.env_keys == [] and inspection.config_keys == []
+                   and inspection.parse.get("config") is None)
+        stale = [c for c in present if files.caches[c].stale]
         stale_items = [f"{c}: {files.caches[c].path} is older than {', '.join(files.caches[c].newer_inputs)}"
-                       for c in present if files.caches[c].stale]
+                       for c in stale if not (c == "config" and vouched)]
         checks.append(Check.from_items("stale bootstrap caches", stale_items,
                                        "no cache is older than its inputs",
                                        "{n} cache(s) older than their inputs"))
+        if vouched and "config" in stale:
+            checks.append(Check("config cache older than its inputs", Verdict.NOTE,
+                                "the config cache is older than .env or config/, but every value matches"))
         if inspection is None:
             if not files.caches["config"].present:
                 return checks

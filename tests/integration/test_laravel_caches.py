@@ -116,6 +116,8 @@ async def test_a_touched_but_unchanged_env_is_older_than_the_cache_yet_no_key_di
 
     assert value(o, "cachewarden_laravel_cache_stale", cache="config") == 1
     assert value(o, "cachewarden_laravel_config_keys_differing") == 0
+    assert problems(o) == {}, "the values match: a note, not a problem"
+    assert "config cache older than its inputs" in {c.name for c in o.checks}
 
 
 async def test_an_added_route_makes_the_route_cache_stale(tmp_path: Path, aiohttp_client: MakeClient) -> None:
