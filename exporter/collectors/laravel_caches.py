@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftTracker, ScriptRow
 from exporter.config import LaravelTarget
-from exporter.fs.bootstrap_caches import CACHES, JUDGED, CachesScan, cache_paths, scan
-from exporter.laravel_env import read_dotenv
+from exporter.fs.bootstrap_caches import CACHES, JUDGED, CachesScan, cache_paths, dotenv_values, scan
 from exporter.metrics import MetricSpec, Samples, counter, gauge
 
 if TYPE_CHECKING:
@@ -116,8 +115,8 @@ class LaravelCachesCollector(Collector):
         self.php_cli = php_cli
         self.inspections = 0
         self._last: Inspection | None = None
-        self._env_stat: tuple[int, int] | None = None
-        self._env: dict[str, str] = dict(target.env)
+        self._env_stat: tuple[int, int] | bool | None = False  # False: never read
+        self._env: dict[str, str | None] = {}
         self._drift = DriftTracker()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"caches-{target.name}")
 
@@ -148,7 +147,7 @@ class LaravelCachesCollector(Collector):
         except OSError:
             key = None
         if key != self._env_stat:
-            self._env = read_dotenv(env_path)
+            self._env = dotenv_values(env_path)
             self._env_stat = key
         extra: tuple[str, ...] = ()
         if self._last is not None and self._last.env_file not in (None, ".env"):

@@ -35,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporter.laravel_env import DotenvError, parse_dotenv
+
 CACHES = ("config", "routes", "events", "services", "packages")
 # cache -> (variable, default under bootstrap/)
 CACHE_VARIABLES: Mapping[str, tuple[str, str]] = {
@@ -63,8 +65,24 @@ def env_get(raw: str | None) -> str | bool | None:
     return quoted.group(2) if quoted else raw
 
 
-def cache_path(root: Path, env: Mapping[str, str], cache: str) -> Path:
-    """Where Laravel reads `cache` from for an app at `root` whose variables are `env`.
+def dotenv_values(path: Path) -> dict[str, str | None]:
+    """The values phpdotenv stores for Laravel from the `.env` at `path`, before Env::get converts them.
+
+    Not exporter.laravel_env.read_dotenv: that returns what env() returns, and Env::get looks for
+    `true`/`null`/… before it removes quotes, which cannot be redone once the quotes are gone
+    (`'null'` is the path `null`, `null` is no path). {} when there is no file or phpdotenv cannot read it
+    (then Laravel cannot boot at all, which the app's discovery report says).
+    """
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace").replace("\ufffd", "?")
+        return parse_dotenv(text)
+    except (FileNotFoundError, DotenvError):
+        return {}
+
+
+def cache_path(root: Path, env: Mapping[str, str | None], cache: str) -> Path:
+    """Where Laravel reads `cache` from for an app at `root` whose variables are `env` (as phpdotenv
+    stores them: see dotenv_values).
 
     `root` is the base path as given (not resolved: Laravel does not resolve it either).
     """
@@ -82,7 +100,7 @@ def cache_path(root: Path, env: Mapping[str, str], cache: str) -> Path:
     return Path(f"{root}/{'1' if value is True else value}")
 
 
-def cache_paths(root: Path, env: Mapping[str, str]) -> dict[str, Path]:
+def cache_paths(root: Path, env: Mapping[str, str | None]) -> dict[str, Path]:
     return {cache: cache_path(root, env, cache) for cache in CACHES}
 
 

@@ -104,7 +104,7 @@ def unmet_metrics(conditions: Sequence[HealCondition], observation: Observation)
     """The metrics of conditions that were measured and do not hold (unmeasured ones say nothing)."""
     out = []
     for cond in conditions:
-        value = metric_sum(observation, cond.metric)
+        value = metric_sum(observation, cond.metric, cond.labels)
         if value is not None and ((cond.max is not None and value > cond.max) or (
                 cond.min is not None and value < cond.min)):
             out.append(cond.metric)

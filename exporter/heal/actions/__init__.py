@@ -14,7 +14,8 @@ from exporter.heal.actions.views_recompile import Recompile
 from exporter.heal.names import ACTIONS
 
 ACTION_CLASSES: tuple[type[Action], ...] = (
-    RemoveOrphans, Recompile, FixPermissions, Invalidate, Reset, PurgeFileCache, FpmReload, Warm, CacheRebuild,
+    RemoveOrphans, Recompile, FixPermissions, Invalidate, Reset, PurgeFileCache, FpmReload, Warm,
+    CacheRebuild,
 )
 assert {c.name for c in ACTION_CLASSES} == set(ACTIONS), "exporter.heal.names.ACTIONS is out of date"
 
