@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,3 +320,37 @@ async def test_a_half_written_config_outside_the_app_is_reported_and_never_touch
     assert outside.read_text() == HALF_WRITTEN
     assert sorted(p.name for p in elsewhere.iterdir()) == ["config.php", "keep.txt"]
     assert not (root / "bootstrap" / "cache" / "config.php").exists()
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="cachewarden-app-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+async def test_artisan_runs_as_the_apps_user_and_the_cache_it_writes_is_that_users(
+        shared_dir: Path, tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root may run artisan as another user")
+    nobody = pwd.getpwnam("nobody")
+    root = make_app(shared_dir / "shop")
+    cache_all(root)
+    for path in (root / "bootstrap" / "cache", *(root / "bootstrap" / "cache").iterdir()):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    config = parse({"laravel": [{"name": "shop", "root": str(root), "php_user": "nobody:nogroup"}],
+                    "heal": {"token_file": str(token_file(tmp_path)), "php_cli": require_laravel()}})
+    client, _ = await runner_for(config, aiohttp_client)
+
+    resp = await client.post("/heal?action=laravel.cache_rebuild&target=shop", headers=AUTH)
+
+    run: dict[str, Any] = (await resp.json())["run"]
+    assert run["result"] == "verified", run
+    config_php = root / "bootstrap" / "cache" / "config.php"
+    assert config_php.stat().st_uid == nobody.pw_uid
+    assert "'feature' => 'off'" in config_php.read_text()
