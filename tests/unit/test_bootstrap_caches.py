@@ -200,6 +200,8 @@ def test_a_cache_directory_outside_the_root_or_behind_a_symlink_is_refused(tmp_p
         cache_dir(laravel, Path(f"{root}0"))  # APP_CONFIG_CACHE=0 resolves to base path + "0"
     with pytest.raises(UnsafeTarget, match="symlink"):
         cache_dir(laravel, root / "linked" / "config.php")
+    with pytest.raises(UnsafeTarget, match="does not name a file"):
+        cache_dir(laravel, Path(f"{cache}/.."))  # APP_CONFIG_CACHE=bootstrap/cache/..
 
 
 def test_the_config_plan_clears_on_the_config_series_only() -> None:

@@ -93,6 +93,8 @@ def served_stale(observation: Observation | None) -> list[tuple[str, str]]:
 def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
     """The resolved directory of one cache file, pinned; UnsafeTarget unless it is inside the app root
     with no symlink on the way (APP_*_CACHE comes from the app's .env, which the app's user can edit)."""
+    if path.name in ("", ".", ".."):
+        raise UnsafeTarget(f"{path} does not name a file")
     root = Path(os.path.normpath(laravel.root))
     directory = Path(os.path.normpath(path.parent))
     if root != directory and root not in directory.parents:
@@ -196,8 +198,10 @@ class CacheRebuild(Action):
         env = options["env"]
         for c in caches:
             env[CACHE_VARIABLES[c][0]] = str(pinned[c].path / tmp[c])
-        fds = {c: await asyncio.to_thread(open_pinned, pinned[c]) for c in caches}
+        fds: dict[str, int] = {}
         try:
+            for c in caches:
+                fds[c] = await asyncio.to_thread(open_pinned, pinned[c])
             code = await self._artisan(php, artisan, unit.command, str(laravel.root), options)
             if code is not None:
                 outcome.errors.append(f"{', '.join(caches)}: artisan {unit.command} {code}")
@@ -221,9 +225,9 @@ class CacheRebuild(Action):
                 done.append(final)
             return done
         finally:
-            for c in caches:
-                await asyncio.to_thread(_discard, fds[c], [tmp[c]])
-                os.close(fds[c])
+            for c, fd in fds.items():
+                await asyncio.to_thread(_discard, fd, [tmp[c]])
+                os.close(fd)
 
     async def _artisan(self, php: str, artisan: str, command: str, cwd: str,
                        options: dict[str, Any]) -> str | None:
