@@ -6,8 +6,9 @@ FPM pool when one is linked (`php_fpm[].laravel`), else with `heal.php_cli`; the
 the app's code itself:
 - whether each cache file parses (a half-written one does not, and every request then fails);
 - which `.env` keys differ between the cached config and the `.env` on disk, by name only;
-- inside FPM, whether OPcache serves an older copy of a cache file than the one on disk (the drift
-  inference of exporter.collectors.drift: exact with validate_timestamps=1, inferred otherwise).
+- inside FPM, whether OPcache serves another version of a cache file than the one on disk: exact,
+  whatever validate_timestamps says, since these files are data (the served copy is included, the
+  disk's evaluated from its text, and the two compared).
 The parse check and the `.env` comparison run again only when a cache or one of its inputs changed
 (mtime, size or presence): an unchanged app costs a few hundred `stat` calls and no PHP. Without any
 PHP the key comparison and parse check are absent (not zero) and a note says why.
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
-from exporter.collectors.drift import DriftTracker, ScriptRow
 from exporter.config import LaravelTarget
 from exporter.fs.bootstrap_caches import CACHES, JUDGED, CachesScan, cache_paths, dotenv_values, scan
 from exporter.metrics import MetricSpec, Samples, counter, gauge
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 SCRIPT = "inspect_bootstrap_caches.php"
 DEBIAN_AUTOLOAD = "/usr/share/php/Illuminate/autoload.php"
-# Caches whose copy in OPcache matters: the ones Laravel includes on every request.
-SERVED = ("config", "routes", "events", "services", "packages")
 
 CACHE_PRESENT = gauge("cachewarden_laravel_cache_present", "1 if the bootstrap cache file exists.",
                       ("cache",))
@@ -65,8 +63,8 @@ CACHE_UNPARSABLE = gauge(
 )
 CACHE_SERVED_STALE = gauge(
     "cachewarden_laravel_cache_served_stale",
-    "1 if PHP-FPM's OPcache serves an older copy of the cache file than the one on disk; only with a "
-    "linked pool running OPcache.",
+    "1 if PHP-FPM's OPcache serves another version of the cache file than the one on disk; only with a "
+    "linked pool running OPcache, for files that parse.",
     ("cache",),
 )
 CONFIG_KEYS_DIFFERING = gauge(
@@ -117,7 +115,9 @@ class LaravelCachesCollector(Collector):
         self._last: Inspection | None = None
         self._env_stat: tuple[int, int] | bool | None = False  # False: never read
         self._env: dict[str, str | None] = {}
-        self._drift = DriftTracker()
+        # The environment file Laravel loads, relative to the root: `.env` until PHP, which sees the
+        # app's real environment (APP_ENV), says `.env.{APP_ENV}`.
+        self._env_file = ".env"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"caches-{target.name}")
 
     @property
@@ -133,14 +133,20 @@ class LaravelCachesCollector(Collector):
         served: dict[str, Any] | None = None
         if self.has_php and (self._last is None or self._last.signature != files.signature):
             self._last, served = await self._inspect(files, config=True)
+            if self._last.env_file not in (None, self._env_file):
+                # Laravel loads another file than the one looked at (`.env.{APP_ENV}`): its variables
+                # place the caches and its mtime dates the config. Looked at again, without PHP.
+                self._env_file, self._env_stat = self._last.env_file, False
+                files = await loop.run_in_executor(self._thread, self.scan_files)
+                self._last.signature = files.signature
         elif self.pool is not None:
             # Nothing changed on disk, but OPcache's copy may have: only the served look runs.
             _, served = await self._inspect(files, config=False)
         return self.observe(files, self._last if self.has_php else None, served)
 
     def scan_files(self) -> CachesScan:
-        """Stat the caches and inputs; the .env is re-read (for APP_*_CACHE) only when it changed."""
-        env_path = self.root / ".env"
+        """Stat the caches and inputs; the env file is re-read (for APP_*_CACHE) only when it changed."""
+        env_path = self.root / self._env_file
         try:
             st = os.stat(env_path)
             key: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
@@ -149,10 +155,7 @@ class LaravelCachesCollector(Collector):
         if key != self._env_stat:
             self._env = dotenv_values(env_path)
             self._env_stat = key
-        extra: tuple[str, ...] = ()
-        if self._last is not None and self._last.env_file not in (None, ".env"):
-            extra = (str(self._last.env_file),)
-        return scan(self.root, cache_paths(self.root, self._env), env_files=extra)
+        return scan(self.root, cache_paths(self.root, self._env), env_files=(self._env_file,))
 
     async def _inspect(self, files: CachesScan, *, config: bool) -> tuple[Inspection, dict[str, Any] | None]:
         assert self.php is not None
@@ -226,21 +229,15 @@ class LaravelCachesCollector(Collector):
     def _served(self, s: Samples, files: CachesScan, served: dict[str, Any] | None) -> list[str]:
         if not served or not served.get("enabled"):
             return []
-        scripts = served.get("scripts") or {}
-        rows: list[ScriptRow] = []
-        by_path: dict[str, str] = {}
-        for cache, e in scripts.items():
-            if isinstance(e, dict) and isinstance(e.get("path"), str):
-                rows.append((e["path"], int(e.get("hits") or 0), float(e.get("last_used") or 0),
-                             e.get("timestamp"), e.get("mtime"), e.get("ctime"), int(e.get("memory") or 0)))
-                by_path[e["path"]] = cache
-        report = self._drift.update(rows, now=float(served.get("now") or time.time()),
-                                    cache_epoch=float(served.get("epoch") or 0),
-                                    validate_timestamps=bool(served.get("validate_timestamps")))
-        stale = sorted(by_path[p] for p in report.stale)
-        for cache in SERVED:
-            if files.caches[cache].present:
-                s.add(CACHE_SERVED_STALE, cache in stale, cache=cache)
+        caches = served.get("caches") or {}
+        stale = []
+        for cache in CACHES:
+            entry = caches.get(cache)
+            if files.caches[cache].present and isinstance(entry, dict):
+                differs = entry.get("differs") is True
+                s.add(CACHE_SERVED_STALE, differs, cache=cache)
+                if differs:
+                    stale.append(cache)
         return stale
 
     def _checks(self, files: CachesScan, inspection: Inspection | None,
@@ -276,7 +273,7 @@ class LaravelCachesCollector(Collector):
         if inspection.config_error:
             checks.append(Check("cached config values", Verdict.PROBLEM, inspection.config_error))
         elif inspection.env_keys is not None and inspection.config_keys is not None:
-            items = [f".env {k}" for k in inspection.env_keys]
+            items = [f"{inspection.env_file or '.env'} {k}" for k in inspection.env_keys]
             items += [f"config {k}" for k in inspection.config_keys]
             checks.append(Check.from_items("cached config values", items,
                                            "the cached config matches the .env and config files on disk",

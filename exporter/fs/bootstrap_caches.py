@@ -114,7 +114,7 @@ class Inputs:
 
 COMPOSER = Inputs(files=("composer.lock", "vendor/composer/installed.json"))
 INPUTS: Mapping[str, Inputs] = {
-    "config": Inputs(files=(".env",), trees=("config",)),
+    "config": Inputs(trees=("config",)),  # and the env file Laravel loads: scan(env_files=…)
     "routes": Inputs(trees=("routes",)),
     "events": Inputs(files=("app/Providers/EventServiceProvider.php",), trees=("app/Listeners",)),
     # ProviderRepository::load compares the cached provider list with the current one on every boot
@@ -202,10 +202,10 @@ def _input_stats(root: str, inputs: Inputs, extra_files: tuple[str, ...],
     return out
 
 
-def scan(root: Path, paths: Mapping[str, Path], *, env_files: tuple[str, ...] = (),
+def scan(root: Path, paths: Mapping[str, Path], *, env_files: tuple[str, ...] = (".env",),
          now: float | None = None) -> CachesScan:
-    """Stat every cache and its inputs. `env_files` are extra config inputs relative to the root (the
-    `.env.{APP_ENV}` Laravel loaded instead of `.env`, as the last PHP look reported). Blocking."""
+    """Stat every cache and its inputs. `env_files` are the config's environment files relative to
+    the root: `.env`, or the `.env.{APP_ENV}` Laravel loads instead of it. Blocking."""
     base = str(root)
     result = CachesScan(base, taken_at=time.time() if now is None else now)
     signature: list[tuple[str, int, int]] = []

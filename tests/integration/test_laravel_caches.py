@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,16 +260,23 @@ async def test_a_cache_opcache_still_serves_in_an_old_version_is_reported(
     # config:cache run by hand after a .env change: right on disk, but FPM keeps its cached copy.
     write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
     artisan(root, "config:cache")
-    # PHP reports whole-second mtimes: dated after the look that saw the old copy cached, certainly.
-    later = time.time() + 2
-    os.utime(root / "bootstrap" / "cache" / "config.php", (later, later))
     assert (await get(fpm.address, root, "/feature")).body == b"feature=on"
     o = await measure(runner)
 
     assert value(o, "cachewarden_laravel_cache_stale", cache="config") == 0
     assert value(o, "cachewarden_laravel_config_keys_differing") == 0
     assert value(o, "cachewarden_laravel_cache_served_stale", cache="config") == 1
+    assert value(o, "cachewarden_laravel_cache_served_stale", cache="routes") == 0
     assert problems(o)["served bootstrap caches"] == ("config",)
+
+    # The same for the route cache, whose one call goes to a recorder rather than a router.
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    artisan(root, "route:cache")
+    assert (await get(fpm.address, root, "/added")).body != b"added", "FPM still serves the old routes"
+    o = await measure(runner)
+    assert value(o, "cachewarden_laravel_cache_stale", cache="routes") == 0
+    assert problems(o)["served bootstrap caches"] == ("config", "routes")
 
 
 HALF_WRITTEN = "<?php return array (\n  'app' => \n  array (\n    'name' => 'Sh"
@@ -354,3 +360,25 @@ async def test_artisan_runs_as_the_apps_user_and_the_cache_it_writes_is_that_use
     config_php = root / "bootstrap" / "cache" / "config.php"
     assert config_php.stat().st_uid == nobody.pw_uid
     assert "'feature' => 'off'" in config_php.read_text()
+
+
+async def test_with_app_env_set_in_the_pool_the_env_file_laravel_loads_is_the_one_judged(
+        php_fpm: FpmFactory, tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    fpm = php_fpm(conf_d=EXTENSIONS, pool={"env[APP_ENV]": "staging"})
+    root = make_app(tmp_path / "shop")
+    (root / ".env.staging").write_text("FEATURE_FLAG=green\n")
+    backdate(root, 60)
+    artisan(root, "config:cache", env={"APP_ENV": "staging"})
+    assert (await get(fpm.address, root, "/feature")).body == b"feature=green"
+    _, runner = await runner_for(config_for(root, tmp_path, fpm), aiohttp_client)
+    assert problems(await measure(runner)) == {}
+
+    write_env(root, "FEATURE_FLAG=ignored-by-laravel\n")  # not the file Laravel loads here
+    unchanged = await measure(runner)
+    assert problems(unchanged) == {}
+    assert value(unchanged, "cachewarden_laravel_cache_stale", cache="config") == 0
+
+    (root / ".env.staging").write_text("FEATURE_FLAG=red\n")
+    changed = await measure(runner)
+    assert value(changed, "cachewarden_laravel_cache_stale", cache="config") == 1
+    assert problems(changed)["cached config values"] == (".env.staging FEATURE_FLAG",)

@@ -8,7 +8,7 @@
 //   config files loaded the way LoadConfiguration loads them, under the variables LoadEnvironmentVariables
 //   would load; each differing config key is blamed on the `.env` keys whose value reaches it, found
 //   by loading the config files once more with every `.env` variable set to a marker of its own name;
-// - served: inside PHP-FPM, OPcache's entry for each cache file (hits, timestamps), for drift.
+// - served: inside PHP-FPM, whether OPcache serves another version of each cache file than the disk's.
 // The variables are read into a private repository: neither this process's environment nor $_ENV or
 // $_SERVER are written to.
 cachewarden_run(function (array $args): array {
@@ -29,7 +29,7 @@ cachewarden_run(function (array $args): array {
         $out['config'] = cachewarden_config_diff($root, $paths['config']);
     }
     if (($args['served'] ?? false) && PHP_SAPI !== 'cli') {
-        $out['served'] = cachewarden_served(array_filter($paths, 'is_string'));
+        $out['served'] = cachewarden_served(array_filter($paths, 'is_string'), $out['parse']);
     }
     return $out;
 });
@@ -198,37 +198,55 @@ function cachewarden_config_diff(string $root, string $cachedPath): array
     return ['env_file' => $envFile, 'env_keys' => $envKeys, 'config_keys' => $configKeys];
 }
 
-// OPcache's entry for each cache file, in the drift tracker's terms.
-function cachewarden_served(array $paths): array
+// Whether OPcache serves each cache file in another version than the file on disk: exact, whatever
+// opcache.validate_timestamps says. The served version is what an include returns (an include goes
+// through OPcache, which is the point), the disk's is the file's text evaluated without OPcache; both
+// are data Laravel wrote (var_export), and the route cache's one call, app('router')->
+// setCompiledRoutes(…), goes to a recorder instead of a router. Only files OPcache holds are included:
+// one it does not hold is compiled from disk on its next include anyway.
+function cachewarden_served(array $paths, array $unparsable): array
 {
-    $out = ['enabled' => false, 'now' => microtime(true), 'scripts' => []];
-    if (!function_exists('opcache_get_status') || !(bool) ini_get('opcache.enable')) {
+    $out = ['enabled' => false, 'caches' => []];
+    if (!function_exists('opcache_is_script_cached') || !(bool) ini_get('opcache.enable')) {
         return $out;
     }
-    $status = @opcache_get_status(true);
-    if (!is_array($status)) {
-        return $out;
-    }
-    $stats = $status['opcache_statistics'] ?? [];
     $out['enabled'] = true;
-    $out['validate_timestamps'] = (bool) ini_get('opcache.validate_timestamps');
-    $out['epoch'] = max((int) ($stats['start_time'] ?? 0), (int) ($stats['last_restart_time'] ?? 0));
-    clearstatcache();
-    foreach ($paths as $cache => $path) {
-        $real = realpath($path);
-        $entry = $real === false ? null : ($status['scripts'][$real] ?? null);
-        if ($entry === null) {
-            continue;
+    $recorder = new class {
+        public mixed $routes = null;
+
+        public function setCompiledRoutes(mixed $routes): void
+        {
+            $this->routes = $routes;
         }
-        $out['scripts'][$cache] = [
-            'path' => $real,
-            'hits' => $entry['hits'],
-            'last_used' => $entry['last_used_timestamp'],
-            'timestamp' => $entry['timestamp'] ?? null,
-            'mtime' => @filemtime($real) ?: null,
-            'ctime' => @filectime($real) ?: null,
-            'memory' => $entry['memory_consumption'],
-        ];
+    };
+    $container = new \Illuminate\Container\Container();
+    $container->instance('router', $recorder);
+    \Illuminate\Container\Container::setInstance($container);
+    $read = static function (callable $load) use ($recorder): mixed {
+        $recorder->routes = null;
+        $value = $load();
+        return $recorder->routes ?? $value;
+    };
+    try {
+        foreach ($paths as $cache => $path) {
+            $real = realpath($path);
+            if ($real === false || ($unparsable[$cache] ?? null) !== null) {
+                continue;
+            }
+            if (!opcache_is_script_cached($real)) {
+                $out['caches'][$cache] = ['cached' => false, 'differs' => false];
+                continue;
+            }
+            try {
+                $served = $read(static fn (): mixed => include $real);
+                $disk = $read(static fn (): mixed => eval('?>' . file_get_contents($real)));
+            } catch (Throwable $e) {
+                continue;  // not data as Laravel writes it: nothing to compare
+            }
+            $out['caches'][$cache] = ['cached' => true, 'differs' => $served !== $disk];
+        }
+    } finally {
+        \Illuminate\Container\Container::setInstance(null);
     }
     return $out;
 }
