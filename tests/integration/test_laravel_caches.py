@@ -339,13 +339,17 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-async def test_artisan_runs_as_the_apps_user_and_the_cache_it_writes_is_that_users(
+async def test_artisan_runs_as_the_apps_user_and_the_cache_keeps_its_owner(
         shared_dir: Path, tmp_path: Path, aiohttp_client: MakeClient) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root may run artisan as another user")
     nobody = pwd.getpwnam("nobody")
     root = make_app(shared_dir / "shop")
+    # The account that builds the config is in the config: the proof artisan ran as the app's user.
+    (root / "config" / "built.php").write_text("<?php return ['by' => posix_getuid()];\n")
+    backdate(root, 60)
     cache_all(root)
+    assert "'by' => 0," in (root / "bootstrap" / "cache" / "config.php").read_text()
     for path in (root / "bootstrap" / "cache", *(root / "bootstrap" / "cache").iterdir()):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
     write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
@@ -358,7 +362,8 @@ async def test_artisan_runs_as_the_apps_user_and_the_cache_it_writes_is_that_use
     run: dict[str, Any] = (await resp.json())["run"]
     assert run["result"] == "verified", run
     config_php = root / "bootstrap" / "cache" / "config.php"
-    assert config_php.stat().st_uid == nobody.pw_uid
+    assert config_php.stat().st_uid == nobody.pw_uid, "the cache keeps its owner"
+    assert f"'by' => {nobody.pw_uid}," in config_php.read_text()
     assert "'feature' => 'off'" in config_php.read_text()
 
 

@@ -4,9 +4,11 @@ Laravel's own `config:cache` (and `route:cache`, `event:cache`) first deletes th
 the new one with a plain `file_put_contents`: under traffic that is a moment with no cache (requests
 boot with the uncached config) and a moment with a half-written one (requests fail). So each cache is
 built by the app's own artisan command into a temporary file in the cache's own directory (the
-`APP_*_CACHE` variable points artisan there), validated (it parses; config, events, services and
-packages return an array), and `rename()`d over the file Laravel reads: a request sees the old
-complete file or the new complete one. Then, inside the app's FPM pool, `opcache_invalidate` drops the
+`APP_*_CACHE` variable points artisan there); its bytes are read through the directory's descriptor,
+validated (they parse; config, events, services and packages return an array) and written, those very
+bytes, under a temporary name then `rename()`d over the file Laravel reads, with the old file's owner
+and mode (exporter.fs.pinned's `replace`): a request sees the old complete file or the new complete
+one. Then, inside the app's FPM pool, `opcache_invalidate` drops the
 old copy, which with `opcache.validate_timestamps=0` would otherwise be served until a restart.
 
 Which caches: those the fresh measurement found stale or unparsable, never one that is absent (an app
@@ -17,19 +19,20 @@ Artisan runs with `heal.php_cli` as the app's user (`laravel[].php_user`: the ac
 scrubbed environment of `cache.warm`, exporter.heal.child_process), in the app root, without a shell.
 Its output is not recorded: the app prints what it likes, secrets included.
 
-Files are only ever written through a descriptor of the cache directory, opened with O_NOFOLLOW once
-per cache and checked against the directory that was resolved before artisan ran (the rules of
-exporter.heal.actions.safety): a cache directory outside the app root, or reached through a symlink
-below it, is refused. Nothing is deleted but the action's own temporary files.
+Files are only ever read and written through a descriptor of the cache directory (exporter.fs.pinned:
+opened one component at a time without following a symlink root does not own, and checked against the
+directory resolved before artisan ran); a cache directory outside the app root, or reached through a
+symlink below it, is refused (the path rules of exporter.heal.actions.safety). Nothing is deleted but
+the temporary files of the rebuild.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +40,16 @@ from typing import Any
 from exporter.collectors.base import Observation
 from exporter.config import LaravelTarget
 from exporter.fs.bootstrap_caches import CACHE_VARIABLES
+from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file, open_directory
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, is_single_regular_file, symlinked_component
+from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, symlinked_component
 from exporter.heal.child_process import AccountError, spawn_options
-from exporter.heal.phpexec import PhpError
+from exporter.heal.phpexec import PhpError, account_by_name
 
 ARTISAN_TIMEOUT = 120.0
 VALIDATE_TIMEOUT = 30.0
 AGENT_TIMEOUT = 30.0
-TMP_MARK = ".cwtmp-"
+MAX_CACHE_BYTES = 256 << 20  # far above any real cache; a file growing without end is not read whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,40 +111,69 @@ def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
     return PinnedDir(Path(os.path.realpath(directory)), st.st_dev, st.st_ino)
 
 
-def open_pinned(pinned: PinnedDir) -> int:
-    fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def open_cache_dir(pinned: PinnedDir) -> PinnedDirectory:
+    """The pinned cache directory, opened one component at a time (exporter.fs.pinned) and verified to
+    be that very inode; every read and write of the rebuild goes through it. The caller closes it."""
+    try:
+        fd = open_directory(pinned.path)
+    except OSError as exc:
+        raise UnsafeTarget(f"the cache directory {pinned.path} cannot be opened safely: "
+                           f"{exc.strerror or exc}") from None
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
         os.close(fd)
-        raise UnsafeTarget(f"the cache directory {pinned.path} was replaced meanwhile; "
-                           "refusing to write there")
-    return fd
+        raise _replaced(pinned)
+
+    def verify() -> None:
+        try:
+            now = os.stat(pinned.path, follow_symlinks=False)
+        except OSError as exc:
+            raise UnsafeTarget(f"the cache directory {pinned.path} is gone: {exc.strerror}") from None
+        if (now.st_dev, now.st_ino) != (pinned.dev, pinned.ino):
+            raise _replaced(pinned)
+
+    return PinnedDirectory(fd, pinned.path, verify)
 
 
-def _why_not_built(dir_fd: int, name: str) -> str | None:
+def _replaced(pinned: PinnedDir) -> UnsafeTarget:
+    return UnsafeTarget(f"the cache directory {pinned.path} was replaced meanwhile; refusing to write there")
+
+
+def read_built(directory: PinnedDirectory, name: str) -> tuple[bytes, os.stat_result] | str:
+    """What artisan wrote at `name` and its stat, read through the descriptor (the app's user could
+    change the file later: only these bytes are validated and written); or why it cannot be used."""
     try:
-        st = os.lstat(name, dir_fd=dir_fd)
+        st = directory.lstat(name)
     except FileNotFoundError:
         return "was not written"
-    if not stat.S_ISREG(st.st_mode) or not is_single_regular_file(st):
+    if not is_single_regular_file(st):
         return "is not a regular file with a single link"
-    return None
-
-
-def _replaceable(dir_fd: int, name: str) -> str | None:
+    if st.st_size > MAX_CACHE_BYTES:
+        return f"is larger than {MAX_CACHE_BYTES} bytes"
+    fd = directory.open(name)
     try:
-        st = os.lstat(name, dir_fd=dir_fd)
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+            return "was replaced while it was opened"
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > MAX_CACHE_BYTES:
+                return f"is larger than {MAX_CACHE_BYTES} bytes"
+    finally:
+        os.close(fd)
+    return b"".join(chunks), opened
+
+
+def _replaceable(directory: PinnedDirectory, name: str) -> os.stat_result | str | None:
+    """The cache in place (None when there is none), or why it must not be replaced."""
+    try:
+        st = directory.lstat(name)
     except FileNotFoundError:
         return None
     if not is_single_regular_file(st):
         return "the cache in place is not a regular file with a single link"
-    return None
-
-
-def _discard(dir_fd: int, names: list[str]) -> None:
-    for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
+    return st
 
 
 class CacheRebuild(Action):
@@ -191,43 +224,56 @@ class CacheRebuild(Action):
         suffix = f"{TMP_MARK}{secrets.token_hex(8)}.php"
         tmp = {c: f".{paths[c].name}{suffix}" for c in caches}
         try:
-            options = spawn_options(self.ctx.config, laravel.php_user)
+            options = spawn_options(self.ctx.config, laravel.php_user and account_by_name(laravel.php_user))
         except AccountError as exc:
             outcome.errors.append(f"{', '.join(caches)}: {exc}")
             return []
         env = options["env"]
         for c in caches:
             env[CACHE_VARIABLES[c][0]] = str(pinned[c].path / tmp[c])
-        fds: dict[str, int] = {}
+        dirs: dict[str, PinnedDirectory] = {}
         try:
             for c in caches:
-                fds[c] = await asyncio.to_thread(open_pinned, pinned[c])
+                dirs[c] = await asyncio.to_thread(open_cache_dir, pinned[c])
             code = await self._artisan(php, artisan, unit.command, str(laravel.root), options)
             if code is not None:
                 outcome.errors.append(f"{', '.join(caches)}: artisan {unit.command} {code}")
                 return []
+            built: dict[str, tuple[bytes, os.stat_result, os.stat_result | None]] = {}
             for c in caches:
-                if (why := _why_not_built(fds[c], tmp[c])) is not None:
-                    outcome.errors.append(f"{c}: artisan {unit.command}: the new cache {why}")
+                got = await asyncio.to_thread(read_built, dirs[c], tmp[c])
+                if isinstance(got, str):
+                    outcome.errors.append(f"{c}: artisan {unit.command}: the new cache {got}")
                     return []
-                verdict = await self._validate(laravel, str(pinned[c].path / tmp[c]), c)
+                verdict = await self._validate(laravel, got[0], c)
                 if verdict is not None:
                     outcome.errors.append(f"{c}: the new cache {verdict}; the old one is left in place")
                     return []
-                if (why := _replaceable(fds[c], paths[c].name)) is not None:
-                    outcome.refused.append(f"{c}: {paths[c]}: {why}")
+                old = await asyncio.to_thread(_replaceable, dirs[c], paths[c].name)
+                if isinstance(old, str):
+                    outcome.refused.append(f"{c}: {paths[c]}: {old}")
                     return []
+                built[c] = (got[0], got[1], old)
             done = []
             for c in caches:
-                os.rename(tmp[c], paths[c].name, src_dir_fd=fds[c], dst_dir_fd=fds[c])
-                final = str(pinned[c].path / paths[c].name)
+                data, new, old = built[c]
+                owner = old or new  # the app's file keeps its owner and mode; a first one, artisan's
+                await asyncio.to_thread(self._write, dirs[c], paths[c].name, data, owner)
+                final = dirs[c].where(paths[c].name)
                 outcome.done.append(f"rebuilt {c}: {final} (artisan {unit.command}, renamed into place)")
                 done.append(final)
             return done
         finally:
-            for c, fd in fds.items():
-                await asyncio.to_thread(_discard, fd, [tmp[c]])
-                os.close(fd)
+            for c, directory in dirs.items():
+                with contextlib.suppress(OSError):
+                    directory.unlink(tmp[c])
+                directory.close()
+
+    @staticmethod
+    def _write(directory: PinnedDirectory, name: str, data: bytes, owner: os.stat_result) -> None:
+        directory.verify()
+        directory.replace(name, data, uid=owner.st_uid, gid=owner.st_gid, mode=owner.st_mode)
+        directory.sync()
 
     async def _artisan(self, php: str, artisan: str, command: str, cwd: str,
                        options: dict[str, Any]) -> str | None:
@@ -248,8 +294,8 @@ class CacheRebuild(Action):
             return f"killed after {ARTISAN_TIMEOUT:g}s"
         return None if code == 0 else f"exit {code}"
 
-    async def _validate(self, laravel: LaravelTarget, path: str, cache: str) -> str | None:
-        args = {"path": path, "returns_array": RETURNS_ARRAY[cache]}
+    async def _validate(self, laravel: LaravelTarget, data: bytes, cache: str) -> str | None:
+        args = {"code": base64.b64encode(data).decode(), "returns_array": RETURNS_ARRAY[cache]}
         try:
             result = await self.ctx.php.in_cli("validate_bootstrap_cache.php", args, VALIDATE_TIMEOUT,
                                                account=laravel.php_user)

@@ -1,14 +1,14 @@
 <?php
 // Checks a freshly built bootstrap cache before it replaces the one Laravel reads: it must parse and,
 // for config, events, services and packages, return an array. The route cache is only parsed: running
-// it needs the app's router. Nothing of the file's content is returned.
+// it needs the app's router. The bytes come in the request (base64), the very ones cachewarden then
+// writes: a file could change between this check and the write. Nothing of the content is returned.
 cachewarden_run(function (array $args): array {
-    $path = (string) ($args['path'] ?? '');
+    $code = base64_decode((string) ($args['code'] ?? ''), true);
     $returnsArray = (bool) ($args['returns_array'] ?? true);
-    if (!is_file($path)) {
-        return ['ok' => false, 'reason' => 'was not written'];
+    if ($code === false || $code === '') {
+        return ['ok' => false, 'reason' => 'is empty'];
     }
-    $code = (string) file_get_contents($path);
     try {
         token_get_all($code, TOKEN_PARSE);
     } catch (ParseError $e) {
