@@ -197,6 +197,7 @@ class Collectors(_Model):
     redis: CollectorOptions = CollectorOptions(timeout=5.0)
     sql: CollectorOptions = CollectorOptions()
     app_stats: CollectorOptions = CollectorOptions(timeout=5.0)
+    laravel_caches: CollectorOptions = CollectorOptions()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -490,6 +491,8 @@ class HealCondition(_Model):
     """A re-measured metric (summed over its series) that says the alert's cause is gone."""
 
     metric: MetricName
+    # Only the series with these label values count, e.g. {cache: config} of a per-cache gauge.
+    labels: dict[str, str] = {}
     max: float | None = None  # clear when the sum is at most this
     min: float | None = None  # clear when the sum is at least this
 
@@ -637,6 +640,10 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheKeysFull": _rule(0.9, "10m", "warning"),  # used / max
     "CachewardenOpcacheRestarts": _rule(0, "1m", "warning"),  # restarts for lack of room in 1h
     "CachewardenOpcacheHitRatioLow": _rule(0.9, "15m", "warning"),
+    # Laravel's bootstrap caches
+    "CachewardenLaravelConfigStale": _rule(0, "5m", "critical"),
+    "CachewardenLaravelRoutesStale": _rule(0, "5m", "critical"),
+    "CachewardenLaravelPackagesStale": _rule(0, "10m", "warning"),
     # PHP-FPM
     "CachewardenFpmDown": _rule(0, "2m", "critical"),
     "CachewardenFpmMaxChildrenReached": _rule(0, "1m", "warning"),  # increase over 5m
@@ -665,6 +672,7 @@ ALERTS_WITHOUT_THRESHOLD = frozenset({
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheDisabled", "CachewardenFpmDown",
     "CachewardenRedisDown", "CachewardenDbDown", "CachewardenDown", "CachewardenCollectorDown",
     "CachewardenTargetConfigProblem",
+    "CachewardenLaravelConfigStale", "CachewardenLaravelRoutesStale", "CachewardenLaravelPackagesStale",
 })
 
 # Below this many lookups per second a hit ratio says nothing: an idle cache is not a cold one.

@@ -42,7 +42,21 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         if derivations or app.env_error:
             out.append(DiscoveryCollector(app.name, derivations, env_error=app.env_error,
                                           interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL))
+    if on("laravel_caches") and config.laravel:
+        out.extend(_laravel_caches_collectors(config, out))
     return out
+
+
+def _laravel_caches_collectors(config: Config, built: list[Collector]) -> list[Collector]:
+    # PHP runs in the app's pool through the endpoint its FPM and OPcache collectors already share.
+    from exporter.collectors.laravel_caches import LaravelCachesCollector
+    from exporter.heal.fpm import HealFpm, fpm_endpoints
+    from exporter.heal.phpexec import PhpExecutor
+
+    php = PhpExecutor(config, HealFpm(fpm_endpoints(built)))
+    o = config.collectors.laravel_caches
+    return [LaravelCachesCollector(t, interval=o.interval, timeout=o.timeout, php=php,
+                                   php_cli=config.heal.php_cli is not None) for t in config.laravel]
 
 
 def _datastore_collectors(config: Config, found: Discovery, *, redis: bool, sql: bool,
@@ -91,20 +105,21 @@ def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Col
     return out
 
 
-KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats")
+KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats", "laravel_caches")
 
 
 def collector_classes() -> tuple[type[Collector], ...]:
     """Every collector class, one line each: the list the metric reference is generated from."""
     from exporter.collectors.app_stats import AppStatsCollector
     from exporter.collectors.fpm import FpmCollector
+    from exporter.collectors.laravel_caches import LaravelCachesCollector
     from exporter.collectors.opcache import OpcacheCollector
     from exporter.collectors.redis_server import RedisCollector
     from exporter.collectors.sql import SqlCollector
     from exporter.collectors.views import ViewsCollector
 
     return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector,
-            DiscoveryCollector)
+            DiscoveryCollector, LaravelCachesCollector)
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:

@@ -42,4 +42,8 @@ ACTIONS: Final[dict[str, ActionInfo]] = {
         f"{_P}file_cache_outside_release"})),
     "fpm.reload": ActionInfo("php_fpm", "opcache", _SHARED_MEMORY | RESTART_ONLY),
     "cache.warm": ActionInfo("laravel", None),
+    # Rebuilds what is stale or half-written on disk, and invalidates what OPcache serves in an old version.
+    "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", frozenset({
+        "cachewarden_laravel_cache_stale", "cachewarden_laravel_cache_unparsable",
+        "cachewarden_laravel_config_keys_differing", "cachewarden_laravel_cache_served_stale"})),
 }

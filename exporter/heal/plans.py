@@ -6,7 +6,7 @@ plans or replaces a default by alertname. An alert without a plan is never acted
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from exporter.collectors.base import Observation
 from exporter.config import HealCondition, HealConfig, HealPlan
@@ -16,11 +16,21 @@ def _plan(steps: Sequence[str], **clear: float) -> HealPlan:
     conditions = []
     for key, value in clear.items():
         metric, _, bound = key.rpartition("__")
-        conditions.append(HealCondition(metric=metric, **{bound: value}))
+        conditions.append(HealCondition.model_validate({"metric": metric, bound: value}))
     return HealPlan(steps=list(steps), clear_when=conditions)
 
 
 _OPCACHE_STEPS = ("opcache.invalidate", "opcache.reset")  # drop what is known stale, then everything
+
+
+def _cache_plan(*caches: str, config_keys: bool = False) -> HealPlan:
+    """laravel.cache_rebuild, cleared once these bootstrap caches are neither stale nor half-written."""
+    conditions = [HealCondition(metric=f"cachewarden_laravel_cache_{m}", labels={"cache": c}, max=0)
+                  for c in caches for m in ("stale", "unparsable")]
+    if config_keys:
+        conditions.append(HealCondition(metric="cachewarden_laravel_config_keys_differing", max=0))
+    return HealPlan(steps=["laravel.cache_rebuild"], clear_when=conditions)
+
 
 DEFAULT_PLANS: dict[str, HealPlan] = {
     "CachewardenViewsStale": _plan(["views.recompile"], cachewarden_views_stale__max=0),
@@ -35,6 +45,9 @@ DEFAULT_PLANS: dict[str, HealPlan] = {
                                               cachewarden_opcache_file_cache_stale__max=0),
     # Only a restart replaces preloaded code: without php_fpm[].restart_command the run stops at once.
     "CachewardenOpcachePreloadStale": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0),
+    "CachewardenLaravelConfigStale": _cache_plan("config", config_keys=True),
+    "CachewardenLaravelRoutesStale": _cache_plan("routes"),
+    "CachewardenLaravelPackagesStale": _cache_plan("packages"),
 }
 
 # What a manual run of a single action is verified against; cache.warm has no collector and is
@@ -54,6 +67,8 @@ ACTION_CONDITIONS: dict[str, HealPlan] = {
                                       cachewarden_opcache_file_cache_stale__max=0,
                                       cachewarden_opcache_file_cache_orphaned__max=0),
     "fpm.reload": DEFAULT_PLANS["CachewardenOpcachePreloadStale"],
+    "laravel.cache_rebuild": _plan(["laravel.cache_rebuild"], cachewarden_laravel_cache_stale__max=0,
+                                   cachewarden_laravel_cache_unparsable__max=0),
 }
 
 
@@ -61,9 +76,12 @@ def resolve_plans(heal: HealConfig) -> dict[str, HealPlan]:
     return {**DEFAULT_PLANS, **heal.plans}
 
 
-def metric_sum(observation: Observation, name: str) -> float | None:
-    """The sum of every series of one metric in a collection, or None if it was not recorded."""
-    values = [v for spec, _, v in observation.samples.values if spec.name == name]
+def metric_sum(observation: Observation, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+    """The sum of every series of one metric in a collection (those with `labels` only, if given), or
+    None if none was recorded."""
+    values = [v for spec, label_values, v in observation.samples.values if spec.name == name
+              and all(k in spec.labels and label_values[1 + spec.labels.index(k)] == want
+                      for k, want in (labels or {}).items())]
     return sum(values) if values else None
 
 
@@ -72,7 +90,7 @@ def cleared(conditions: Sequence[HealCondition], observation: Observation | None
     if observation is None:
         return False
     for cond in conditions:
-        value = metric_sum(observation, cond.metric)
+        value = metric_sum(observation, cond.metric, cond.labels)
         if value is None:
             return False
         if cond.max is not None and value > cond.max:
@@ -86,7 +104,7 @@ def unmet_metrics(conditions: Sequence[HealCondition], observation: Observation)
     """The metrics of conditions that were measured and do not hold (unmeasured ones say nothing)."""
     out = []
     for cond in conditions:
-        value = metric_sum(observation, cond.metric)
+        value = metric_sum(observation, cond.metric, cond.labels)
         if value is not None and ((cond.max is not None and value > cond.max) or (
                 cond.min is not None and value < cond.min)):
             out.append(cond.metric)
@@ -97,7 +115,7 @@ def unmet(conditions: Sequence[HealCondition], observation: Observation | None) 
     """The conditions that do not hold, as `metric=value` texts for the run record."""
     out = []
     for cond in conditions:
-        value = metric_sum(observation, cond.metric) if observation else None
+        value = metric_sum(observation, cond.metric, cond.labels) if observation else None
         if value is None or (cond.max is not None and value > cond.max) or (
             cond.min is not None and value < cond.min
         ):

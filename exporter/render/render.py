@@ -19,8 +19,8 @@ from exporter.config import AlertsConfig
 from exporter.render.dashboards import build_dashboard
 from exporter.render.thresholds import alert_thresholds, promql_number
 
-RULE_GROUPS = ("views", "opcache", "fpm", "redis", "sql", "cachewarden", "heal")
-DASHBOARDS = ("overview", "views", "opcache", "fpm", "redis", "sql", "cachewarden")
+RULE_GROUPS = ("views", "opcache", "laravel", "fpm", "redis", "sql", "cachewarden", "heal")
+DASHBOARDS = ("overview", "views", "opcache", "laravel", "fpm", "redis", "sql", "cachewarden")
 
 # Grafana variables every query filters on; a template writes `metric{[[ sel ]]}`.
 SELECTOR = 'job=~"$job", target=~"$target"'

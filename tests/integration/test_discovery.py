@@ -58,7 +58,8 @@ async def test_a_laravel_root_alone_is_watched_with_the_passwords_from_its_env(
         "REDIS_CACHE_DB=1\n"
     )
     config = parse({"laravel": [{"name": "shop", "root": str(root)}], "collectors": {
-        "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False}}})
+        "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False},
+        "laravel_caches": {"enabled": False}}})
     scheduler = Scheduler(build_collectors(config))
     try:
         with caplog.at_level(logging.DEBUG):
@@ -93,7 +94,8 @@ def _app(root: Path, env: str) -> Config:
     (root / "storage" / "framework" / "views").mkdir(parents=True)
     (root / ".env").write_text(env)
     return parse({"laravel": [{"name": "shop", "root": str(root)}], "collectors": {
-        "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False}}})
+        "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False},
+        "laravel_caches": {"enabled": False}}})
 
 
 async def _redis_up(config: Config) -> tuple[float | None, Scheduler]:

@@ -194,7 +194,9 @@ def test_check_against_a_real_laravel_app_with_an_orphaned_view(tmp_path: Path,
 
     report = json.loads(capsys.readouterr().out)
     assert code == EXIT_PROBLEMS
-    (discovery, views) = report["targets"]
+    by_collector = {t["collector"]: t for t in report["targets"]}
+    assert set(by_collector) == {"discovery", "views", "laravel_caches"}
+    discovery, views = by_collector["discovery"], by_collector["views"]
     assert [(d["collector"], d["outcome"]) for d in discovery["derived"]] == [("views", "derived")]
     compiled = discovery["derived"][0]["settings"]["compiled_path"]
     assert compiled == str(root / "storage" / "framework" / "views")
@@ -210,7 +212,8 @@ def test_disabling_a_collector_from_the_command_line_skips_its_targets(
     root = laravel_app(tmp_path / "shop", {}, {"bbbb.php": "deleted.blade.php"})
     config = write_config(tmp_path, f"laravel:\n  - name: shop\n    root: {root}\n")
 
-    assert main(["check", "--config.file", str(config), "--no-collector.views"]) == EXIT_OK
+    assert main(["check", "--config.file", str(config), "--no-collector.views",
+                 "--no-collector.laravel_caches"]) == EXIT_OK
     assert capsys.readouterr().out == (
         "heal: disabled: no token: set heal.token_file or the variable CACHEWARDEN_HEAL_TOKEN\n"
         "cachewarden: healthy\n")

@@ -34,7 +34,8 @@ REDIS_PORT=6380
 REDIS_DB=2
 REDIS_CACHE_DB=5
 """
-ONLY_DATASTORES = {"views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False}}
+ONLY_DATASTORES = {"views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False},
+                   "laravel_caches": {"enabled": False}}
 
 
 def laravel_root(root: Path, env: str, version: str | None = None) -> Path:

@@ -120,6 +120,8 @@ OTHER_ACTIONS = {
     "opcache.reset": "asks FPM",
     "fpm.reload": "runs the configured restart command",
     "cache.warm": "runs the configured commands, fetches the configured URLs",
+    "laravel.cache_rebuild": "writes only in a bootstrap cache directory inside the app root, pinned and "
+                             "written through exporter.fs.pinned (open_directory, PinnedDirectory.replace)",
 }
 
 

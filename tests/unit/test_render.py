@@ -28,7 +28,8 @@ RERENDER = "the checked-in files differ from a fresh render: run `cachewarden re
 HEAL_PLAN_ALERTS = {
     "CachewardenViewsStale", "CachewardenViewsOrphaned", "CachewardenViewsUncompiled",
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheStaleScripts", "CachewardenOpcacheMissingScripts",
-    "CachewardenCodeRevisionDrift",
+    "CachewardenCodeRevisionDrift", "CachewardenLaravelConfigStale", "CachewardenLaravelRoutesStale",
+    "CachewardenLaravelPackagesStale",
 }
 # Series names a query may use: metrics cachewarden exposes, recording rules, and Prometheus' own.
 METRIC = re.compile(r"(?<![\w:])cachewarden_[a-z0-9_]+(?![\w:])")
@@ -201,7 +202,7 @@ def test_dashboards_have_stable_uids_variables_units_and_heal_annotations() -> N
     boards = dashboards(rendered())
     assert {d["uid"] for d in boards.values()} == {
         "cachewarden-overview", "cachewarden-views", "cachewarden-opcache", "cachewarden-fpm",
-        "cachewarden-redis", "cachewarden-sql", "cachewarden-self",
+        "cachewarden-redis", "cachewarden-sql", "cachewarden-self", "cachewarden-laravel",
     }
     for path, d in boards.items():
         assert path == f"grafana/dashboards/{d['uid']}.json"
@@ -222,7 +223,8 @@ def test_dashboards_have_stable_uids_variables_units_and_heal_annotations() -> N
 def test_overview_has_one_row_per_subsystem() -> None:
     overview = dashboards(rendered())["grafana/dashboards/cachewarden-overview.json"]
     rows = [p["title"] for p in overview["panels"] if p["type"] == "row"]
-    assert rows == ["Compiled views", "OPcache", "PHP-FPM", "Redis", "Databases", "cachewarden"]
+    assert rows == ["Compiled views", "OPcache", "Laravel bootstrap caches", "PHP-FPM", "Redis", "Databases",
+                    "cachewarden"]
 
 
 def test_every_alert_is_tested_by_promtool_firing_and_not_firing() -> None:

@@ -1,0 +1,2 @@
+<?php
+return ['default' => 'sqlite', 'connections' => ['sqlite' => ['driver' => 'sqlite', 'database' => ':memory:']], 'migrations' => 'migrations'];

@@ -1,0 +1,2 @@
+<?php
+return ['feature' => env('FEATURE_FLAG', 'off'), 'db' => env('DB_DATABASE', 'shop')];
