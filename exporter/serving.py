@@ -19,6 +19,9 @@ connection_made/connection_lost calls, and one middleware that marks connections
 - What was closed is counted in `cachewarden_http_connections_closed_total{reason}` and logged once a
   minute at most, without tracebacks; so are failed accept() calls.
 - `[::]` listens dual-stack (see `listening_sockets`).
+- With `--web.config.file` TLS (exporter/web_config.py), each accepted connection is handed its
+  handshake here, with the context current at that moment and the header's deadline; a failed one
+  is counted (`tls_handshake_failed`) and logged like the others, never with a traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
@@ -55,7 +59,7 @@ BACKLOG = 1024  # a burst of connections waits in the kernel, not dropped, until
 # the loop's next iteration, so the cap leaves this many spare.
 ACCEPT_BATCH = 16
 ACCEPT_RETRY = 1.0  # seconds before accepting again after running out of descriptors
-REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed")
+REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed", "tls_handshake_failed")
 
 HTTP_CONNECTIONS = gauge(
     "cachewarden_http_connections",
@@ -69,8 +73,9 @@ HTTP_CLOSED = counter(
     "cachewarden_http_connections_closed_total",
     "Connections cachewarden closed or could not accept: header_timeout (no whole request header in "
     "web.read_header_timeout), make_room (oldest waiting one closed for a new one), over_limit (closed "
-    "at once: the cap is reached), accept_failed (accept() failed, e.g. out of descriptors); target "
-    "is always 'cachewarden'.", ("reason",))
+    "at once: the cap is reached), accept_failed (accept() failed, e.g. out of descriptors), "
+    "tls_handshake_failed (a TLS handshake failed or took over web.read_header_timeout: a plain-HTTP "
+    "client, a refused client certificate); target is always 'cachewarden'.", ("reason",))
 HTTP_METRICS = (HTTP_CONNECTIONS, HTTP_MAX_CONNECTIONS, HTTP_CLOSED)
 
 _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -194,6 +199,9 @@ class ConnectionGuard:
             self._handler_errors_logged = self.handler_errors
             self._next_handler_log = now + LOG_INTERVAL
 
+    def handshake_failed(self) -> None:
+        self._count("tls_handshake_failed")
+
     def accept_failed(self, exc: OSError) -> None:
         self._last_accept_error = os.strerror(exc.errno or 0)
         self._count("accept_failed")
@@ -278,8 +286,10 @@ class _Acceptor:
     """
 
     def __init__(self, sock: socket.socket, guard: ConnectionGuard,
-                 handlers: Callable[[], RequestHandler]) -> None:
+                 handlers: Callable[[], RequestHandler],
+                 tls: Callable[[], ssl.SSLContext | None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._tls = tls
         self._sock = sock
         self._guard = guard
         self._handlers = handlers
@@ -319,18 +329,31 @@ class _Acceptor:
             task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
+        # The context is asked for per connection: a rotated certificate is served from the next one.
+        # Until its handshake completes a connection counts as waiting, and the handshake has the
+        # header's deadline.
+        context = self._tls() if self._tls is not None else None
         try:
-            await self._loop.connect_accepted_socket(self._handlers, sock=conn)
-        except OSError:  # the client left already
+            if context is None:
+                await self._loop.connect_accepted_socket(self._handlers, sock=conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    self._handlers, sock=conn, ssl=context,
+                    ssl_handshake_timeout=self._guard.limits.read_header_timeout)
+        except OSError:  # the client left already, or its handshake failed or timed out
             conn.close()
             self._guard.not_connected()
+            if context is not None:
+                self._guard.handshake_failed()
 
 
 async def serve(app: web.Application, sockets: list[socket.socket], limits: Limits,
-                register: Callable[[ConnectionGuard], None], shutdown_timeout: float = 10.0) -> None:
+                register: Callable[[ConnectionGuard], None], shutdown_timeout: float = 10.0,
+                tls: Callable[[], ssl.SSLContext | None] | None = None) -> None:
     """Serve `app` on `sockets` until SIGTERM or SIGINT, then shut down gracefully.
 
-    `register` receives the guard before the app starts, to expose its metrics.
+    `register` receives the guard before the app starts, to expose its metrics. `tls`, when given,
+    returns the context each new connection is served with (None: plain HTTP).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -353,7 +376,7 @@ async def serve(app: web.Application, sockets: list[socket.socket], limits: Limi
     register(guard)
     await runner.setup()
     _follow_connections(runner.server, guard)
-    acceptors = [_Acceptor(sock, guard, handlers) for sock in sockets]
+    acceptors = [_Acceptor(sock, guard, handlers, tls) for sock in sockets]
     sweeper = asyncio.create_task(_sweep_forever(guard), name="http-sweeper")
     try:
         for acceptor in acceptors:
