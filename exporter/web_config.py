@@ -282,6 +282,15 @@ def build_ssl_context(tls: TlsServerConfig, files: TlsFiles) -> ssl.SSLContext:
 
 
 def _load_chain(ctx: ssl.SSLContext, tls: TlsServerConfig, files: TlsFiles) -> None:
+    # OpenSSL's errors do not name the file: say which one cannot be read first.
+    for name, path in (("cert_file", files.cert_file), ("key_file", files.key_file),
+                       ("client_ca_file", files.client_ca_file)):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {name} {path}: {exc.strerror}") from None
     if files.cert_file and files.key_file:
         try:
             ctx.load_cert_chain(files.cert_file, files.key_file)
@@ -356,9 +365,7 @@ class WebConfigFile:
             try:
                 context = build_ssl_context(config.tls_server_config, files)
             except (OSError, ValueError) as exc:
-                reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename \
-                    else str(exc)
-                raise ConfigError(str(self.path), [f"tls_server_config: {reason}"]) from None
+                raise ConfigError(str(self.path), [f"tls_server_config: {exc}"]) from None
         return _State(config, files, context)
 
     def _file_stamps(self, files: TlsFiles) -> tuple[Any, ...]:
