@@ -169,3 +169,22 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path, ca: C
         log = served.log.read_text()
         assert "KEY_VALUES_MISMATCH" in log
         assert "still serving" in log
+
+
+def test_client_certificates_are_required_verified_and_matched_against_client_allowed_sans(
+        tmp_path: Path, ca: CA) -> None:
+    pair = ca.issue(tmp_path / "pki", "server")
+    allowed = ca.issue(tmp_path / "pki", "prometheus", cn="prometheus", client=True, sans="DNS:prometheus")
+    other = ca.issue(tmp_path / "pki", "other", cn="other", client=True, sans="DNS:other")
+    stranger = make_ca(tmp_path / "elsewhere").issue(tmp_path / "elsewhere", "prometheus", cn="prometheus",
+                                                    client=True, sans="DNS:prometheus")
+    config = {"tls_server_config": {"cert_file": str(pair.cert), "key_file": str(pair.key),
+                                    "client_auth_type": "RequireAndVerifyClientCert",
+                                    "client_ca_file": str(ca.cert), "client_allowed_sans": ["prometheus"]}}
+    with run_cachewarden({}, tmp_path / "cw", web_config=config, tls=client_context(ca, allowed)) as served:
+        assert get(f"{served.url}/metrics", client_context(ca, allowed))[0] == 200
+        assert get(f"{served.url}/metrics", client_context(ca, other))[0] == 403
+        for refused in (client_context(ca), client_context(ca, stranger)):
+            # TLS 1.3 reports the refusal after the handshake: on the first read, as a reset or alert.
+            with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+                get(f"{served.url}/metrics", refused)

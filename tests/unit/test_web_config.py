@@ -234,3 +234,38 @@ def test_serve_refuses_to_start_on_a_bad_web_configuration(tmp_path: Path,
     assert main(argv) == EXIT_BAD_CONFIG
     err = capsys.readouterr().err
     assert f"{web_yml}: invalid configuration:\n  tls_server_config.certfile: unknown key" in err
+
+
+async def test_rate_limit_answers_429_past_the_burst(tmp_path: Path, aiohttp_client: Any) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"rate_limit": {"interval": "1h", "burst": 2}}))
+    app = web.Application()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/metrics", ok)
+    WebAuth(WebConfigFile(path)).install(app)
+    client = await aiohttp_client(app)
+    assert [(await client.get("/metrics")).status for _ in range(3)] == [200, 200, 429]
+
+
+def test_an_inline_certificate_and_key_are_loaded_and_their_temporary_copy_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from tests.support.tls import make_ca
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    pair = make_ca(tmp_path).issue(tmp_path, "srv")
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"tls_server_config": {"cert": pair.cert.read_text(),
+                                                          "key": pair.key.read_text()}}))
+    web_config = WebConfigFile(path)
+    ctx = web_config.ssl_context()
+    assert ctx is not None
+    assert web_config.tls
+    assert list(scratch.iterdir()) == []  # OpenSSL read the PEM from a private file, removed at once
