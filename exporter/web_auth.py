@@ -85,6 +85,8 @@ class WebAuth:
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
+        if not self._file.tls:  # with TLS, each new connection reloads what changed
+            self._file.refresh()
         config = self._file.current
         if self._rate_limited():
             raise web.HTTPTooManyRequests()

@@ -84,7 +84,7 @@ EXTRA_HEADERS: dict[str, tuple[str, ...] | None] = {
     "Content-Security-Policy": None,
 }
 
-_BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT_HASH = re.compile(r"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")  # the forms the bcrypt package reads
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -196,7 +196,7 @@ class RateLimit(_Strict):
 def _bcrypt_hash(value: Any) -> Any:
     if isinstance(value, str) and not _BCRYPT_HASH.match(value):
         raise ValueError("not a bcrypt hash (make one with: htpasswd -nBC 10 '' | tr -d ':\\n')")
-    if isinstance(value, str) and not 4 <= int(value[4:6] if value[3] == "$" else value[3:5]) <= 31:
+    if isinstance(value, str) and not 4 <= int(value[4:6]) <= 31:
         raise ValueError("bcrypt cost out of range (4 to 31)")
     return value
 

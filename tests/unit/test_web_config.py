@@ -269,3 +269,30 @@ def test_an_inline_certificate_and_key_are_loaded_and_their_temporary_copy_remov
     assert ctx is not None
     assert web_config.tls
     assert list(scratch.iterdir()) == []  # OpenSSL read the PEM from a private file, removed at once
+
+
+async def test_users_changed_in_the_file_apply_without_a_restart(tmp_path: Path, aiohttp_client: Any) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"basic_auth_users": {"alice": HASH}}))
+    app = web.Application()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/metrics", ok)
+    WebAuth(WebConfigFile(path)).install(app)
+    client = await aiohttp_client(app)
+    assert (await client.get("/metrics", headers=basic("alice", "s3cret"))).status == 200
+    replacement = tmp_path / "web.yml.new"
+    replacement.write_text(yaml.safe_dump({"basic_auth_users": {"bob": HASH}}))
+    replacement.replace(path)  # as a configuration management tool or a Secret volume does
+
+    assert (await client.get("/metrics", headers=basic("alice", "s3cret"))).status == 401
+    assert (await client.get("/metrics", headers=basic("bob", "s3cret"))).status == 200
+
+
+def test_only_hashes_the_bcrypt_package_reads_are_accepted() -> None:
+    for prefix in ("$2a$", "$2b$", "$2x$", "$2y$"):
+        parse_web_config(yaml.safe_dump({"basic_auth_users": {"u": prefix + HASH[4:]}}), "w", Path("/"))
+    (problem,) = problems({"basic_auth_users": {"u": "$2$" + HASH[4:]}})
+    assert problem.startswith("basic_auth_users.u: not a bcrypt hash")
