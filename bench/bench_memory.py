@@ -148,6 +148,7 @@ def main() -> int:
         fpm = start_fpm(base / "fpm")
         token = base / "heal-token"
         token.write_text("bench-memory-heal-token-0123456789\n")
+        token.chmod(0o600)
         try:
             every_second = {"interval": "1s", "timeout": "1s"}
             fpm_every_2s = {"interval": "2s", "timeout": "2s"}

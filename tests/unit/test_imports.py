@@ -58,6 +58,7 @@ def serve_and_list_heavy_modules(config: dict[str, object], tmp_path: Path) -> d
                           capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
     return result
 
 
@@ -68,6 +69,7 @@ def test_views_and_fpm_alone_import_no_database_redis_or_template_library(tmp_pa
     (tmp_path / "agent").mkdir()
     token = tmp_path / "heal-token"
     token.write_text("a-heal-token-long-enough-0123456789\n", encoding="utf-8")
+    token.chmod(0o600)
     config = {
         "laravel": [{"name": "shop", "root": str(app)}],
         # Nothing listens there: the collectors fail, which must not import anything either.
@@ -78,7 +80,6 @@ def test_views_and_fpm_alone_import_no_database_redis_or_template_library(tmp_pa
 
     seen = serve_and_list_heavy_modules(config, tmp_path)
 
-    assert seen["code"] == 0
     assert seen["serving"] == []
     assert seen["status_page"] == ["jinja2"]  # loaded on the first visit, not before
 
