@@ -131,13 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_BAD_CONFIG
         web_config = None
         if args.web_config_file is not None:
+            from exporter.secret_files import SecretFileError, judge_secret_file
             from exporter.web_config import WebConfigFile
 
             try:
                 web_config = WebConfigFile(args.web_config_file)
+                key_warnings = [judge_secret_file(key, path) for key, path in web_config.secret_files()]
             except ConfigError as exc:
                 print(exc, file=sys.stderr)
                 return EXIT_BAD_CONFIG
+            except SecretFileError as exc:
+                print(f"{args.web_config_file}: {exc}", file=sys.stderr)
+                return EXIT_BAD_CONFIG
+            for warning in filter(None, key_warnings):
+                log.warning("%s: %s", args.web_config_file, warning)
         return _serve(config, switches, address, heal_state, secret_warnings, web_config)
     if args.command == "check":
         return asyncio.run(_check(config, switches, args.format, heal_state, secret_warnings))

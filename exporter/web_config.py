@@ -354,6 +354,16 @@ class WebConfigFile:
     def tls(self) -> bool:
         return self._state.ssl_context is not None
 
+    def secret_files(self) -> list[tuple[str, Path]]:
+        """(key, file) of each private key this configuration reads: the key_file, or this file itself
+        when it holds the key inline. Judged at start as the other secret files (exporter.secret_files)."""
+        tls = self._state.config.tls_server_config
+        if self._state.files.key_file:
+            return [("tls_server_config.key_file", Path(self._state.files.key_file))]
+        if tls.key.get_secret_value():
+            return [("tls_server_config.key", self.path)]
+        return []
+
     def _load(self) -> _State:
         try:
             text = self.path.read_text(encoding="utf-8")

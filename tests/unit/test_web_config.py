@@ -296,3 +296,22 @@ def test_only_hashes_the_bcrypt_package_reads_are_accepted() -> None:
         parse_web_config(yaml.safe_dump({"basic_auth_users": {"u": prefix + HASH[4:]}}), "w", Path("/"))
     (problem,) = problems({"basic_auth_users": {"u": "$2$" + HASH[4:]}})
     assert problem.startswith("basic_auth_users.u: not a bcrypt hash")
+
+
+def test_serve_refuses_a_tls_key_file_others_can_read_as_ssh_refuses_a_private_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli import EXIT_BAD_CONFIG, main
+    from tests.support.tls import make_ca
+
+    pair = make_ca(tmp_path).issue(tmp_path, "srv")
+    pair.key.chmod(0o644)
+    config, web_yml = tmp_path / "cachewarden.yaml", tmp_path / "web.yml"
+    config.write_text("heal: {enabled: false}\n")
+    web_yml.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(pair.cert),
+                                                             "key_file": str(pair.key)}}))
+
+    argv = ["serve", "--config.file", str(config), "--web.config.file", str(web_yml)]
+    assert main(argv) == EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert f"tls_server_config.key_file: {pair.key} belongs to the user cachewarden runs as" in err
+    assert "chmod 600" in err
