@@ -188,3 +188,22 @@ def test_client_certificates_are_required_verified_and_matched_against_client_al
             # TLS 1.3 reports the refusal after the handshake: on the first read, as a reset or alert.
             with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
                 get(f"{served.url}/metrics", refused)
+
+
+def test_silent_connections_to_the_tls_port_do_not_lock_out_a_scrape(tmp_path: Path, ca: CA) -> None:
+    """Connections that never send a ClientHello are slow clients: the oldest make room for a scrape
+    instead of holding every slot until their handshake times out."""
+    pair = ca.issue(tmp_path / "pki", "server")
+    ctx = client_context(ca)
+    config = {"web": {"max_connections": 8, "read_header_timeout": "30s"}}
+    with run_cachewarden(config, tmp_path / "cw", web_config=web_config(pair), tls=ctx) as served:
+        host, port = served.address.rsplit(":", 1)
+        silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(20)]
+        try:
+            # Well inside the 30 s handshake deadline: only making room lets this scrape in.
+            assert get(f"{served.url}/metrics", ctx, "prometheus", PASSWORD)[0] == 200
+            made_room = metric(served, ctx, 'cachewarden_http_connections_closed_total{reason="make_room"')
+            assert (made_room or 0) >= 1
+        finally:
+            for sock in silent:
+                sock.close()
