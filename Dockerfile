@@ -39,7 +39,10 @@ ENV PATH=/opt/cachewarden/bin:$PATH \
 USER 10001:33
 WORKDIR /var/lib/cachewarden
 EXPOSE $CACHEWARDEN_PORT
+# With --web.config.file TLS the port speaks HTTPS: the check tries both. It asks only whether the
+# process answers on loopback, so the certificate is not verified (and /healthz needs no password).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"CACHEWARDEN_PORT\"]}/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, ssl, sys, urllib.request\nport = os.environ[\"CACHEWARDEN_PORT\"]\nfor url, ctx in ((f'http://127.0.0.1:{port}/healthz', None), (f'https://127.0.0.1:{port}/healthz', ssl._create_unverified_context())):\n    try:\n        sys.exit(urllib.request.urlopen(url, timeout=2, context=ctx).status != 200)\n    except OSError:\n        pass\nsys.exit(1)"]
 ENTRYPOINT ["cachewarden"]
+# TLS and basic auth: add "--web.config.file", "/etc/cachewarden/web-config.yml" (examples/web-config.yml).
 CMD ["serve", "--config.file", "/etc/cachewarden/cachewarden.yaml"]

@@ -24,6 +24,7 @@ from exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load, s
 
 if TYPE_CHECKING:
     from exporter.heal.token import HealState
+    from exporter.web_config import WebConfigFile
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("--web.listen-address", dest="listen_address",
                        help=f"HOST:PORT to listen on (default from config, else {DEFAULT_LISTEN_ADDRESS})")
+    serve.add_argument("--web.config.file", dest="web_config_file", type=Path,
+                       help="TLS, basic auth and response headers, in the web configuration format of "
+                            "Prometheus exporters (exporter-toolkit); reloaded when it or its "
+                            "certificate files change")
 
     check = sub.add_parser("check", help="collect everything once and report; exit 1 if problems are found")
     common(check)
@@ -124,7 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"--web.listen-address: {exc}", file=sys.stderr)
                 return EXIT_BAD_CONFIG
-        return _serve(config, switches, address, heal_state, secret_warnings)
+        web_config = None
+        if args.web_config_file is not None:
+            from exporter.secret_files import SecretFileError, judge_secret_file
+            from exporter.web_config import WebConfigFile
+
+            try:
+                web_config = WebConfigFile(args.web_config_file)
+                key_warnings = [judge_secret_file(key, path) for key, path in web_config.secret_files()]
+            except ConfigError as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_BAD_CONFIG
+            except SecretFileError as exc:
+                print(f"{args.web_config_file}: {exc}", file=sys.stderr)
+                return EXIT_BAD_CONFIG
+            for warning in filter(None, key_warnings):
+                log.warning("%s: %s", args.web_config_file, warning)
+        return _serve(config, switches, address, heal_state, secret_warnings, web_config)
     if args.command == "check":
         return asyncio.run(_check(config, switches, args.format, heal_state, secret_warnings))
     if args.command == "heal":
@@ -169,7 +190,8 @@ def _render(config_file: Path | None, output_dir: Path) -> int:
 
 
 def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
-           heal_state: HealState, secret_warnings: tuple[str, ...]) -> int:
+           heal_state: HealState, secret_warnings: tuple[str, ...],
+           web_config: WebConfigFile | None = None) -> int:
     from prometheus_client import CollectorRegistry
 
     from exporter.app import REGISTRY, create_app
@@ -190,13 +212,18 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
     app = create_app(config, collectors=build_collectors(config, switches), heal_state=heal_state,
                      secret_warnings=secret_warnings)
     registry: CollectorRegistry = app[REGISTRY]
-    log.info("cachewarden %s listening on %s (at most %d connections, %d of them waiting for a "
+    if web_config is not None:
+        from exporter.web_auth import WebAuth
+
+        WebAuth(web_config).install(app)
+    tls = web_config is not None and web_config.tls
+    log.info("cachewarden %s listening on %s (%s, at most %d connections, %d of them waiting for a "
              "request header)", __version__, ", ".join(_address(s.getsockname()) for s in sockets),
-             limits.max_connections, limits.max_waiting)
+             "TLS" if tls else "plain HTTP", limits.max_connections, limits.max_waiting)
     # SIGINT and SIGTERM shut down gracefully: in-flight requests finish and cleanup_ctx closes the
     # collectors' connections.
     asyncio.run(serve(app, sockets, limits, lambda guard: registry.register(SnapshotCollector(guard)),
-                      shutdown_timeout=10.0))
+                      shutdown_timeout=10.0, tls=web_config.ssl_context if tls and web_config else None))
     return EXIT_OK
 
 

@@ -19,6 +19,11 @@ connection_made/connection_lost calls, and one middleware that marks connections
 - What was closed is counted in `cachewarden_http_connections_closed_total{reason}` and logged once a
   minute at most, without tracebacks; so are failed accept() calls.
 - `[::]` listens dual-stack (see `listening_sockets`).
+- With `--web.config.file` TLS (exporter/web_config.py), each accepted connection is handed its
+  handshake here, with the context current at that moment and the header's deadline; a failed one
+  is counted (`tls_handshake_failed`) and logged like the others, never with a traceback. A
+  connection still in its handshake counts as waiting, and the oldest of those is ended to make room
+  as the oldest waiting for a header is: silent clients cannot hold the slots a scrape needs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
@@ -55,7 +61,7 @@ BACKLOG = 1024  # a burst of connections waits in the kernel, not dropped, until
 # the loop's next iteration, so the cap leaves this many spare.
 ACCEPT_BATCH = 16
 ACCEPT_RETRY = 1.0  # seconds before accepting again after running out of descriptors
-REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed")
+REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed", "tls_handshake_failed")
 
 HTTP_CONNECTIONS = gauge(
     "cachewarden_http_connections",
@@ -69,8 +75,9 @@ HTTP_CLOSED = counter(
     "cachewarden_http_connections_closed_total",
     "Connections cachewarden closed or could not accept: header_timeout (no whole request header in "
     "web.read_header_timeout), make_room (oldest waiting one closed for a new one), over_limit (closed "
-    "at once: the cap is reached), accept_failed (accept() failed, e.g. out of descriptors); target "
-    "is always 'cachewarden'.", ("reason",))
+    "at once: the cap is reached), accept_failed (accept() failed, e.g. out of descriptors), "
+    "tls_handshake_failed (a TLS handshake failed or took over web.read_header_timeout: a plain-HTTP "
+    "client, a refused client certificate); target is always 'cachewarden'.", ("reason",))
 HTTP_METRICS = (HTTP_CONNECTIONS, HTTP_MAX_CONNECTIONS, HTTP_CLOSED)
 
 _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -110,6 +117,9 @@ class ConnectionGuard:
         self.limits = limits
         self._now = monotonic
         self._pending = 0  # handlers made for accepted connections that asyncio has not connected yet
+        # Those of them in a TLS handshake, oldest first: its deadline and how to end it to make room.
+        self._handshaking: dict[RequestHandler, tuple[float, Callable[[], None]]] = {}
+        self._abandoned: set[RequestHandler] = set()  # handshakes ended to make room, already uncounted
         self._waiting: dict[RequestHandler, float] = {}  # oldest first, with their deadline
         self._busy: set[RequestHandler] = set()
         self.closed: Counter[str] = Counter({r: 0 for r in REASONS})
@@ -128,20 +138,41 @@ class ConnectionGuard:
         """Whether a connection just accepted may stay, after closing the oldest waiting ones if need be."""
         # Connections not connected yet count as waiting: they have sent nothing that was read.
         while (self._pending + len(self._waiting) >= self.limits.max_waiting
-               or self.open_connections >= self.limits.max_connections) and self._waiting:
-            self._close(next(iter(self._waiting)), "make_room")
+               or self.open_connections >= self.limits.max_connections) \
+                and (self._waiting or self._handshaking):
+            self._make_room()
         if self.open_connections >= self.limits.max_connections:
             self._count("over_limit")
             return False
         self._pending += 1
         return True
 
-    def not_connected(self) -> None:
-        """An admitted connection failed before its handler was connected."""
+    def handshaking(self, handler: RequestHandler, end: Callable[[], None]) -> None:
+        """An admitted connection's TLS handshake began; `end` stops it if the room is needed.
+
+        A client that opens connections and sends no ClientHello is a slow client like one that sends
+        no header: it may hold a waiting slot for read_header_timeout at most, and the oldest is closed
+        first when a new connection needs its slot.
+        """
+        self._handshaking[handler] = (self._now() + self.limits.read_header_timeout, end)
+
+    def not_connected(self, handler: RequestHandler | None = None) -> bool:
+        """An admitted connection failed before its handler was connected; False if the guard itself
+        ended it (to make room) and has counted it already."""
+        if handler is not None and handler in self._abandoned:
+            self._abandoned.discard(handler)
+            return False
+        if handler is not None:
+            self._handshaking.pop(handler, None)
         self._pending = max(0, self._pending - 1)
+        return True
 
     def connected(self, handler: RequestHandler) -> None:
-        self._pending = max(0, self._pending - 1)
+        if handler in self._abandoned:  # its handshake finished as it was being ended: it closes next
+            self._abandoned.discard(handler)
+        else:
+            self._handshaking.pop(handler, None)
+            self._pending = max(0, self._pending - 1)
         self._waiting[handler] = self._now() + self.limits.read_header_timeout
 
     def disconnected(self, handler: RequestHandler) -> None:
@@ -171,6 +202,20 @@ class ConnectionGuard:
                 self._busy.discard(conn)
                 self._waiting[conn] = self._now() + self.limits.read_header_timeout
 
+    def _make_room(self) -> None:
+        """Close the oldest slow connection: one waiting for a header, or one still in its handshake."""
+        waiting = next(iter(self._waiting.items()), None)
+        handshake = next(iter(self._handshaking.items()), None)
+        if handshake is not None and (waiting is None or handshake[1][0] <= waiting[1]):
+            handler, (_, end) = handshake
+            del self._handshaking[handler]
+            self._pending = max(0, self._pending - 1)
+            self._abandoned.add(handler)
+            end()
+            self._count("make_room")
+        elif waiting is not None:
+            self._close(waiting[0], "make_room")
+
     def _close(self, handler: RequestHandler, reason: str) -> None:
         del self._waiting[handler]
         handler.force_close()  # connection_lost follows, which calls `disconnected`
@@ -193,6 +238,9 @@ class ConnectionGuard:
                       - self._handler_errors_logged, exception_text(exc), where(exc))
             self._handler_errors_logged = self.handler_errors
             self._next_handler_log = now + LOG_INTERVAL
+
+    def handshake_failed(self) -> None:
+        self._count("tls_handshake_failed")
 
     def accept_failed(self, exc: OSError) -> None:
         self._last_accept_error = os.strerror(exc.errno or 0)
@@ -278,8 +326,10 @@ class _Acceptor:
     """
 
     def __init__(self, sock: socket.socket, guard: ConnectionGuard,
-                 handlers: Callable[[], RequestHandler]) -> None:
+                 handlers: Callable[[], RequestHandler],
+                 tls: Callable[[], ssl.SSLContext | None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._tls = tls
         self._sock = sock
         self._guard = guard
         self._handlers = handlers
@@ -319,18 +369,51 @@ class _Acceptor:
             task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
+        # The context is asked for per connection: a rotated certificate is served from the next one.
+        # Until its handshake completes a connection counts as waiting, and the handshake has the
+        # header's deadline.
+        context = self._tls() if self._tls is not None else None
+        made: list[RequestHandler] = []
+
+        task = asyncio.current_task()
+
+        def end_handshake() -> None:
+            if task is not None:
+                task.cancel()
+
+        def protocol() -> RequestHandler:  # called before the handshake, connected after it
+            handler = self._handlers()
+            made.append(handler)
+            if context is not None:
+                self._guard.handshaking(handler, end_handshake)
+            return handler
+
         try:
-            await self._loop.connect_accepted_socket(self._handlers, sock=conn)
-        except OSError:  # the client left already
+            if context is None:
+                await self._loop.connect_accepted_socket(protocol, sock=conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    protocol, sock=conn, ssl=context,
+                    ssl_handshake_timeout=self._guard.limits.read_header_timeout)
+        except (OSError, asyncio.CancelledError) as exc:
+            # The client left already, its handshake failed or timed out, or it was ended to make room.
             conn.close()
-            self._guard.not_connected()
+            ours = self._guard.not_connected(made[0] if made else None)
+            if isinstance(exc, asyncio.CancelledError):
+                if ours:  # not the guard's doing: the loop is shutting down
+                    raise
+                return
+            if context is not None and ours:
+                self._guard.handshake_failed()
 
 
 async def serve(app: web.Application, sockets: list[socket.socket], limits: Limits,
-                register: Callable[[ConnectionGuard], None], shutdown_timeout: float = 10.0) -> None:
+                register: Callable[[ConnectionGuard], None], shutdown_timeout: float = 10.0,
+                tls: Callable[[], ssl.SSLContext | None] | None = None) -> None:
     """Serve `app` on `sockets` until SIGTERM or SIGINT, then shut down gracefully.
 
-    `register` receives the guard before the app starts, to expose its metrics.
+    `register` receives the guard before the app starts, to expose its metrics. `tls`, when given,
+    returns the context each new connection is served with (None: plain HTTP).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -353,7 +436,7 @@ async def serve(app: web.Application, sockets: list[socket.socket], limits: Limi
     register(guard)
     await runner.setup()
     _follow_connections(runner.server, guard)
-    acceptors = [_Acceptor(sock, guard, handlers) for sock in sockets]
+    acceptors = [_Acceptor(sock, guard, handlers, tls) for sock in sockets]
     sweeper = asyncio.create_task(_sweep_forever(guard), name="http-sweeper")
     try:
         for acceptor in acceptors:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from tests.support.wait import free_port, wait_for
@@ -106,6 +107,30 @@ def test_healthcheck_probes_the_port_named_by_cachewarden_port(tmp_path: Path) -
         server.terminate()
         server.wait(timeout=15)
 
+
+
+def test_healthcheck_passes_when_the_port_speaks_tls(tmp_path: Path) -> None:
+    """With --web.config.file TLS the same HEALTHCHECK answers over HTTPS (and needs no password)."""
+    from tests.support.tls import make_ca
+
+    pair = make_ca(tmp_path).issue(tmp_path, "tls")
+    port = free_port()
+    config, web_config = tmp_path / "cachewarden.yaml", tmp_path / "web-config.yml"
+    config.write_text(f"listen_address: 127.0.0.1:{port}\n", encoding="utf-8")
+    hashed = bcrypt.hashpw(b"a password", bcrypt.gensalt(4)).decode()
+    web_config.write_text(f"tls_server_config: {{cert_file: {pair.cert}, key_file: {pair.key}}}\n"
+                          f"basic_auth_users: {{prometheus: '{hashed}'}}\n", encoding="utf-8")
+    server = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config.file", str(config),
+                               "--web.config.file", str(web_config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {**os.environ, "CACHEWARDEN_PORT": str(port)}
+        wait_for(lambda: subprocess.run(healthcheck_argv(), env=env, capture_output=True, timeout=30,
+                                        check=False).returncode == 0,
+                 timeout=20, message="the HEALTHCHECK passing over TLS")
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
 
 def test_build_context_keeps_what_the_image_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()

@@ -115,6 +115,7 @@ def shipped_alertmanager_config(heal_url: str, credentials_file: Path) -> dict[s
     webhook = next(r for r in config["receivers"] if r["name"] == "cachewarden-heal")["webhook_configs"][0]
     webhook["url"] = heal_url
     webhook["http_config"]["authorization"]["credentials_file"] = str(credentials_file)
+    webhook["http_config"].pop("tls_config")  # this cachewarden serves plain HTTP (no --web.config.file)
     return config
 
 

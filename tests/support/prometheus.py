@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -44,9 +45,9 @@ def http_json(url: str, *, data: bytes | None = None, headers: dict[str, str] | 
         return json.loads(resp.read())
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -94,15 +95,18 @@ def run_prometheus(
     rule_files: Sequence[Path] = (),
     alertmanager: str | None = None,
     interval: str = "1s",
+    scrape_options: dict[str, Any] | None = None,
 ) -> Iterator[Prometheus]:
     """Prometheus scraping `scrape` (host:port of cachewarden processes, job "cachewarden") every
-    `interval`, evaluating `rule_files` as often, and sending alerts to `alertmanager` (host:port)."""
+    `interval`, evaluating `rule_files` as often, and sending alerts to `alertmanager` (host:port).
+    `scrape_options` go into the scrape config as they are (scheme, tls_config, basic_auth)."""
     binary = require_binary("prometheus", "prometheus")
     root.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "cachewarden", "static_configs": [{"targets": list(scrape)}]}],
+        "scrape_configs": [{"job_name": "cachewarden", "static_configs": [{"targets": list(scrape)}],
+                            **(scrape_options or {})}],
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
@@ -121,35 +125,45 @@ def run_prometheus(
 class Cachewarden:
     address: str  # host:port
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{self.scheme}://{self.address}"
 
 
 @contextmanager
-def run_cachewarden(config: dict[str, Any], root: Path) -> Iterator[Cachewarden]:
-    """`cachewarden serve` as its own process, as Prometheus scrapes it in production."""
+def run_cachewarden(config: dict[str, Any], root: Path, *, web_config: dict[str, Any] | None = None,
+                    tls: ssl.SSLContext | None = None) -> Iterator[Cachewarden]:
+    """`cachewarden serve` as its own process, as Prometheus scrapes it in production.
+
+    `web_config` is written to a `--web.config.file`; with TLS in it, `tls` is the client context
+    the readiness check connects with."""
     root.mkdir(parents=True, exist_ok=True)
     config_file = root / "cachewarden.yaml"
     config_file.write_text(yaml.safe_dump(config))
     address = f"127.0.0.1:{free_port()}"
     log = root / "cachewarden.log"
-    served = Cachewarden(address, log)
+    served = Cachewarden(address, log, "https" if tls is not None else "http")
     argv = [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
             "--web.listen-address", address]
-    with running(argv, log, f"{served.url}/healthz", "cachewarden serve answering /healthz", cwd=ROOT):
+    if web_config is not None:
+        web_config_file = root / "web-config.yml"
+        web_config_file.write_text(yaml.safe_dump(web_config))
+        argv += ["--web.config.file", str(web_config_file)]
+    with running(argv, log, f"{served.url}/healthz", "cachewarden serve answering /healthz", cwd=ROOT,
+                 context=tls):
         yield served
 
 
 @contextmanager
 def running(argv: Sequence[str], log: Path, ready_url: str, what: str,
-            cwd: Path | None = None) -> Iterator[None]:
+            cwd: Path | None = None, context: ssl.SSLContext | None = None) -> Iterator[None]:
     """A server process with its output in `log`, ready once `ready_url` answers; stopped on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     try:
-        wait_for(lambda: check_alive(proc, log) and http_ok(ready_url), timeout=30, message=what)
+        wait_for(lambda: check_alive(proc, log) and http_ok(ready_url, context), timeout=30, message=what)
         yield
     finally:
         stop_process(proc)

@@ -10,6 +10,7 @@ import yaml
 
 from exporter.collectors import KINDS
 from exporter.config import load
+from exporter.web_config import WebConfigFile, parse_web_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -62,7 +63,8 @@ def test_systemd_unit_is_hardened_and_writes_only_where_it_must() -> None:
     assert settings["CapabilityBoundingSet"] == [""]
     assert settings["User"] == ["www-data"]
     assert settings["ExecStart"][0].endswith(
-        "cachewarden serve --config.file /etc/cachewarden/cachewarden.yaml")
+        "cachewarden serve --config.file /etc/cachewarden/cachewarden.yaml"
+        " --web.config.file /etc/cachewarden/web-config.yml")
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -82,7 +84,8 @@ def test_kubernetes_sidecar_shares_the_app_and_the_fpm_socket_with_php_fpm() -> 
         assert mounts["php-fpm"][shared] == mounts["cachewarden"][shared], shared
     assert {m for c in mounts.values() for m in c} <= volumes
     assert pod["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", "prometheus.io/port": "9590", "prometheus.io/path": "/metrics"}
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9590", "prometheus.io/path": "/metrics",
+        "prometheus.io/scheme": "https"}
 
 
 def sidecar_container() -> dict[str, Any]:
@@ -96,7 +99,7 @@ def test_kubernetes_sidecar_probes_healthz_and_runs_unprivileged() -> None:
     sidecar = sidecar_container()
     assert sidecar["ports"] == [{"name": "metrics", "containerPort": 9590}]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert sidecar[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert sidecar[probe]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
     assert sidecar["securityContext"]["runAsNonRoot"] is True
     assert sidecar["securityContext"]["allowPrivilegeEscalation"] is False
 
@@ -107,3 +110,38 @@ def test_kubernetes_config_map_holds_a_configuration_with_the_sockets_address() 
     sidecar = sidecar_container()
     socket_dir = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}["fpm-socket"]
     assert config["php_fpm"][0]["address"].startswith(f"unix:{socket_dir}/")
+
+
+def test_example_web_configuration_loads_once_its_certificate_exists(tmp_path: Path) -> None:
+    """examples/web-config.yml is the exporters' format, read strictly: every key real, the hash bcrypt."""
+    from tests.support.tls import make_ca
+
+    pair = make_ca(tmp_path).issue(tmp_path, "tls")
+    text = (EXAMPLES / "web-config.yml").read_text(encoding="utf-8")
+    path = tmp_path / "web-config.yml"
+    path.write_text(text.replace("/etc/cachewarden/tls/tls.crt", str(pair.cert))
+                    .replace("/etc/cachewarden/tls/tls.key", str(pair.key)), encoding="utf-8")
+
+    web = WebConfigFile(path)
+
+    assert web.tls
+    assert set(web.current.basic_auth_users) == {"prometheus"}
+
+
+def test_kubernetes_sidecar_serves_tls_from_cert_managers_secret(tmp_path: Path) -> None:
+    (config_map,) = [d for d in manifests() if d["kind"] == "ConfigMap"]
+    sidecar = sidecar_container()
+    args = sidecar["args"]
+    config_dir = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}["config"]
+    assert args[args.index("--web.config.file") + 1] == f"{config_dir}/web-config.yml"
+    web = yaml.safe_load(config_map["data"]["web-config.yml"])
+    tls_dir = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}["tls"]
+    assert web["tls_server_config"]["cert_file"] == f"{tls_dir}/tls.crt"
+    assert web["tls_server_config"]["key_file"] == f"{tls_dir}/tls.key"
+    (deployment,) = [d for d in manifests() if d["kind"] == "Deployment"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "shop-cachewarden-tls"  # as the header comment says
+    # The ConfigMap's web configuration is valid as written (its files aside).
+    path = tmp_path / "web-config.yml"
+    path.write_text(config_map["data"]["web-config.yml"], encoding="utf-8")
+    parse_web_config(path.read_text(encoding="utf-8"), str(path), tmp_path)

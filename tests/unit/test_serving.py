@@ -284,3 +284,29 @@ async def test_running_out_of_descriptors_in_accept_is_counted_and_retried_witho
         client.close()
     assert [r.levelno for r in caplog.records if r.name == "exporter.serving"] == [logging.WARNING]
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_tls_handshake_that_never_starts_is_ended_to_make_room_like_a_header_that_never_comes() -> None:
+    guard, clock = guard_with(10)
+    ended: list[int] = []
+    silent = []
+    for i in range(5):  # the waiting half of the cap: clients that connect and send no ClientHello
+        assert guard.admit()
+        handler = FakeConnection()
+        guard.handshaking(handler, lambda i=i: ended.append(i))  # type: ignore[arg-type, misc]
+        silent.append(handler)
+        clock.now += 1
+
+    scrape = connect(guard)  # a new connection: the oldest silent handshake makes room for it
+
+    assert scrape is not None
+    assert ended == [0]
+    assert guard.closed["make_room"] == 1
+    # The ended handshake then fails (its task is cancelled): it was counted once, not twice.
+    assert guard.not_connected(silent[0]) is False  # type: ignore[arg-type]
+    assert guard.open_connections == 5
+    # One that completes its handshake is a waiting connection like any other.
+    guard.connected(silent[1])  # type: ignore[arg-type]
+    assert guard.open_connections == 5
+    assert guard.not_connected(silent[2]) is True  # type: ignore[arg-type]
+    assert guard.open_connections == 4
