@@ -48,6 +48,11 @@ def test_a_missing_file_is_empty_and_bytes_that_are_not_utf8_become_question_mar
     assert read_dotenv(tmp_path / ".env") == {"A": "caf?"}
 
 
+def test_a_replacement_character_written_in_the_file_is_kept_as_phpdotenv_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("A=\ufffd\nB=x\ufffd\xe9\n".encode() + b"C=\xff\xef\xbf\xbd\n")
+    assert read_dotenv(tmp_path / ".env") == {"A": "\ufffd", "B": "x\ufffd\xe9", "C": "?\ufffd"}
+
+
 def test_an_error_in_a_secret_names_the_variable_but_never_shows_its_value(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text('APP_NAME=Shop\nDB_PASSWORD=open sesame 42\n', encoding="utf-8")
