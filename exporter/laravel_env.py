@@ -46,7 +46,12 @@ _QUOTED = re.compile(r"(['\"])(.*)\1")  # `.` stops at a newline, as in env()'s 
 # mb_convert_encoding's substitute for each invalid UTF-8 sequence: one `?` per maximal invalid
 # subpart, which is how Python's decoder cuts them too (measured on truncated, overlong and
 # surrogate sequences). A real U+FFFD in the file is text and stays.
-codecs.register_error("cachewarden.mbstring", lambda exc: ("?", exc.end))  # type: ignore[arg-type]
+def _mbstring_substitute(exc: UnicodeError) -> tuple[str, int]:
+    assert isinstance(exc, UnicodeDecodeError)
+    return "?", exc.end
+
+
+codecs.register_error("cachewarden.mbstring", _mbstring_substitute)
 
 INITIAL, UNQUOTED, SINGLE, DOUBLE, ESCAPE, WHITESPACE, COMMENT = range(7)
 

@@ -54,7 +54,8 @@ def phpdotenv(texts: Sequence[str | bytes]) -> list[dict[str, Any]]:
 def ours(text: str | bytes) -> dict[str, Any]:
     """cachewarden's reading of the file `text`, in the shape phpdotenv() gives."""
     try:
-        return {"values": [[name, value] for name, value in parse_dotenv(decode_dotenv(_bytes(text))).items()]}
+        values = parse_dotenv(decode_dotenv(_bytes(text)))
+        return {"values": [[name, value] for name, value in values.items()]}
     except DotenvError as exc:
         return {"error": exc.message}
 
