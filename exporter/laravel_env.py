@@ -248,3 +248,13 @@ def read_dotenv(path: Path) -> dict[str, str]:
         return laravel_env(parse_dotenv(decode_dotenv(data)))
     except DotenvError as exc:
         raise DotenvError(exc.message, exc.line, path, exc.name) from None
+
+
+def read_app_dotenv(path: Path) -> tuple[dict[str, str], str | None]:
+    """(the values, None), or ({}, why the app's `.env` cannot be read) as people are shown it."""
+    try:
+        return read_dotenv(path), None
+    except DotenvError as exc:
+        return {}, f"{exc}; Laravel cannot boot with it"
+    except OSError as exc:
+        return {}, f"{path}: cannot read it: {exc.strerror}"

@@ -414,3 +414,39 @@ def test_a_tls_scheme_written_in_redis_host_keeps_redis_port(tmp_path: Path) -> 
     [how] = [d for d in discover(config, views=False).derivations]
     assert how.outcome is Outcome.DERIVED, how.summary
     assert discovered_redis(config)[0].url == "rediss://127.0.0.1:6379/0"
+
+
+async def test_an_edited_env_is_read_again_its_errors_and_new_targets_reported_while_running(
+    tmp_path: Path,
+) -> None:
+    config = app_config(tmp_path, LARAVEL_ENV, "10.48.0")
+    dotenv = config.laravel[0].root / ".env"
+    [discovery] = [c for c in build_collectors(config) if isinstance(c, DiscoveryCollector)]
+
+    async def problems() -> dict[str, float | None]:
+        observation = await discovery.collect()
+        return {kind: observation.samples.value(CONFIG_PROBLEMS, kind=kind) for kind in ("dotenv", "sql")}
+
+    assert await problems() == {"dotenv": 0, "sql": 0}
+    # An unquoted space stops Laravel from booting: reported at the next collection, not at a restart.
+    dotenv.write_text(LARAVEL_ENV.replace("APP_NAME=Shop", "APP_NAME=My Shop"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 1}
+    observation = await discovery.collect()
+    assert any(c.name == ".env" and "line 1" in c.summary for c in observation.checks if not c.ok)
+    # Rewritten as it was (a new inode, same values): nothing changed for the app.
+    dotenv.unlink()
+    dotenv.write_text(LARAVEL_ENV, encoding="utf-8")
+    assert await problems() == {"dotenv": 0, "sql": 0}
+    # Another database server, and a connection Laravel 10 does not define.
+    dotenv.write_text(LARAVEL_ENV.replace("DB_HOST=db.internal", "DB_HOST=db2.internal"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 0}
+    [changed] = [c for c in (await discovery.collect()).checks if c.name == ".env changed"]
+    assert changed.summary.endswith("other targets (sql): restart cachewarden to watch the new targets")
+    dotenv.write_text(LARAVEL_ENV.replace("DB_CONNECTION=mysql", "DB_CONNECTION=mariadb"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 1}
+    # A new password only is a new target too, and never shown.
+    dotenv.write_text(LARAVEL_ENV.replace("redis-pw-77", "redis-pw-78"), encoding="utf-8")
+    observation = await discovery.collect()
+    [changed] = [c for c in observation.checks if c.name == ".env changed"]
+    assert "(credentials)" in changed.summary
+    assert "redis-pw-78" not in repr(observation)
