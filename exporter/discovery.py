@@ -2,12 +2,12 @@
 
 The variables are those Laravel's default `config/database.php` and `config/cache.php` read, per major
 version (docs/compatibility.md lists them and how each is tested):
-- database: DB_CONNECTION (default `mysql` up to 10, `sqlite` from 11), the connection's URL
-  (DATABASE_URL up to 10, DB_URL from 11; its parts override the single variables, as Laravel's
-  ConfigurationUrlParser does), DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_SOCKET
+- database: DB_CONNECTION (default `mysql` up to 10, `sqlite` from 11; `mariadb` exists from 11), the
+  connection's URL (DATABASE_URL up to 10, DB_URL from 11; its parts override the single variables, as
+  Laravel's ConfigurationUrlParser does), DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_SOCKET
   (MySQL/MariaDB), DB_SSLMODE (PostgreSQL, 12; `prefer` before);
 - Redis: REDIS_URL (overrides, as above), REDIS_HOST (a path is a unix socket, which phpredis opens
-  only with REDIS_PORT=0), REDIS_PORT, REDIS_USERNAME (an ACL user, sent only with a password),
+  only with REDIS_PORT=0), REDIS_PORT, REDIS_USERNAME (an ACL user, sent only with a password, from 9),
   REDIS_PASSWORD, REDIS_DB, REDIS_CLIENT, and REDIS_SCHEME=tls that apps add for TLS.
 The linking rule, per app and per kind (database, Redis):
 - an explicit `databases` (or `redis`) entry with `laravel: APP` replaces discovery for that app and kind;
@@ -21,6 +21,10 @@ is `redis`. An implied target that cannot be built (an unreadable `.env`, a port
 a connection Laravel's default config does not define) is a problem, reported by `check`, the status
 page and `cachewarden_target_config_problems`, never a silent skip. SQLite and SQL Server have no
 collector: noted, not a problem.
+Names Laravel looks up are matched as it matches them, case-sensitively (DB_CONNECTION, a URL's driver,
+REDIS_CLIENT). Hosts are reached as PHP reaches them: MySQL's `localhost` is the socket pdo_mysql opens
+(exporter.php.mysql_socket), a `tls://` written in REDIS_HOST is phpredis's TLS. URLs are read by a
+port of Laravel's ConfigurationUrlParser (exporter.laravel_url).
 Passwords stay inside the target objects, never in URLs, logs, reports or repr().
 """
 

@@ -36,7 +36,8 @@ DERIVED_TARGET_INFO = info(
 CONFIG_PROBLEMS = gauge(
     "cachewarden_target_config_problems",
     "Targets a Laravel app's configuration implies that cannot be built or used as configured, by kind "
-    "(dotenv: the .env itself cannot be read; views, redis, sql: that target); 0 when there are none.",
+    "(dotenv: the .env itself cannot be read, or it changed since start and implies other targets, which "
+    "needs a restart; views, redis, sql: that target); 0 when there are none.",
     ("kind",),
 )
 PROBLEM_KINDS = ("dotenv", "views", "redis", "sql")
