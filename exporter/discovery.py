@@ -283,21 +283,31 @@ def derive_redis(app: LaravelTarget) -> tuple[RedisTarget | None, Derivation] | 
             raise _Unbuildable(f"REDIS_CLIENT={client!r} is not phpredis or predis (Laravel reads it "
                                "case-sensitively), so the app has no Redis connector")
         if url := env.get("REDIS_URL"):
-            scheme, from_url = _url_parts("REDIS_URL", url)
-            if scheme not in ("tcp", "tls"):
-                raise _Unbuildable(f"REDIS_URL has the scheme {scheme!r}; Laravel reads redis://, rediss://, "
-                                   "tcp:// and tls:// URLs")
+            driver, from_url = _url_parts("REDIS_URL", url)
             options.update(from_url)
-            options["scheme"] = scheme
+            # RedisManager: a driver that lowercases to tcp or tls becomes the scheme; any other leaves
+            # the scheme as the config has it (redis:// is aliased to tcp, exactly).
+            if driver is not None and driver.lower() in ("tcp", "tls"):
+                options["scheme"] = driver.lower()
             if not with_username and client == "phpredis":
                 options["username"] = None
-        scheme = str(options.get("scheme") or "tcp").lower()
         host = str(options["host"])
-        # phpredis reads a scheme written in the host (`tls://h`, `ssl://h`, `tcp://h`), as Laravel's
-        # formatHost() writes REDIS_SCHEME there; the port stays REDIS_PORT.
-        if client == "phpredis" and (m := re.match(r"(tls|ssl|tcp)://(.*)", host, re.IGNORECASE)):
-            scheme, host = ("tcp" if m.group(1).lower() == "tcp" else "tls"), m.group(2)
-            options["host"], options["scheme"] = host, scheme
+        transport = options.get("scheme")
+        # Both clients take the scheme exactly as written (PHP's stream transports and predis's
+        # schemes are case-sensitive: `TLS://` is unknown). phpredis also reads one written in the host
+        # (`tls://h`), which is where Laravel's formatHost() puts REDIS_SCHEME; the port stays REDIS_PORT.
+        if client == "phpredis":
+            full = f"{transport}://{host}" if transport else host
+            if m := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", full, re.DOTALL):
+                transport, host = m.group(1), m.group(2)
+        elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", host):
+            raise _Unbuildable(f"REDIS_HOST={host!r} carries a scheme, which predis reads as part of the "
+                               "host name, so the app cannot reach Redis (set REDIS_SCHEME)")
+        if transport is not None and transport not in ("tcp", "tls", "ssl", "unix"):
+            raise _Unbuildable(f"the Redis scheme {transport!r} is not tcp, tls, ssl or unix as "
+                               f"{client} spells them (case-sensitive), so the app cannot reach Redis")
+        scheme = {"ssl": "tls", None: "tcp"}.get(transport, transport)
+        options["host"], options["scheme"] = host, transport
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         database = str(options["database"])

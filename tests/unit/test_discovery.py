@@ -450,3 +450,27 @@ async def test_an_edited_env_is_read_again_its_errors_and_new_targets_reported_w
     [changed] = [c for c in observation.checks if c.name == ".env changed"]
     assert "(credentials)" in changed.summary
     assert "redis-pw-78" not in repr(observation)
+
+
+@pytest.mark.parametrize(("env", "url"), [
+    # RedisManager makes a driver the scheme when it lowercases to tcp or tls; aliases are exact.
+    ("REDIS_URL=Redis://h:6380\n", "redis://h:6380/0"),
+    ("REDIS_URL=REDISS://h:6380\n", "redis://h:6380/0"),  # not aliased, not tls: plain TCP
+    ("REDIS_URL=TLS://h:6380\n", "rediss://h:6380/0"),
+    ("REDIS_HOST=h\nREDIS_SCHEME=tls\n", "rediss://h:6379/0"),
+    ("REDIS_HOST=ssl://h\n", "rediss://h:6379/0"),
+])
+def test_the_redis_scheme_is_the_one_laravel_hands_phpredis(tmp_path: Path, env: str, url: str) -> None:
+    assert discovered_redis(app_config(tmp_path, env, "12.0.0"))[0].url == url
+
+
+@pytest.mark.parametrize("env", [
+    "REDIS_HOST=h\nREDIS_SCHEME=TLS\n",  # PHP: Unable to find the socket transport "TLS"
+    "REDIS_HOST=TLS://h\n",
+    "REDIS_HOST=tls://h\nREDIS_CLIENT=predis\n",  # predis reads it as a host name
+])
+def test_a_redis_scheme_the_client_does_not_know_is_a_problem(tmp_path: Path, env: str) -> None:
+    found = discover(app_config(tmp_path, env, "12.0.0"), views=False)
+    [how] = found.derivations
+    assert how.outcome is Outcome.PROBLEM
+    assert found.redis == []
