@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,6 +16,7 @@ from exporter.collectors.redis_server import REDIS_DB_KEYS, REDIS_UP
 from exporter.collectors.sql import DB_UP
 from exporter.collectors.views import VIEWS_COMPILED, VIEWS_UNCOMPILED
 from exporter.config import Config, parse
+from exporter.discovery import discover
 from exporter.laravel_paths import APPLICATION_PHP
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
@@ -287,5 +289,34 @@ async def test_db_host_localhost_reaches_the_socket_as_php_does_whatever_db_port
         status = scheduler.status("sql", "shop")
         up = status.observation.samples.value(DB_UP) if status.observation else 0
         assert up == (1 if app_connects else 0), build_report(scheduler.statuses()).as_text()
+    finally:
+        await scheduler.close()
+
+
+@pytest.mark.parametrize(("env", "kind", "server"), [
+    # libpq reaches PostgreSQL's localhost over TCP, as phpredis does Redis's: no socket there.
+    ("DB_CONNECTION=pgsql\nDB_HOST=localhost\nDB_USERNAME=postgres\nDB_DATABASE=postgres\n", "sql",
+     ("127.0.0.1", 5432)),
+    ("REDIS_HOST=localhost\n", "redis", ("127.0.0.1", 6379)),
+])
+async def test_localhost_is_tcp_for_postgresql_and_redis(
+    tmp_path: Path, env: str, kind: str, server: tuple[str, int],
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(server) != 0:
+            pytest.skip(f"nothing listens on {server} (scripts/start-services starts it)")
+    config = _app(tmp_path / "app", env)
+    found = discover(config, views=False)
+    [target] = found.databases if kind == "sql" else found.redis
+    assert urlsplit(target.url).hostname == "localhost"
+    assert not urlsplit(target.url).query  # no socket
+    scheduler = Scheduler(build_collectors(config))
+    try:
+        await scheduler.collect_all()
+        status = scheduler.status(kind, "shop")
+        assert status.observation is not None, status.error
+        assert status.observation.samples.value(DB_UP if kind == "sql" else REDIS_UP) == 1
     finally:
         await scheduler.close()
