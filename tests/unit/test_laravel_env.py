@@ -61,3 +61,10 @@ def test_an_error_in_a_secret_names_the_variable_but_never_shows_its_value(tmp_p
     assert "open sesame 42" in info.value.message  # phpdotenv's own text, for the differential test
     assert str(info.value) == (f"{dotenv}, line 2: Failed to parse dotenv file. Encountered unexpected "
                                "whitespace at [the value of DB_PASSWORD, not shown].")
+
+
+def test_the_bootstrap_cache_reader_decodes_the_file_as_phpdotenv_too(tmp_path: Path) -> None:
+    from exporter.fs.bootstrap_caches import dotenv_values
+
+    (tmp_path / ".env").write_bytes("A=\ufffd\n".encode() + b"B=caf\xe9\n")
+    assert dotenv_values(tmp_path / ".env") == {"A": "\ufffd", "B": "caf?"}
