@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from exporter.fs.access import resolve_php_user
-from exporter.laravel_env import DotenvError, read_dotenv
+from exporter.laravel_env import read_app_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
 from exporter.text import display
 from exporter.url_secrets import url_credential
@@ -229,7 +229,8 @@ class LaravelTarget(_Model):
     compiled_path: ConfigPath | None = None
     # The user (or "user:group") PHP-FPM runs the app as: dir_writable is judged for it, not for cachewarden.
     php_user: str | None = None
-    # The app's .env, read once at load time; later collectors take DB and Redis settings from it.
+    # The app's .env as read at load time; the targets are derived from it (exporter.discovery), and
+    # exporter.collectors.discovery re-reads it when it changes.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
     # Why the .env could not be read (phpdotenv's error with its line): nothing can be derived from it.
     env_error: str | None = Field(default=None, exclude=True)
@@ -257,13 +258,9 @@ class LaravelTarget(_Model):
         if not root.is_dir():
             return data  # the root validator reports it
         dotenv = root / ".env"
-        env: dict[str, str] = {}
-        try:
-            env = read_dotenv(dotenv)
-        except DotenvError as exc:
-            data["env_error"] = f"{exc}; Laravel cannot boot with it"
-        except OSError as exc:
-            data["env_error"] = f"{dotenv}: cannot read it: {exc.strerror}"
+        env, env_error = read_app_dotenv(dotenv)
+        if env_error is not None:
+            data["env_error"] = env_error
         data["env"] = env
         version = framework_version(root)
         data["framework_version"] = None if version is None else str(version)

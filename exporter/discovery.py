@@ -2,12 +2,12 @@
 
 The variables are those Laravel's default `config/database.php` and `config/cache.php` read, per major
 version (docs/compatibility.md lists them and how each is tested):
-- database: DB_CONNECTION (default `mysql` up to 10, `sqlite` from 11), the connection's URL
-  (DATABASE_URL up to 10, DB_URL from 11; its parts override the single variables, as Laravel's
-  ConfigurationUrlParser does), DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_SOCKET
+- database: DB_CONNECTION (default `mysql` up to 10, `sqlite` from 11; `mariadb` exists from 11), the
+  connection's URL (DATABASE_URL up to 10, DB_URL from 11; its parts override the single variables, as
+  Laravel's ConfigurationUrlParser does), DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_SOCKET
   (MySQL/MariaDB), DB_SSLMODE (PostgreSQL, 12; `prefer` before);
 - Redis: REDIS_URL (overrides, as above), REDIS_HOST (a path is a unix socket, which phpredis opens
-  only with REDIS_PORT=0), REDIS_PORT, REDIS_USERNAME (an ACL user, sent only with a password),
+  only with REDIS_PORT=0), REDIS_PORT, REDIS_USERNAME (an ACL user, sent only with a password, from 9),
   REDIS_PASSWORD, REDIS_DB, REDIS_CLIENT, and REDIS_SCHEME=tls that apps add for TLS.
 The linking rule, per app and per kind (database, Redis):
 - an explicit `databases` (or `redis`) entry with `laravel: APP` replaces discovery for that app and kind;
@@ -21,6 +21,10 @@ is `redis`. An implied target that cannot be built (an unreadable `.env`, a port
 a connection Laravel's default config does not define) is a problem, reported by `check`, the status
 page and `cachewarden_target_config_problems`, never a silent skip. SQLite and SQL Server have no
 collector: noted, not a problem.
+Names Laravel looks up are matched as it matches them, case-sensitively (DB_CONNECTION, a URL's driver,
+REDIS_CLIENT). Hosts are reached as PHP reaches them: MySQL's `localhost` is the socket pdo_mysql opens
+(exporter.php.mysql_socket), a `tls://` written in REDIS_HOST is phpredis's TLS. URLs are read by a
+port of Laravel's ConfigurationUrlParser (exporter.laravel_url).
 Passwords stay inside the target objects, never in URLs, logs, reports or repr().
 """
 
@@ -28,14 +32,17 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import ValidationError
 
+from exporter import laravel_url
 from exporter.config import Config, DatabaseTarget, LaravelTarget, RedisTarget
 from exporter.laravel_paths import FrameworkVersion
+from exporter.php.mysql_socket import localhost_socket
 from exporter.url_secrets import is_secret_parameter
 
 log = logging.getLogger(__name__)
@@ -43,9 +50,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", DatabaseTarget, RedisTarget)
 
 REDACTED = "<redacted>"
-# Laravel's ConfigurationUrlParser aliases, then the connections of the default config/database.php.
-_DRIVER_ALIASES = {"mysql2": "mysql", "postgres": "pgsql", "postgresql": "pgsql", "sqlite3": "sqlite",
-                   "mssql": "sqlsrv"}
+# The connections of the default config/database.php (names are looked up case-sensitively), and the
+# drivers Laravel's ConnectionFactory knows (also exact): `mariadb` is both from Laravel 11 on.
+_CONNECTIONS = ("mysql", "pgsql", "sqlite", "sqlsrv")
+_MARIADB_SINCE = 11
 _SCHEMES = {"mysql": "mysql+asyncmy", "mariadb": "mysql+asyncmy", "pgsql": "postgresql+asyncpg"}
 _NOT_WATCHED = {"sqlite", "sqlsrv"}
 _DEFAULT_PORTS = {"mysql+asyncmy": 3306, "postgresql+asyncpg": 5432}
@@ -123,26 +131,19 @@ def _port(key: str, value: str | int, *, allow_zero: bool = False) -> int:
 
 
 def _url_parts(key: str, url: str) -> tuple[str | None, dict[str, Any]]:
-    """Laravel's ConfigurationUrlParser: the driver and the options a URL overrides."""
+    """Laravel's ConfigurationUrlParser: the driver (aliased, case kept) and the options a URL sets,
+    as PHP later reads them (strings; a `null` part unsets)."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise _Unbuildable(f"{key} is not a URL Laravel can parse") from None
-    options: dict[str, Any] = {}
-    if parts.path and parts.path != "/":
-        options["database"] = unquote(parts.path[1:])
-    if parts.hostname:
-        options["host"] = unquote(parts.hostname)
-    if port is not None:
-        options["port"] = port
-    if parts.username:
-        options["username"] = unquote(parts.username)
-    if parts.password:
-        options["password"] = unquote(parts.password)
-    options.update(parse_qsl(parts.query))
-    scheme = parts.scheme.lower() or None
-    return scheme, options
+        parsed = laravel_url.parse(url)
+        driver = parsed.pop("driver", None)
+        options = {k: laravel_url.php_string(v) for k, v in parsed.items()}
+        return (None if driver is None else str(driver)), options
+    except laravel_url.UrlError as exc:
+        raise _Unbuildable(f"{key} is not a URL cachewarden reads as Laravel does: {exc}") from None
+
+
+def _laravel(version: FrameworkVersion | None) -> str:
+    return f"Laravel {version}" if version else "version unknown: the newest assumed"
 
 
 def _describe(settings: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +162,9 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
     if not any(env.get(k) for k in ("DB_CONNECTION", url_key, "DB_HOST", "DB_DATABASE")):
         return None
     default_connection = "sqlite" if version is None or version.at_least(11) else "mysql"
-    connection = (env.get("DB_CONNECTION") or default_connection).lower()
+    connection = env.get("DB_CONNECTION") or default_connection
+    has_mariadb = version is None or version.at_least(_MARIADB_SINCE)
+    known = (*_CONNECTIONS, "mariadb") if has_mariadb else _CONNECTIONS
     settings: dict[str, Any] = {"connection": connection}
     if version is None and not env.get("DB_CONNECTION"):
         return None, Derivation(
@@ -187,19 +190,26 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
         if connection == "pgsql":
             options["sslmode"] = (env.get("DB_SSLMODE") if version is None or version.at_least(12)
                                   else None) or "prefer"
+        if connection not in known:
+            close = next((k for k in known if k == connection.lower()), None)
+            hint = (f" (connection names are case-sensitive: {close!r})" if close else
+                    " (mariadb is a connection from Laravel 11 on)" if connection == "mariadb" else "")
+            raise _Unbuildable(f"DB_CONNECTION={connection!r} is not a connection of Laravel's default "
+                               f"config/database.php ({_laravel(version)}){hint}, so the app cannot connect; "
+                               f"add a databases entry with laravel: {app.name} if the app defines it")
         if url := env.get(url_key):
             scheme, from_url = _url_parts(url_key, url)
-            driver = _DRIVER_ALIASES.get(scheme or "", scheme or connection)
+            driver = scheme or connection
             options.update(from_url)
+            if driver not in known:
+                raise _Unbuildable(f"{url_key} has the driver {driver!r}, which {_laravel(version)} does not "
+                                   "support (drivers are case-sensitive)")
         settings.update(driver=driver, **{k: v for k, v in options.items() if k != "password"},
                         password=options.get("password"))
         if driver in _NOT_WATCHED:
             return result(Outcome.NOT_WATCHED, f"{driver}: no collector for it (MariaDB/MySQL and "
                                                "PostgreSQL are watched)")
-        scheme = _SCHEMES.get(driver)
-        if scheme is None:
-            raise _Unbuildable(f"DB_CONNECTION={connection!r} is not a connection of Laravel's default "
-                               f"config/database.php; add a databases entry with laravel: {app.name}")
+        scheme = _SCHEMES[driver]
         if connection in ("mysql", "mariadb") and env.get("MYSQL_ATTR_SSL_CA"):
             raise _Unbuildable("MYSQL_ATTR_SSL_CA is set and cachewarden derives no TLS settings for MySQL; "
                                f"add a databases entry with laravel: {app.name}")
@@ -207,6 +217,11 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
         settings["port"] = port
         host = str(options["host"])
         query: list[str] = []
+        if scheme == "mysql+asyncmy" and not options.get("unix_socket") and (
+                found := localhost_socket(host)):
+            # Laravel's DSN is host=localhost;port=…, and pdo_mysql then opens a socket, not TCP.
+            options["unix_socket"], settings["socket_from"] = found
+            settings["unix_socket"] = found[0]
         if scheme == "mysql+asyncmy" and options.get("unix_socket"):
             query.append(f"unix_socket={quote(str(options['unix_socket']), safe='/')}")
         if scheme == "postgresql+asyncpg":
@@ -218,7 +233,7 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
             if host.startswith("/"):  # a socket directory
                 query.append(f"host={quote(host, safe='/')}")
                 host = ""
-        if ":" in host:
+        if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         user = quote(str(options.get("username") or ("root" if version is None or version.at_least(11)
                                                       else "forge")), safe="")
@@ -230,21 +245,27 @@ def derive_database(app: LaravelTarget) -> tuple[DatabaseTarget | None, Derivati
     except _Unbuildable as exc:
         return result(Outcome.PROBLEM, f"no database target: {exc}")
     where = f"socket {options['unix_socket']}" if options.get("unix_socket") else f"{host}:{port}"
+    if "socket_from" in settings:
+        where += f" ({settings['socket_from']}: PHP opens it for host {options['host']}, not port {port})"
     return result(Outcome.DERIVED, f"{driver} at {where}, database {options.get('database') or '(none)'}, "
                                    f"user {unquote(user)}", target)
 
 
 def derive_redis(app: LaravelTarget) -> tuple[RedisTarget | None, Derivation] | None:
     """The Redis target the app's `.env` implies, with its derivation; None when it implies none."""
-    env = _Env(app)
+    env, version = _Env(app), _version(app)
     source = str(app.root / ".env")
     uses_redis = [k for k in _REDIS_DRIVER_KEYS if (env.get(k) or "").lower() == "redis"]
     if not (env.get("REDIS_URL") or env.get("REDIS_HOST") or uses_redis):
         return None
-    client = (env.get("REDIS_CLIENT") or "phpredis").lower()
+    client = env.get("REDIS_CLIENT") or "phpredis"
+    # Laravel 8's config has no REDIS_USERNAME, and its phpredis connector sends AUTH with the password
+    # alone whatever the config says; from 9 both clients send AUTH user password.
+    with_username = version is None or version.at_least(9)
     options: dict[str, Any] = {
         "host": env.get("REDIS_HOST") or "127.0.0.1", "port": env.get("REDIS_PORT") or "6379",
-        "username": env.get("REDIS_USERNAME"), "password": env.get("REDIS_PASSWORD"),
+        "username": env.get("REDIS_USERNAME") if with_username else None,
+        "password": env.get("REDIS_PASSWORD"),
         "database": env.get("REDIS_DB") or "0", "scheme": env.get("REDIS_SCHEME"),
     }
     settings: dict[str, Any] = {"client": client, "cache_database": env.get("REDIS_CACHE_DB") or "1"}
@@ -258,15 +279,37 @@ def derive_redis(app: LaravelTarget) -> tuple[RedisTarget | None, Derivation] | 
                                   target.name if target else None, tuple(env.read), _describe(shown))
 
     try:
+        if client not in ("phpredis", "predis"):
+            raise _Unbuildable(f"REDIS_CLIENT={client!r} is not phpredis or predis (Laravel reads it "
+                               "case-sensitively), so the app has no Redis connector")
         if url := env.get("REDIS_URL"):
-            scheme, from_url = _url_parts("REDIS_URL", url)
-            if scheme not in ("redis", "rediss", "tcp", "tls"):
-                raise _Unbuildable(f"REDIS_URL has the scheme {scheme!r}; Laravel reads redis://, rediss://, "
-                                   "tcp:// and tls:// URLs")
+            driver, from_url = _url_parts("REDIS_URL", url)
             options.update(from_url)
-            options["scheme"] = "tls" if scheme in ("rediss", "tls") else "tcp"
-        scheme = str(options.get("scheme") or "tcp").lower()
+            # RedisManager: a driver that lowercases to tcp or tls becomes the scheme; any other leaves
+            # the scheme as the config has it (redis:// is aliased to tcp, exactly).
+            if driver is not None and driver.lower() in ("tcp", "tls"):
+                options["scheme"] = driver.lower()
+            if not with_username and client == "phpredis":
+                options["username"] = None
         host = str(options["host"])
+        transport = options.get("scheme")
+        # Both clients take the scheme exactly as written (PHP's stream transports and predis's
+        # schemes are case-sensitive: `TLS://` is unknown). phpredis also reads one written in the host
+        # (`tls://h`), which is where Laravel's formatHost() puts REDIS_SCHEME; the port stays REDIS_PORT.
+        if client == "phpredis":
+            full = f"{transport}://{host}" if transport else host
+            if m := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", full, re.DOTALL):
+                transport, host = m.group(1), m.group(2)
+        elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", host):
+            raise _Unbuildable(f"REDIS_HOST={host!r} carries a scheme, which predis reads as part of the "
+                               "host name, so the app cannot reach Redis (set REDIS_SCHEME)")
+        if transport is not None and transport not in ("tcp", "tls", "ssl", "unix"):
+            raise _Unbuildable(f"the Redis scheme {transport!r} is not tcp, tls, ssl or unix as "
+                               f"{client} spells them (case-sensitive), so the app cannot reach Redis")
+        scheme = {"ssl": "tls", None: "tcp"}.get(transport, transport)
+        options["host"], options["scheme"] = host, transport
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
         database = str(options["database"])
         if not database.isdigit():
             raise _Unbuildable(f"REDIS_DB={database!r} is not a database number")

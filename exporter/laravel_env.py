@@ -21,6 +21,7 @@ a value still wrapped in a pair of quotes loses them.
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import re
 from dataclasses import dataclass
@@ -41,6 +42,16 @@ _UNSET = frozenset({"null", "(null)"})
 _EMPTY = frozenset({"empty", "(empty)"})
 _SECRET_NAME = re.compile(r"PASS|SECRET|KEY|TOKEN|CREDENTIAL|AUTH", re.IGNORECASE)
 _QUOTED = re.compile(r"(['\"])(.*)\1")  # `.` stops at a newline, as in env()'s preg_match
+
+# mb_convert_encoding's substitute for each invalid UTF-8 sequence: one `?` per maximal invalid
+# subpart, which is how Python's decoder cuts them too (measured on truncated, overlong and
+# surrogate sequences). A real U+FFFD in the file is text and stays.
+def _mbstring_substitute(exc: UnicodeError) -> tuple[str, int]:
+    assert isinstance(exc, UnicodeDecodeError)
+    return "?", exc.end
+
+
+codecs.register_error("cachewarden.mbstring", _mbstring_substitute)
 
 INITIAL, UNQUOTED, SINGLE, DOUBLE, ESCAPE, WHITESPACE, COMMENT = range(7)
 
@@ -218,6 +229,11 @@ def laravel_env(values: dict[str, str | None]) -> dict[str, str]:
     return out
 
 
+def decode_dotenv(data: bytes) -> str:
+    """The file's bytes as phpdotenv's Str::utf8 sees them: UTF-8, each invalid sequence a `?`."""
+    return data.decode("utf-8", errors="cachewarden.mbstring")
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """The variables a Laravel app at `path.parent` sees from its `.env`; {} when there is none.
 
@@ -228,8 +244,17 @@ def read_dotenv(path: Path) -> dict[str, str]:
         data = path.read_bytes()
     except FileNotFoundError:
         return {}
-    text = data.decode("utf-8", errors="replace").replace("\ufffd", "?")
     try:
-        return laravel_env(parse_dotenv(text))
+        return laravel_env(parse_dotenv(decode_dotenv(data)))
     except DotenvError as exc:
         raise DotenvError(exc.message, exc.line, path, exc.name) from None
+
+
+def read_app_dotenv(path: Path) -> tuple[dict[str, str], str | None]:
+    """(the values, None), or ({}, why the app's `.env` cannot be read) as people are shown it."""
+    try:
+        return read_dotenv(path), None
+    except DotenvError as exc:
+        return {}, f"{exc}; Laravel cannot boot with it"
+    except OSError as exc:
+        return {}, f"{path}: cannot read it: {exc.strerror}"

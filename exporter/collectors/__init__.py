@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from exporter.collectors.base import Collector
-from exporter.collectors.discovery import DiscoveryCollector
+from exporter.collectors.discovery import DiscoveryCollector, DotenvWatch
 from exporter.config import Config
 from exporter.discovery import Discovery, discover
 from exporter.metrics import MetricSpec
 
-# The derivations are made once at start; republishing them is cheap, so this only bounds how soon a
-# new scrape sees them.
+# The derivations are made at start; each collection stats the .env and re-derives only when it changed,
+# so this bounds how soon an edit shows.
 DISCOVERY_INTERVAL = 15.0
 
 
@@ -33,15 +33,19 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
         out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
-    # What each app's .env implies is derived here, once, for the collectors below and for reporting.
-    found = discover(config, redis=on("redis"), sql=on("sql"), views=on("views"))
+    # What each app's .env implies is derived here for the collectors below and for reporting.
+    kinds = {"redis": on("redis"), "sql": on("sql"), "views": on("views")}
+    found = discover(config, **kinds)
     out.extend(_datastore_collectors(config, found, redis=on("redis"), sql=on("sql"),
                                      app_stats=on("app_stats")))
     for app in config.laravel:
+        # With views enabled (the default) every app has one; without, an app whose .env implied nothing
+        # at start has none (and an edit that adds a target waits for a restart).
         derivations = [d for d in found.derivations if d.app == app.name]
         if derivations or app.env_error:
             out.append(DiscoveryCollector(app.name, derivations, env_error=app.env_error,
-                                          interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL))
+                                          interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL,
+                                          watch=DotenvWatch(config, app.name, kinds, found)))
     if on("laravel_caches") and config.laravel:
         out.extend(_laravel_caches_collectors(config, out))
     return out

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.laravel_env import DotenvError, parse_dotenv
+from exporter.laravel_env import DotenvError, decode_dotenv, parse_dotenv
 
 CACHES = ("config", "routes", "events", "services", "packages")
 # cache -> (variable, default under bootstrap/)
@@ -74,8 +74,7 @@ def dotenv_values(path: Path) -> dict[str, str | None]:
     (then Laravel cannot boot at all, which the app's discovery report says).
     """
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace").replace("\ufffd", "?")
-        return parse_dotenv(text)
+        return parse_dotenv(decode_dotenv(path.read_bytes()))
     except (FileNotFoundError, DotenvError):
         return {}
 

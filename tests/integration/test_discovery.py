@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -14,6 +16,8 @@ from exporter.collectors.redis_server import REDIS_DB_KEYS, REDIS_UP
 from exporter.collectors.sql import DB_UP
 from exporter.collectors.views import VIEWS_COMPILED, VIEWS_UNCOMPILED
 from exporter.config import Config, parse
+from exporter.discovery import discover
+from exporter.laravel_paths import APPLICATION_PHP
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
 from tests.integration.test_redis import PrivateRedis
@@ -202,3 +206,117 @@ async def test_a_database_socket_from_the_env_is_where_the_target_connects(
 
 def _listening(socket: Path) -> bool:
     return socket.is_socket()
+
+
+def _laravel_version(root: Path, version: str) -> None:
+    application = root / APPLICATION_PHP
+    application.parent.mkdir(parents=True)
+    application.write_text(f"<?php\nclass Application\n{{\n    const VERSION = '{version}';\n}}\n")
+
+
+def _laravel_8_connects(config: dict[str, object]) -> bool:
+    """Whether Laravel 8's own RedisManager (Debian's framework, phpredis) connects with `config`."""
+    if shutil.which("php") is None or not Path("/usr/share/php/Illuminate/Redis/autoload.php").is_file():
+        pytest.skip("php and php-laravel-framework are needed")
+    done = subprocess.run(["php", str(Path(__file__).parents[1] / "support" / "laravel_redis.php"),
+                           json.dumps(config)], capture_output=True, text=True, timeout=30, check=True)
+    return "ping" in json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(("version", "env", "app_connects"), [
+    # Laravel 8's config has no REDIS_USERNAME and its phpredis connector sends AUTH password alone.
+    ("8.83.26", "REDIS_HOST=127.0.0.1\nREDIS_USERNAME=app\n", False),
+    ("8.83.26", "REDIS_URL=redis://app:{pw}@127.0.0.1:{port}\n", False),
+    ("9.52.16", "REDIS_HOST=127.0.0.1\nREDIS_USERNAME=app\n", True),
+    # An empty user in the URL is set, and overrides REDIS_USERNAME: AUTH goes to the default user.
+    ("12.0.0", "REDIS_URL=redis://:{pw}@127.0.0.1:{port}\nREDIS_USERNAME=app\n", False),
+    ("12.0.0", "REDIS_URL=redis://app:{pw}@127.0.0.1:{port}\n", True),
+])
+async def test_the_redis_login_is_the_one_the_apps_laravel_version_sends(
+    tmp_path: Path, version: str, env: str, app_connects: bool,
+) -> None:
+    port = free_port()
+    server = _redis_server(tmp_path, "bind 127.0.0.1", f"port {port}", "user default on nopass ~* &* +@all",
+                           f"user app on >{ACL_PASSWORD} ~* &* +@all")
+    # `default` is on without a password, and Redis refuses AUTH <password> for it ("called without any
+    # password configured"): only AUTH app <password> logs in. cachewarden must be down exactly when the
+    # app cannot connect.
+    try:
+        wait_for(lambda: _pings(["-p", str(port)]), timeout=20, message=f"redis-server on {port}")
+        text = env.format(pw=ACL_PASSWORD, port=port) + f"REDIS_PORT={port}\nREDIS_PASSWORD={ACL_PASSWORD}\n"
+        root = tmp_path / "app"
+        _app(root, text)
+        _laravel_version(root, version)
+        config = parse({"laravel": [{"name": "shop", "root": str(root)}], "collectors": {
+            "views": {"enabled": False}, "fpm": {"enabled": False}, "opcache": {"enabled": False}}})
+        if version.startswith("8."):  # the 8.x skeleton's connection, run by Laravel 8 itself
+            values = config.laravel[0].env
+            assert _laravel_8_connects({
+                "url": values.get("REDIS_URL"), "host": values.get("REDIS_HOST", "127.0.0.1"),
+                "password": values.get("REDIS_PASSWORD"), "port": values.get("REDIS_PORT", "6379"),
+                "database": values.get("REDIS_DB", "0")}) is app_connects
+        up, scheduler = await _redis_up(config)
+        await scheduler.close()
+        assert up == (1 if app_connects else 0)
+    finally:
+        stop_process(server)
+
+
+def _pdo_connects(dsn: str) -> bool:
+    """Whether PHP's PDO (as Laravel's MySqlConnector calls it) logs in as root with `dsn`."""
+    if shutil.which("php") is None:
+        pytest.skip("php is needed")
+    code = ("try { new PDO($argv[1], 'root', ''); echo 'ok'; } catch (PDOException $e) { echo 'no'; }")
+    done = subprocess.run(["php", "-r", code, dsn], capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout == "ok"
+
+
+@pytest.mark.parametrize(("host", "app_connects"), [("localhost", True), ("127.0.0.1", False)])
+async def test_db_host_localhost_reaches_the_socket_as_php_does_whatever_db_port_says(
+    tmp_path: Path, host: str, app_connects: bool,
+) -> None:
+    socket = Path("/run/mysqld/mysqld.sock")
+    if not _listening(socket):
+        pytest.skip(f"no server socket at {socket} (scripts/start-services starts one)")
+    port = free_port()  # nothing listens there
+    # The DSN Laravel's MySqlConnector builds when DB_SOCKET is empty.
+    assert _pdo_connects(f"mysql:host={host};port={port};dbname=test") is app_connects
+    config = _app(tmp_path / "app", f"DB_CONNECTION=mysql\nDB_HOST={host}\nDB_PORT={port}\n"
+                                    "DB_USERNAME=root\nDB_DATABASE=test\n")
+    scheduler = Scheduler(build_collectors(config))
+    try:
+        await scheduler.collect_all()
+        status = scheduler.status("sql", "shop")
+        up = status.observation.samples.value(DB_UP) if status.observation else 0
+        assert up == (1 if app_connects else 0), build_report(scheduler.statuses()).as_text()
+    finally:
+        await scheduler.close()
+
+
+@pytest.mark.parametrize(("env", "kind", "server"), [
+    # libpq reaches PostgreSQL's localhost over TCP, as phpredis does Redis's: no socket there.
+    ("DB_CONNECTION=pgsql\nDB_HOST=localhost\nDB_USERNAME=postgres\nDB_DATABASE=postgres\n", "sql",
+     ("127.0.0.1", 5432)),
+    ("REDIS_HOST=localhost\n", "redis", ("127.0.0.1", 6379)),
+])
+async def test_localhost_is_tcp_for_postgresql_and_redis(
+    tmp_path: Path, env: str, kind: str, server: tuple[str, int],
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(server) != 0:
+            pytest.skip(f"nothing listens on {server} (scripts/start-services starts it)")
+    config = _app(tmp_path / "app", env)
+    found = discover(config, views=False)
+    [target] = found.databases if kind == "sql" else found.redis
+    assert urlsplit(target.url).hostname == "localhost"
+    assert not urlsplit(target.url).query  # no socket
+    scheduler = Scheduler(build_collectors(config))
+    try:
+        await scheduler.collect_all()
+        status = scheduler.status(kind, "shop")
+        assert status.observation is not None, status.error
+        assert status.observation.samples.value(DB_UP if kind == "sql" else REDIS_UP) == 1
+    finally:
+        await scheduler.close()

@@ -15,14 +15,16 @@ from tests.support.phpdotenv import mismatches, phpdotenv, requires_phpdotenv
 pytestmark = [pytest.mark.integration, requires_phpdotenv]
 
 CORPUS = json.loads((Path(__file__).parents[1] / "data" / "dotenv_corpus.json").read_text(encoding="utf-8"))
+# A case is text (`env`, written as UTF-8) or raw bytes (`env_hex`: a file that is not valid UTF-8).
+FILES = [bytes.fromhex(case["env_hex"]) if "env_hex" in case else case["env"] for case in CORPUS]
 
 
 def test_every_form_in_the_corpus_reads_as_phpdotenv_reads_it() -> None:
-    assert mismatches([case["env"] for case in CORPUS]) == []
+    assert mismatches(FILES) == []
 
 
 def test_the_corpus_exercises_both_values_and_errors() -> None:
-    answers = phpdotenv([case["env"] for case in CORPUS])
+    answers = phpdotenv(FILES)
     assert sum("error" in a for a in answers) >= 8
     assert sum("values" in a for a in answers) >= 30
 

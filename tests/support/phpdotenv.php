@@ -1,5 +1,5 @@
 <?php
-// Reads a JSON list of .env file contents on stdin and prints, for each, what Laravel's reader
+// Reads a JSON list of .env file contents (base64: a file may hold bytes that are not UTF-8) on stdin and prints, for each, what Laravel's reader
 // (Debian's vlucas/phpdotenv, loaded as Dotenv::createArrayBacked does) makes of it:
 // {"values": [[name, value or null], ...]} in first-set order, or {"error": message}.
 declare(strict_types=1);
@@ -17,7 +17,8 @@ $inputs = json_decode(stream_get_contents(STDIN), true, 512, JSON_THROW_ON_ERROR
 $dir = sys_get_temp_dir() . '/phpdotenv-' . getmypid();
 @mkdir($dir, 0700);
 $results = [];
-foreach ($inputs as $content) {
+foreach ($inputs as $encoded) {
+    $content = base64_decode($encoded, true);
     file_put_contents("$dir/.env", $content);
     $repository = RepositoryBuilder::createWithNoAdapters()->addAdapter(ArrayAdapter::class)->make();
     try {

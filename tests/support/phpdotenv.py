@@ -6,15 +6,17 @@ fraction of a second per batch instead of a php start-up per file.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exporter.laravel_env import DotenvError, parse_dotenv
+from exporter.laravel_env import DotenvError, decode_dotenv, parse_dotenv
 
 SCRIPT = Path(__file__).with_name("phpdotenv.php")
 AUTOLOAD = Path("/usr/share/php/Dotenv/autoload.php")
@@ -32,9 +34,15 @@ requires_phpdotenv = pytest.mark.skipif(phpdotenv_unavailable() is not None,
                                         reason=str(phpdotenv_unavailable()))
 
 
-def phpdotenv(texts: list[str]) -> list[dict[str, Any]]:
-    """phpdotenv's reading of each text: {"values": [[name, value or None], ...]} or {"error": message}."""
-    done = subprocess.run(["php", "-d", "display_errors=stderr", str(SCRIPT)], input=json.dumps(texts),
+def _bytes(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8")
+
+
+def phpdotenv(texts: Sequence[str | bytes]) -> list[dict[str, Any]]:
+    """phpdotenv's reading of each file (text is written as UTF-8): {"values": [[name, value or None],
+    ...]} or {"error": message}."""
+    encoded = [base64.b64encode(_bytes(t)).decode("ascii") for t in texts]
+    done = subprocess.run(["php", "-d", "display_errors=stderr", str(SCRIPT)], input=json.dumps(encoded),
                           capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"phpdotenv.php failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -43,15 +51,16 @@ def phpdotenv(texts: list[str]) -> list[dict[str, Any]]:
     return results
 
 
-def ours(text: str) -> dict[str, Any]:
-    """cachewarden's reading of `text`, in the shape phpdotenv() gives."""
+def ours(text: str | bytes) -> dict[str, Any]:
+    """cachewarden's reading of the file `text`, in the shape phpdotenv() gives."""
     try:
-        return {"values": [[name, value] for name, value in parse_dotenv(text).items()]}
+        values = parse_dotenv(decode_dotenv(_bytes(text)))
+        return {"values": [[name, value] for name, value in values.items()]}
     except DotenvError as exc:
         return {"error": exc.message}
 
 
-def mismatches(texts: list[str]) -> list[str]:
+def mismatches(texts: Sequence[str | bytes]) -> list[str]:
     """Every input on which cachewarden and phpdotenv disagree, with both answers."""
     return [f"{text!r}:\n  phpdotenv:   {theirs}\n  cachewarden: {ours(text)}"
             for text, theirs in zip(texts, phpdotenv(texts), strict=True) if ours(text) != theirs]

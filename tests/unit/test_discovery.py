@@ -335,3 +335,142 @@ async def test_a_secret_that_breaks_the_env_is_named_but_shown_nowhere(
            "REDIS_PASSWORD, not shown]." in text
     shown = shown_to_people(scheduler, caplog.text, *scheduler.collectors)
     assert_nowhere(("open sesame 42", "sesame"), shown)
+
+
+def test_db_host_localhost_is_the_socket_pdo_mysql_opens_not_tcp_to_the_port(tmp_path: Path) -> None:
+    # PHP's PDO reaches MariaDB's socket for host=localhost;port=3307 while nothing listens on 3307.
+    config = app_config(tmp_path, "DB_CONNECTION=mysql\nDB_HOST=localhost\nDB_PORT=3307\nDB_DATABASE=test\n",
+                        "10.48.0")
+    [db] = discovered_databases(config)
+    assert db.url == "mysql+asyncmy://forge@localhost:3307/test?unix_socket=/run/mysqld/mysqld.sock"
+    # Only `localhost` exactly: mysqlnd opens its built-in socket for any other spelling.
+    other = app_config(tmp_path / "b", "DB_CONNECTION=mysql\nDB_HOST=LOCALHOST\n", "10.48.0")
+    [db] = discovered_databases(other)
+    assert db.url.endswith("?unix_socket=/tmp/mysql.sock")
+    # DB_SOCKET wins, and PostgreSQL's localhost is TCP (libpq).
+    socket = app_config(tmp_path / "c", "DB_CONNECTION=mysql\nDB_HOST=localhost\nDB_SOCKET=/s.sock\n",
+                        "10.48.0")
+    assert discovered_databases(socket)[0].url.endswith("?unix_socket=/s.sock")
+    pg = app_config(tmp_path / "d", "DB_CONNECTION=pgsql\nDB_HOST=localhost\nDB_DATABASE=x\n", "10.48.0")
+    assert discovered_databases(pg)[0].url == "postgresql+asyncpg://forge@localhost:5432/x"
+
+
+def test_the_socket_for_localhost_is_pdo_mysql_default_socket_from_phps_ini(tmp_path: Path) -> None:
+    from exporter.php.mysql_socket import MARIADB_SOCKET, default_socket
+
+    etc = tmp_path / "php"
+    (etc / "8.2" / "fpm" / "conf.d").mkdir(parents=True)
+    (etc / "8.2" / "fpm" / "php.ini").write_text("[Pdo_mysql]\npdo_mysql.default_socket=\n")
+    assert default_socket(etc)[0] == MARIADB_SOCKET  # empty keeps the compiled-in default
+    conf = etc / "8.2" / "fpm" / "conf.d" / "90-mysql.ini"
+    conf.write_text('pdo_mysql.default_socket = "/srv/my.sock"\n')
+    assert default_socket(etc) == ("/srv/my.sock", f"pdo_mysql.default_socket in {conf}")
+
+
+@pytest.mark.parametrize(("env", "version", "problem"), [
+    ("DB_CONNECTION=mariadb\n", "10.48.0", "'mariadb' is not a connection"),
+    ("DB_CONNECTION=MySQL\n", "10.48.0", "case-sensitive: 'mysql'"),
+    ("DB_CONNECTION=mysql\nDATABASE_URL=MySQL://u@h/db\n", "10.48.0", "the driver 'MySQL'"),
+    ("REDIS_HOST=h\nREDIS_CLIENT=PhpRedis\n", "10.48.0", "REDIS_CLIENT='PhpRedis'"),
+])
+def test_names_laravel_looks_up_case_sensitively_or_per_version_are_problems(
+    tmp_path: Path, env: str, version: str, problem: str,
+) -> None:
+    found = discover(app_config(tmp_path, env, version), views=False)
+    [how] = found.derivations
+    assert how.outcome is Outcome.PROBLEM
+    assert problem in how.summary
+    assert (found.databases, found.redis) == ([], [])
+
+
+def test_mariadb_is_a_connection_from_laravel_11(tmp_path: Path) -> None:
+    config = app_config(tmp_path, "DB_CONNECTION=mariadb\nDB_HOST=db\nDB_DATABASE=x\n", "11.0.0")
+    assert discovered_databases(config)[0].url == "mysql+asyncmy://root@db:3306/x"
+
+
+@pytest.mark.parametrize(("version", "url"), [
+    ("8.83.26", "redis://127.0.0.1:6391/0"),  # Laravel 8 sends AUTH with the password alone
+    ("9.52.0", "redis://mon@127.0.0.1:6391/0"),
+])
+def test_redis_username_is_sent_from_laravel_9(tmp_path: Path, version: str, url: str) -> None:
+    config = app_config(tmp_path, "REDIS_HOST=127.0.0.1\nREDIS_PORT=6391\nREDIS_USERNAME=mon\n"
+                                  "REDIS_PASSWORD=monpass\n", version)
+    assert discovered_redis(config)[0].url == url
+
+
+def test_an_empty_user_in_redis_url_overrides_redis_username_as_laravel_does(tmp_path: Path) -> None:
+    config = app_config(tmp_path, "REDIS_URL=redis://:monpass@127.0.0.1:6391\nREDIS_USERNAME=mon\n", "12.0.0")
+    [redis] = discovered_redis(config)
+    assert (redis.url, redis.password()) == ("redis://127.0.0.1:6391/0", "monpass")
+
+
+def test_redis_url_query_and_bracketed_ipv6_host(tmp_path: Path) -> None:
+    config = app_config(tmp_path, "REDIS_URL=redis://[::1]:6380?database=2\n", "12.0.0")
+    assert discovered_redis(config)[0].url == "redis://[::1]:6380/2"
+
+
+def test_a_tls_scheme_written_in_redis_host_keeps_redis_port(tmp_path: Path) -> None:
+    config = app_config(tmp_path, "REDIS_HOST=tls://127.0.0.1\nREDIS_PORT=6379\n", "12.0.0")
+    [how] = [d for d in discover(config, views=False).derivations]
+    assert how.outcome is Outcome.DERIVED, how.summary
+    assert discovered_redis(config)[0].url == "rediss://127.0.0.1:6379/0"
+
+
+async def test_an_edited_env_is_read_again_its_errors_and_new_targets_reported_while_running(
+    tmp_path: Path,
+) -> None:
+    config = app_config(tmp_path, LARAVEL_ENV, "10.48.0")
+    dotenv = config.laravel[0].root / ".env"
+    [discovery] = [c for c in build_collectors(config) if isinstance(c, DiscoveryCollector)]
+
+    async def problems() -> dict[str, float | None]:
+        observation = await discovery.collect()
+        return {kind: observation.samples.value(CONFIG_PROBLEMS, kind=kind) for kind in ("dotenv", "sql")}
+
+    assert await problems() == {"dotenv": 0, "sql": 0}
+    # An unquoted space stops Laravel from booting: reported at the next collection, not at a restart.
+    dotenv.write_text(LARAVEL_ENV.replace("APP_NAME=Shop", "APP_NAME=My Shop"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 1}
+    observation = await discovery.collect()
+    assert any(c.name == ".env" and "line 1" in c.summary for c in observation.checks if not c.ok)
+    # Rewritten as it was (a new inode, same values): nothing changed for the app.
+    dotenv.unlink()
+    dotenv.write_text(LARAVEL_ENV, encoding="utf-8")
+    assert await problems() == {"dotenv": 0, "sql": 0}
+    # Another database server, and a connection Laravel 10 does not define.
+    dotenv.write_text(LARAVEL_ENV.replace("DB_HOST=db.internal", "DB_HOST=db2.internal"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 0}
+    [changed] = [c for c in (await discovery.collect()).checks if c.name == ".env changed"]
+    assert changed.summary.endswith("other targets (sql): restart cachewarden to watch the new targets")
+    dotenv.write_text(LARAVEL_ENV.replace("DB_CONNECTION=mysql", "DB_CONNECTION=mariadb"), encoding="utf-8")
+    assert await problems() == {"dotenv": 1, "sql": 1}
+    # A new password only is a new target too, and never shown.
+    dotenv.write_text(LARAVEL_ENV.replace("redis-pw-77", "redis-pw-78"), encoding="utf-8")
+    observation = await discovery.collect()
+    [changed] = [c for c in observation.checks if c.name == ".env changed"]
+    assert "(credentials)" in changed.summary
+    assert "redis-pw-78" not in repr(observation)
+
+
+@pytest.mark.parametrize(("env", "url"), [
+    # RedisManager makes a driver the scheme when it lowercases to tcp or tls; aliases are exact.
+    ("REDIS_URL=Redis://h:6380\n", "redis://h:6380/0"),
+    ("REDIS_URL=REDISS://h:6380\n", "redis://h:6380/0"),  # not aliased, not tls: plain TCP
+    ("REDIS_URL=TLS://h:6380\n", "rediss://h:6380/0"),
+    ("REDIS_HOST=h\nREDIS_SCHEME=tls\n", "rediss://h:6379/0"),
+    ("REDIS_HOST=ssl://h\n", "rediss://h:6379/0"),
+])
+def test_the_redis_scheme_is_the_one_laravel_hands_phpredis(tmp_path: Path, env: str, url: str) -> None:
+    assert discovered_redis(app_config(tmp_path, env, "12.0.0"))[0].url == url
+
+
+@pytest.mark.parametrize("env", [
+    "REDIS_HOST=h\nREDIS_SCHEME=TLS\n",  # PHP: Unable to find the socket transport "TLS"
+    "REDIS_HOST=TLS://h\n",
+    "REDIS_HOST=tls://h\nREDIS_CLIENT=predis\n",  # predis reads it as a host name
+])
+def test_a_redis_scheme_the_client_does_not_know_is_a_problem(tmp_path: Path, env: str) -> None:
+    found = discover(app_config(tmp_path, env, "12.0.0"), views=False)
+    [how] = found.derivations
+    assert how.outcome is Outcome.PROBLEM
+    assert found.redis == []

@@ -48,6 +48,11 @@ def test_a_missing_file_is_empty_and_bytes_that_are_not_utf8_become_question_mar
     assert read_dotenv(tmp_path / ".env") == {"A": "caf?"}
 
 
+def test_a_replacement_character_written_in_the_file_is_kept_as_phpdotenv_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("A=\ufffd\nB=x\ufffd\xe9\n".encode() + b"C=\xff\xef\xbf\xbd\n")
+    assert read_dotenv(tmp_path / ".env") == {"A": "\ufffd", "B": "x\ufffd\xe9", "C": "?\ufffd"}
+
+
 def test_an_error_in_a_secret_names_the_variable_but_never_shows_its_value(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text('APP_NAME=Shop\nDB_PASSWORD=open sesame 42\n', encoding="utf-8")
@@ -56,3 +61,10 @@ def test_an_error_in_a_secret_names_the_variable_but_never_shows_its_value(tmp_p
     assert "open sesame 42" in info.value.message  # phpdotenv's own text, for the differential test
     assert str(info.value) == (f"{dotenv}, line 2: Failed to parse dotenv file. Encountered unexpected "
                                "whitespace at [the value of DB_PASSWORD, not shown].")
+
+
+def test_the_bootstrap_cache_reader_decodes_the_file_as_phpdotenv_too(tmp_path: Path) -> None:
+    from exporter.fs.bootstrap_caches import dotenv_values
+
+    (tmp_path / ".env").write_bytes("A=\ufffd\n".encode() + b"B=caf\xe9\n")
+    assert dotenv_values(tmp_path / ".env") == {"A": "\ufffd", "B": "caf?"}
