@@ -34,7 +34,14 @@ from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
-from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet, unmet_metrics
+from exporter.heal.plans import (
+    ACTION_CONDITIONS,
+    applicable,
+    cleared,
+    resolve_plans,
+    unmet,
+    unmet_metrics,
+)
 from exporter.heal.runs import Run, StepRecord
 from exporter.heal.store import STORE_ERRORS, Store, StoreUnavailable
 from exporter.heal.webhook import Alert
@@ -352,6 +359,8 @@ class HealRunner:
         kind = ACTIONS[run.steps[0]].measures
         conditions = self._conditions(run)
         observation = await self._measure(kind, run.target, run)
+        if run.plan is None:
+            conditions = applicable(conditions, observation)
         if kind is not None and cleared(conditions, observation):
             run.result = "already_healthy"
             return
