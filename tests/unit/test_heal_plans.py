@@ -12,7 +12,7 @@ from exporter.collectors import all_metric_specs
 from exporter.collectors.base import Observation
 from exporter.config import HealCondition
 from exporter.heal.names import ACTIONS
-from exporter.heal.plans import ACTION_CONDITIONS, ALSO_CHECKED, DEFAULT_PLANS, applicable
+from exporter.heal.plans import ACTION_CONDITIONS, ALSO_CHECKED, DEFAULT_PLANS, NOT_CHECKED, applicable
 from exporter.metrics import MetricSpec, Samples, gauge
 
 MEASURED = [name for name, info in ACTIONS.items() if info.measures is not None]
@@ -22,9 +22,11 @@ MEASURED = [name for name, info in ACTIONS.items() if info.measures is not None]
 def test_a_manual_run_checks_every_metric_its_action_can_clear_and_only_the_declared_others(
         action: str) -> None:
     conditions = {c.metric for c in ACTION_CONDITIONS[action].clear_when}
+    also, exempt = ALSO_CHECKED.get(action, frozenset()), NOT_CHECKED.get(action, frozenset())
 
-    assert conditions == ACTIONS[action].clears | ALSO_CHECKED.get(action, frozenset())
-    assert not ACTIONS[action].clears & ALSO_CHECKED.get(action, frozenset())
+    assert conditions == (ACTIONS[action].clears - exempt) | also
+    assert not ACTIONS[action].clears & also
+    assert exempt <= ACTIONS[action].clears
 
 
 def test_an_action_without_a_collector_has_no_conditions() -> None:
