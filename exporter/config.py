@@ -631,6 +631,7 @@ ALERT_DEFAULTS: dict[str, AlertRule] = {
     "CachewardenOpcacheStaleScripts": _rule(0, "2m", "critical"),
     "CachewardenOpcacheMissingScripts": _rule(0, "10m", "warning"),
     "CachewardenCodeRevisionDrift": _rule(0, "5m", "critical"),
+    "CachewardenOpcacheOutsideRelease": _rule(0, "5m", "critical"),  # scripts of a superseded release
     "CachewardenOpcacheFileCacheStale": _rule(0, "2m", "critical"),  # stale entries, validate_timestamps=0
     "CachewardenOpcachePreloadStale": _rule(0, "5m", "critical"),  # preloaded scripts needing a restart
     "CachewardenOpcacheMemoryFull": _rule(0.9, "10m", "warning"),  # 1 - free / total (used or wasted)

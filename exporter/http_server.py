@@ -35,7 +35,8 @@ HTTP_ERRORS_TOTAL = counter(
     "cachewarden_http_errors_total",
     "Requests the HTTP server answered with an error itself: 400 for a request it could not parse "
     "(malformed request line or header), 500 for a handler that failed, 504 for one that timed out; "
-    "target is always 'cachewarden'.",
+    "499 (as nginx counts it) for a request whose client closed the connection before it was answered, "
+    "which nothing was sent to; target is always 'cachewarden'.",
     ("status",),
 )
 HTTP_ERROR_METRICS = (HTTP_ERRORS_TOTAL,)
@@ -45,7 +46,7 @@ class HttpErrors:
     """The counts behind cachewarden_http_errors_total, a snapshot source for the app's registry."""
 
     def __init__(self) -> None:
-        self.by_status: Counter[int] = Counter({400: 0, 500: 0})
+        self.by_status: Counter[int] = Counter({400: 0, CLIENT_CLOSED: 0, 500: 0})
 
     def snapshot(self) -> list[Samples]:
         own = Samples("cachewarden")
@@ -55,6 +56,20 @@ class HttpErrors:
 
 
 HTTP_ERRORS = web.AppKey("http_errors", HttpErrors)
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never sent (nobody is left to read it)
+
+
+def client_gone(request: web.BaseRequest, exc: BaseException | None) -> bool:
+    """True when `exc` is the client hanging up mid-request (a half-sent body, say), not a fault here.
+
+    aiohttp raises ConnectionResetError from the request's body stream once the connection is lost;
+    a reset from a connection of cachewarden's own (Redis, FastCGI) while the client still waits is a
+    server error, so the client's connection must be gone as well.
+    """
+    if not isinstance(exc, ConnectionResetError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def fixed_error_text(status: int) -> str:
@@ -97,6 +112,16 @@ class _GuardedRequestHandler(RequestHandler):
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         # `message` and str(exc) quote the request's bytes: neither is logged nor sent.
+        if status == 500 and client_gone(request, exc):
+            # The client's doing, not a failure of the server: neither a 5xx nor worth an ERROR.
+            self._errors.by_status[CLIENT_CLOSED] += 1
+            log.debug("the client %s closed the connection before it was answered", request.remote)
+            status = CLIENT_CLOSED
+            if request.writer.output_size > 0:
+                raise ConnectionError("response already started, cannot send an error response")
+            resp = web.Response(status=status, text=fixed_error_text(status), content_type="text/plain")
+            resp.force_close()
+            return resp
         self._errors.by_status[status] += 1
         if status >= 500:
             self._limited.error(f"handler-{status}", "answered %d to a request from %s: %s at %s", status,

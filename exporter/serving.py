@@ -48,7 +48,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from exporter.config import WebConfig
-from exporter.http_server import HTTP_ERRORS, GuardedAppRunner, exception_text, where
+from exporter.http_server import (
+    CLIENT_CLOSED,
+    HTTP_ERRORS,
+    GuardedAppRunner,
+    client_gone,
+    exception_text,
+    fixed_error_text,
+    where,
+)
 from exporter.metrics import Samples, counter, gauge
 
 log = logging.getLogger(__name__)
@@ -191,10 +199,17 @@ class ConnectionGuard:
         except web.HTTPException:
             raise
         except Exception as exc:
+            errors = request.app.get(HTTP_ERRORS)
+            if client_gone(request, exc):
+                # The client hung up (a half-sent body): not a fault here, and nobody reads an answer.
+                if errors is not None:
+                    errors.by_status[CLIENT_CLOSED] += 1
+                log.debug("the client %s closed the connection before it was answered", request.remote)
+                return web.Response(status=CLIENT_CLOSED, text=fixed_error_text(CLIENT_CLOSED))
             # aiohttp would log a traceback per request: a fault that every request meets (out of
             # descriptors, say) would fill the disk. One line per interval, the rest counted.
             self._handler_failed(exc)
-            if (errors := request.app.get(HTTP_ERRORS)) is not None:
+            if errors is not None:
                 errors.by_status[500] += 1
             return web.Response(status=500, text="500 Internal Server Error\n")
         finally:

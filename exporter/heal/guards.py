@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.text import display
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -85,6 +87,25 @@ async def read_json_body(request: web.Request, limit: int, seconds: float = 10.0
         raise Refusal(408, "bad_request", f"the body did not arrive within {seconds:g}s "
                       "(web.read_body_timeout)") from None
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise Refusal(400, "bad_request", f"a JSON object in the body repeats the key {exc.key}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise Refusal(400, "bad_request", "the body is not valid JSON") from None
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        shown = display(key)
+        self.key = repr(shown if len(shown) <= 64 else shown[:64] + "…")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of a repeated key, other parsers the first: `{"status": "firing", "status":
+    # "resolved"}` or two `target` labels would mean one thing to the sender and another here.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out

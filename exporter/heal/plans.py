@@ -43,6 +43,12 @@ DEFAULT_PLANS: dict[str, HealPlan] = {
     # Invalidation drops the scripts from memory and their entries; a purge removes entries it could not.
     "CachewardenOpcacheFileCacheStale": _plan(["opcache.invalidate", "opcache.purge_file_cache"],
                                               cachewarden_opcache_file_cache_stale__max=0),
+    # A release switch (release_symlink) that OPcache did not follow: its cached scripts are keyed by the
+    # path through the symlink, so the old release is served until they go. Only a reset drops them
+    # from the listing (see names.py); each worker then clears its realpath cache as it sees the reset,
+    # so `current` is resolved afresh and the new release compiled (tests/integration/test_heal_opcache.py).
+    "CachewardenOpcacheOutsideRelease": _plan(["opcache.reset"],
+                                              cachewarden_opcache_scripts_outside_release__max=0),
     # Only a restart replaces preloaded code: without php_fpm[].restart_command the run stops at once.
     "CachewardenOpcachePreloadStale": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0),
     "CachewardenLaravelConfigStale": _cache_plan("config", config_keys=True),
@@ -50,26 +56,67 @@ DEFAULT_PLANS: dict[str, HealPlan] = {
     "CachewardenLaravelPackagesStale": _cache_plan("packages"),
 }
 
-# What a manual run of a single action is verified against; cache.warm has no collector and is
-# verified by its own result.
+# What a manual run of a single action is verified against: every metric the action can clear
+# (exporter.heal.names, kept in step by tests/unit/test_heal_plans.py) and ALSO_CHECKED, so that it is never
+# `already_healthy` while a finding it exists for is there. A metric the target never reports (no
+# release_symlink, no file cache, no revision file) does not apply to it (`applicable`).
+# cache.warm has no collector and is verified by its own result.
 ACTION_CONDITIONS: dict[str, HealPlan] = {
     "views.remove_orphans": DEFAULT_PLANS["CachewardenViewsOrphaned"],
     "views.recompile": _plan(["views.recompile"], cachewarden_views_stale__max=0,
                              cachewarden_views_uncompiled__max=0),
     "views.fix_permissions": DEFAULT_PLANS["CachewardenViewsDirNotWritable"],
-    # Not scripts_missing: a file that is gone cannot be invalidated (the reset's job).
+    # Not scripts_missing: a file that is gone cannot be invalidated (the reset's job). Scripts of a
+    # superseded release it cannot clear either (names.py), yet a run must not call a pool that serves
+    # one healthy: it ends `not_clearable`, naming the metric, before it runs (ALSO_CHECKED).
     "opcache.invalidate": _plan(["opcache.invalidate"], cachewarden_opcache_scripts_stale__max=0,
-                                cachewarden_opcache_scripts_suspect__max=0),
+                                cachewarden_opcache_scripts_suspect__max=0,
+                                cachewarden_opcache_scripts_outside_release__max=0,
+                                cachewarden_code_revision_drift__max=0,
+                                cachewarden_opcache_file_cache_stale__max=0,
+                                cachewarden_opcache_file_cache_suspect__max=0,
+                                cachewarden_opcache_file_cache_outside_release__max=0),
     "opcache.reset": _plan(["opcache.reset"], cachewarden_opcache_scripts_stale__max=0,
                            cachewarden_opcache_scripts_suspect__max=0,
-                           cachewarden_opcache_scripts_missing__max=0),
+                           cachewarden_opcache_scripts_missing__max=0,
+                           cachewarden_opcache_scripts_outside_release__max=0,
+                           cachewarden_code_revision_drift__max=0),
     "opcache.purge_file_cache": _plan(["opcache.purge_file_cache"],
                                       cachewarden_opcache_file_cache_stale__max=0,
-                                      cachewarden_opcache_file_cache_orphaned__max=0),
-    "fpm.reload": DEFAULT_PLANS["CachewardenOpcachePreloadStale"],
+                                      cachewarden_opcache_file_cache_suspect__max=0,
+                                      cachewarden_opcache_file_cache_orphaned__max=0,
+                                      cachewarden_opcache_file_cache_outside_release__max=0),
+    "fpm.reload": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0,
+                        cachewarden_opcache_scripts_stale__max=0,
+                        cachewarden_opcache_scripts_suspect__max=0,
+                        cachewarden_opcache_scripts_missing__max=0,
+                        cachewarden_opcache_scripts_outside_release__max=0,
+                        cachewarden_code_revision_drift__max=0),
     "laravel.cache_rebuild": _plan(["laravel.cache_rebuild"], cachewarden_laravel_cache_stale__max=0,
-                                   cachewarden_laravel_cache_unparsable__max=0),
+                                   cachewarden_laravel_cache_unparsable__max=0,
+                                   cachewarden_laravel_cache_served_stale__max=0),
 }
+
+# The conditions of a manual run beyond what its action can clear (see above).
+ALSO_CHECKED: dict[str, frozenset[str]] = {
+    "opcache.invalidate": frozenset({"cachewarden_opcache_scripts_outside_release"}),
+}
+# What an action can clear and a manual run of it is not held to. A config key may differ by design
+# from what the sidecar computes (a value read from the environment or the account that builds it):
+# the CachewardenLaravelConfigStale plan checks it, a manual rebuild is verified on the caches alone.
+NOT_CHECKED: dict[str, frozenset[str]] = {
+    "laravel.cache_rebuild": frozenset({"cachewarden_laravel_config_keys_differing"}),
+}
+
+
+def applicable(conditions: Sequence[HealCondition], observation: Observation | None) -> list[HealCondition]:
+    """The conditions of a manual run that apply to a target, judged by its measurement before the run:
+    those on metrics it reported. Unmeasured (no observation, or none of them reported): all of them,
+    so that a run is never verified, or already healthy, on nothing."""
+    if observation is None:
+        return list(conditions)
+    measured = [c for c in conditions if metric_sum(observation, c.metric, c.labels) is not None]
+    return measured or list(conditions)
 
 
 def resolve_plans(heal: HealConfig) -> dict[str, HealPlan]:

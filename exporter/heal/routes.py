@@ -28,6 +28,7 @@ from aiohttp import web
 from exporter.config import Config
 from exporter.heal import guards
 from exporter.heal.names import ACTIONS
+from exporter.heal.query import read_query, switch
 from exporter.heal.runner import HealRunner, NotRun, Rejected
 from exporter.heal.store import STORE_ERRORS, Store, open_store
 from exporter.heal.token import HealState
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 
 HEAL_RUNNER = web.AppKey("heal_runner", HealRunner)
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
-_TRUE = ("1", "true", "yes")
 MANUAL_RUN_FAILED = 422  # a manual run that failed or could not verify its fix (see the docstring)
+# The query parameters each request takes (exporter.heal.query): anything else is refused with 400.
+MANUAL_PARAMS = ("action", "target", "dry_run")
+NO_PARAMS: tuple[str, ...] = ()
 
 
 class HealGuard:
@@ -120,6 +123,7 @@ async def _webhook(request: web.Request) -> web.Response:
     runner = request.app[HEAL_RUNNER]
     started = time.monotonic()
     try:
+        read_query(request.query, NO_PARAMS)  # e.g. a receiver URL ending in ?dry_run=1 runs nothing
         guard = request.app[HEAL_GUARD]
         data = await guards.read_json_body(request, guard.max_body, guard.body_timeout)
         alerts = parse_payload(data)
@@ -152,8 +156,11 @@ async def _manual(request: web.Request) -> web.Response:
     runner = request.app[HEAL_RUNNER]
     if not runner.config.heal.enabled:
         return await _refuse(request, guards.Refusal(403, "disabled", "heal is disabled (heal.enabled)"))
-    q = request.query
-    dry_run = q.get("dry_run", "").lower() in _TRUE
+    try:
+        q = read_query(request.query, MANUAL_PARAMS)
+        dry_run = switch(q, "dry_run")
+    except guards.Refusal as refusal:
+        return await _refuse(request, refusal)
     try:
         run = await runner.run_action(q.get("action", ""), q.get("target", ""), dry_run,
                                       request.remote or "unknown")
@@ -171,7 +178,7 @@ async def _manual(request: web.Request) -> web.Response:
 
 
 async def handle_list(request: web.Request) -> web.Response:
-    refusal = request.app[HEAL_GUARD].check(request)
+    refusal = request.app[HEAL_GUARD].check(request) or _no_query(request)
     if refusal is not None:
         return await _refuse(request, refusal)
     runner = request.app[HEAL_RUNNER]
@@ -188,8 +195,16 @@ async def handle_list(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _no_query(request: web.Request) -> guards.Refusal | None:
+    try:
+        read_query(request.query, NO_PARAMS)
+    except guards.Refusal as refusal:
+        return refusal
+    return None
+
+
 async def handle_run(request: web.Request) -> web.Response:
-    refusal = request.app[HEAL_GUARD].check(request)
+    refusal = request.app[HEAL_GUARD].check(request) or _no_query(request)
     if refusal is not None:
         return await _refuse(request, refusal)
     run_id = request.match_info["run_id"]

@@ -28,13 +28,20 @@ from exporter.heal.actions.base import Action, ActionContext, ActionError, Needs
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.backlog import StoreBacklog
-from exporter.heal.claims import ADMIT_WITHIN, Claims
-from exporter.heal.dedup import Deduplicator
+from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
+from exporter.heal.dedup import Deduplicator, occurrence_key
 from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
-from exporter.heal.plans import ACTION_CONDITIONS, cleared, resolve_plans, unmet, unmet_metrics
+from exporter.heal.plans import (
+    ACTION_CONDITIONS,
+    applicable,
+    cleared,
+    resolve_plans,
+    unmet,
+    unmet_metrics,
+)
 from exporter.heal.runs import Run, StepRecord
 from exporter.heal.store import STORE_ERRORS, Store, StoreUnavailable
 from exporter.heal.webhook import Alert
@@ -313,14 +320,16 @@ class HealRunner:
     async def _execute(self, run: Run) -> None:
         run.state = "running"
         await self.audit.event("heal_started", _audit_fields(run))
+        interrupted = False
         try:
             await self._steps(run)
         except asyncio.CancelledError:
-            run.result, run.note = "failed", "interrupted by shutdown"
+            run.result, run.note, interrupted = "failed", "interrupted by shutdown", True
             raise
         except Exception as exc:  # a bug in one run must not take the sidecar down
             log.exception("heal run %s failed", run.id)
             run.result, run.note = "failed", f"internal error: {type(exc).__name__}"
+            interrupted = True
         finally:
             run.state, run.finished_at = "finished", self._clock()
             self.metrics.runs[(run.target, run.steps[0], run.result or "failed")] += 1
@@ -328,12 +337,30 @@ class HealRunner:
                 # Neither raises on a store failure: the result stands and the writes are retried.
                 await asyncio.shield(self.locks.release(run.steps, run.target, run.id))
                 await asyncio.shield(self._account_plan(run))
+                if interrupted:
+                    await asyncio.shield(self._give_back_occurrence(run))
             await asyncio.shield(self.audit.event("heal_finished", _audit_fields(run)))
+
+    async def _give_back_occurrence(self, run: Run) -> None:
+        """Release the alert occurrence of a run that a shutdown or a fault of cachewarden's ended
+        before it could judge its target: Alertmanager's next resend acts again instead of being a
+        `duplicate` of a run that never finished (a step that did change something has started its
+        cooldown). Never raises: a release the store cannot take now is retried."""
+        if run.fingerprint is None or run.starts_at is None:
+            return
+        key = occurrence_key(run.fingerprint, run.starts_at)
+
+        async def write() -> None:
+            await self.store.release(key, run.id)
+
+        await self.backlog.attempt(key, "release", write, GIVEN_UP_FOR, run.id)
 
     async def _steps(self, run: Run) -> None:
         kind = ACTIONS[run.steps[0]].measures
         conditions = self._conditions(run)
         observation = await self._measure(kind, run.target, run)
+        if run.plan is None:
+            conditions = applicable(conditions, observation)
         if kind is not None and cleared(conditions, observation):
             run.result = "already_healthy"
             return

@@ -310,6 +310,28 @@ async def test_an_unreadable_source_fails_its_view_and_keeps_the_old_compiled_fi
     assert fine_compiled.read_bytes().endswith(footer(fine))
 
 
+@root_only
+@pytest.mark.parametrize("php_user", ["nobody", "65534:65534"])
+async def test_an_unreadable_source_never_compiled_gets_no_compiled_file(
+        via: str, php_fpm: FpmFactory, tmp_path: Path, world_searchable_dir: Path, php_user: str) -> None:
+    # As reported: cachewarden root, laravel[].php_user nobody, a root-owned source of mode 000 that
+    # was never compiled. Its content must not reach a compiled file anyone can read.
+    root = make_app_dir(world_searchable_dir / "shop")
+    for d in (root, root / "resources", views_dir(root)):
+        d.chmod(0o755)
+    secret = write_view(root, "secret", "<p>DB_PASSWORD=hunter2 {{ 1 }}</p>\n")
+    secret.chmod(0o000)
+    ctx = context(heal_config(root, via, php_fpm, tmp_path, php_user=php_user))
+
+    outcome = await recompile(ctx, secret)
+
+    assert list(compiled_dir(root).iterdir()) == []
+    [error] = outcome.errors
+    assert error.startswith(f"{secret}: "), error
+    assert "Permission denied" in error
+    assert outcome.done == []
+
+
 Client = TestClient[web.Request, web.Application]
 
 

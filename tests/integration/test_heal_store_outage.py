@@ -10,6 +10,7 @@ are sent, no answer comes, and what was sent is applied when the server resumes.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -163,3 +164,40 @@ def test_the_heal_command_writes_the_redis_audit_stream_as_serve_does(
     assert [e["run_id"] for e in logged] == [e["run_id"] for e in events]
 
 
+
+
+async def test_redis_frozen_as_soon_as_a_run_starts_leaves_its_result_and_no_traceback(
+        redis_server: PrivateRedis, tmp_path: Path, aiohttp_client: MakeClient,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    shop = make_app_dir(tmp_path / "shop")
+    compiled = orphan(shop)
+    client = await aiohttp_client(create_app(config_for(tmp_path, redis_server, "shop"),
+                                             run_collectors=False))
+    runner = runner_of(client)
+    execute = runner._execute
+
+    async def freeze_then_execute(run: Run) -> None:
+        redis_server.freeze()  # admitted: the run's every word to the store, from its first, hangs
+        await execute(run)
+
+    monkeypatch.setattr(runner, "_execute", freeze_then_execute)
+    body = payload(alert(ORPHANED, "shop", fingerprint="frozen-at-start"))
+    try:
+        assert await deliver(client, body) == (200, "started")
+        [run] = runner.recent_runs()
+
+        async def finished() -> Run | None:
+            return run if run.state == "finished" else None
+
+        await async_wait_for(finished, timeout=60, message="the run finished while Redis is frozen")
+    finally:
+        redis_server.thaw()
+    monkeypatch.undo()
+    await runner.wait_idle()
+
+    assert (run.result, run.note) == ("verified", None)
+    assert not compiled.exists()
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == []
+    # The occurrence was acted on: its resend is a duplicate, and nothing is run again.
+    assert await deliver(client, body) == (200, "duplicate")

@@ -253,6 +253,26 @@ def test_a_heal_body_that_trickles_in_is_refused_after_read_body_timeout(tmp_pat
     assert 0.9 <= took < 5
 
 
+@pytest.mark.parametrize("sent", [b"", b'{"ve'])
+def test_a_client_that_hangs_up_mid_body_is_counted_as_such_not_as_a_server_error(
+        tmp_path: Path, sent: bytes) -> None:
+    token = "t" * 40
+    config = {"heal": {"token_env": "LIMITS_TEST_TOKEN"}}
+    with serve(tmp_path, config, env={"LIMITS_TEST_TOKEN": token}) as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as gone:
+            gone.sendall(b"POST /heal HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 30\r\nAuthorization: Bearer " + token.encode()
+                         + b"\r\n\r\n" + sent)
+        closed = wait_for(lambda: metric(text := served.scrape(), "cachewarden_http_errors_total",
+                                         status="499") == 1.0 and text, timeout=20,
+                          message="the hang-up counted as a client abort")
+        log = served.log.read_text()
+    assert metric(closed, "cachewarden_http_errors_total", status="500") == 0.0
+    assert " ERROR " not in log, log
+    assert "Traceback" not in log, log
+    assert "ConnectionResetError" not in log, log
+
+
 def host_has_ipv6() -> bool:
     # The kernel lists IPv6 addresses here only while IPv6 is on (absent with ipv6.disable=1).
     path = Path("/proc/net/if_inet6")

@@ -401,3 +401,94 @@ async def test_the_ineffective_gauge_follows_the_failures_in_the_store(
     await async_wait_for(lambda: gauge_is(1), timeout=5, message="the plan counted ineffective")
     await runner.store.clear_events(key)
     await async_wait_for(lambda: gauge_is(0), timeout=5, message="the plan acting again")
+
+
+@pytest.mark.parametrize("dry", ["dry-run=1", "dry_run=1", "dry_run=TRUE", "dry_run=yes", "dry_run=On"])
+async def test_every_accepted_spelling_of_a_dry_run_deletes_nothing(
+        serve: Serve, config: Config, app_root: Path, dry: str) -> None:
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post(f"/heal?action=views.remove_orphans&target=shop&{dry}", headers=AUTH)
+
+    assert resp.status == 200
+    assert (await resp.json())["result"] == "dry_run"
+    assert compiled.exists()
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("dry_run", "'dry_run' has the value ''"),
+    ("dry_run=", "'dry_run' has the value ''"),
+    ("dry_run=maybe", "'dry_run' has the value 'maybe'"),
+    ("dry-run=2", "'dry_run' has the value '2'"),
+    ("DRY_RUN=1", "unknown query parameter 'DRY_RUN'"),
+    ("dryrun=1", "unknown query parameter 'dryrun'"),
+    ("dry_run=1&dry-run=1", "'dry_run' is given more than once"),
+    ("dry_run=1&dry_run=0", "'dry_run' is given more than once"),
+    ("action=views.recompile", "'action' is given more than once"),
+    ("target=other", "'target' is given more than once"),
+])
+async def test_a_manual_run_with_a_query_it_cannot_read_exactly_is_400_and_runs_nothing(
+        serve: Serve, config: Config, app_root: Path, query: str, named: str) -> None:
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post(f"/heal?action=views.remove_orphans&target=shop&{query}", headers=AUTH)
+
+    assert resp.status == 400
+    assert named in (await resp.json())["error"]
+    assert compiled.exists()
+    assert runner_of(client).recent_runs() == []
+
+
+async def test_an_explicit_real_run_spelled_off_runs(serve: Serve, config: Config, app_root: Path) -> None:
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post("/heal?action=views.remove_orphans&target=shop&dry_run=off", headers=AUTH)
+
+    assert (resp.status, (await resp.json())["result"]) == (200, "verified")
+    assert not compiled.exists()
+
+
+@pytest.mark.parametrize("query", ["dry_run=1", "dry-run=1", "target=shop"])
+async def test_a_webhook_delivery_with_a_query_is_400_and_acts_on_nothing(
+        serve: Serve, config: Config, app_root: Path, query: str) -> None:
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post(f"/heal?{query}", data=json.dumps(payload(alert("CachewardenViewsOrphaned"))),
+                             headers={"Content-Type": "application/json", **AUTH})
+
+    assert resp.status == 400
+    assert "unknown query parameter" in (await resp.json())["error"]
+    assert compiled.exists()
+    assert runner_of(client).recent_runs() == []
+
+
+@pytest.mark.parametrize("body", [
+    b'{"version": "4", "status": "firing", "status": "resolved", "alerts": []}',
+    json.dumps(payload(alert("CachewardenViewsOrphaned"))).replace(
+        '"target": "shop"', '"target": "shop", "target": "other"').encode(),
+])
+async def test_a_payload_repeating_a_key_is_400_and_acts_on_nothing(
+        serve: Serve, config: Config, app_root: Path, body: bytes) -> None:
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post("/heal", data=body, headers={"Content-Type": "application/json", **AUTH})
+
+    assert resp.status == 400
+    assert "repeats the key" in (await resp.json())["error"]
+    assert compiled.exists()
+    assert runner_of(client).recent_runs() == []
+
+
+@pytest.mark.parametrize("path", ["/heal?runs=all", "/heal?x", "/heal/runs/0123456789abcdef?verbose=1"])
+async def test_a_listing_with_a_query_is_400(serve: Serve, config: Config, path: str) -> None:
+    client = await serve(config)
+
+    resp = await client.get(path, headers=AUTH)
+
+    assert resp.status == 400
+    assert "unknown query parameter" in (await resp.json())["error"]

@@ -384,3 +384,47 @@ async def test_a_run_is_counted_once_with_its_result_and_each_step_on_its_own(tm
     assert runs == {("shop", "views.recompile", "verified"): 1}
     assert steps == {("shop", "views.recompile", "unverified"): 1,
                      ("shop", "views.remove_orphans", "verified"): 1}
+
+
+class BrokenAction(ScriptedAction):
+    """Fails with an exception no action may raise: a fault of cachewarden's, not of the target."""
+
+    async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
+        self.calls.append(dry_run)
+        raise RuntimeError("a bug")
+
+
+async def test_a_run_ended_by_a_fault_of_its_own_leaves_its_alert_occurrence_unclaimed(
+        tmp_path: Path) -> None:
+    views = ScriptedViews(stale=3)
+    runner, acts = runner_with(plan_config(tmp_path), views, **{"views.recompile": 0})
+    broken = BrokenAction("views.recompile", acts["views.recompile"].ctx, views, None)
+    runner.actions["views.recompile"] = broken
+
+    first = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+    runner.actions["views.recompile"] = acts["views.recompile"]
+    resent = await runner.accept_alert(firing(), "test")
+    await runner.wait_idle()
+    again = await runner.accept_alert(firing(), "test")
+
+    failed = runner.run(first.run_id or "")
+    assert failed is not None
+    assert failed.note == "internal error: RuntimeError"
+    assert (resent.decision, again.decision) == ("started", "duplicate")
+    assert broken.calls == acts["views.recompile"].calls == [False]
+
+
+async def test_a_run_interrupted_by_shutdown_leaves_its_alert_occurrence_unclaimed(tmp_path: Path) -> None:
+    store = MemoryStore()
+    gate = asyncio.Event()
+    views = ScriptedViews(stale=3)
+    first, acts = runner_with(plan_config(tmp_path), views, store, **{"views.recompile": 0})
+    acts["views.recompile"].gate = gate
+    assert (await first.accept_alert(firing(), "test")).decision == "started"
+    await asyncio.sleep(0)  # the run is under way, waiting inside its step
+    await first.close()
+    later, _ = runner_with(plan_config(tmp_path / "later"), ScriptedViews(stale=3), store,
+                           **{"views.recompile": 0})
+
+    assert (await later.accept_alert(firing(), "test")).decision == "started"

@@ -12,10 +12,10 @@ from aiohttp import ClientSession, web
 
 from exporter.app import create_app
 from exporter.config import parse
-from exporter.http_server import GuardedAppRunner
+from exporter.http_server import CLIENT_CLOSED, HTTP_ERRORS, GuardedAppRunner, HttpErrors
 from exporter.ratelimited_log import RateLimitedLog
 from tests.support.disclosure import hostile_requests
-from tests.support.wait import free_port
+from tests.support.wait import async_wait_for, free_port
 
 SECRET = "the-Secret-2231xy"
 
@@ -117,3 +117,32 @@ async def test_the_apps_metrics_count_what_the_server_refused(monkeypatch: pytes
     assert b'cachewarden_http_errors_total{status="400",target="cachewarden"} 0.0' in before
     assert b'cachewarden_http_errors_total{status="500",target="cachewarden"} 0.0' in before
     assert b'cachewarden_http_errors_total{status="400",target="cachewarden"} 3.0' in after
+
+
+async def test_a_client_that_hangs_up_mid_body_is_a_client_abort_not_a_500(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def read_all(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/read", read_all)
+    errors = app[HTTP_ERRORS] = HttpErrors()
+    runner = GuardedAppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n{\"ve")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        async def counted() -> bool:
+            return errors.by_status[CLIENT_CLOSED] == 1
+
+        await async_wait_for(counted, timeout=10, message="the hang-up counted as a client abort")
+    finally:
+        await runner.cleanup()
+    assert errors.by_status[500] == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

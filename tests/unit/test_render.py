@@ -29,7 +29,7 @@ HEAL_PLAN_ALERTS = {
     "CachewardenViewsStale", "CachewardenViewsOrphaned", "CachewardenViewsUncompiled",
     "CachewardenViewsDirNotWritable", "CachewardenOpcacheStaleScripts", "CachewardenOpcacheMissingScripts",
     "CachewardenCodeRevisionDrift", "CachewardenLaravelConfigStale", "CachewardenLaravelRoutesStale",
-    "CachewardenLaravelPackagesStale",
+    "CachewardenLaravelPackagesStale", "CachewardenOpcacheOutsideRelease",
 }
 # Series names a query may use: metrics cachewarden exposes, recording rules, and Prometheus' own.
 METRIC = re.compile(r"(?<![\w:])cachewarden_[a-z0-9_]+(?![\w:])")
