@@ -2,7 +2,8 @@
 
 - prepare: the new release's `.env` read as phpdotenv reads it; every view of the release compiled by
   `views.recompile` (temporary file + rename, inside the app's pool) into the compiled directory the
-  release will use, before any request can ask for it.
+  release will use, before any request can ask for it (in place, only those the views collector finds
+  stale or uncompiled: the others are compiled from their current source already).
 - switch: the pipeline's own; `--switch-command` runs under the rules warm commands follow (no shell,
   no secrets in its environment, output not kept).
 - activate: OPcache measured afresh, after every FPM worker's realpath cache has let go of the old
@@ -37,6 +38,7 @@ from exporter.deploy.records import PHASES, DeployMetrics, DeployRun, PhaseRecor
 from exporter.deploy.verify import Progress, verify
 from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome, NeedsRestart
 from exporter.heal.actions.cache_warm import Warm, run_command
+from exporter.heal.actions.findings import view_findings
 from exporter.heal.actions.fpm_reload import FpmReload
 from exporter.heal.actions.opcache import Invalidate, Reset
 from exporter.heal.actions.safety import CompiledRoots
@@ -213,6 +215,16 @@ class Deployer:
         out.done.append(f"{ctx.release / '.env'} parses as Laravel reads it")
         target = await asyncio.to_thread(releases.release_target, ctx.laravel, ctx.release)
         views = await asyncio.to_thread(releases.list_views, target.views_dir)
+        if target is ctx.laravel:
+            # In place (`git pull`): the views collector knows which compiled views are already fresh,
+            # and compiling those again would only take an FPM worker from the app for nothing.
+            observation = await self._measure("views", ctx.laravel.name)
+            if observation is not None:
+                found = view_findings(observation)
+                wanted = {s for _, s in found.stale} | set(found.uncompiled)
+                out.notes.append(f"{len(views) - len(wanted & set(views))} of {len(views)} view(s) already "
+                                 "compiled from their current source")
+                views = [v for v in views if v in wanted]
         if run.dry_run:
             # Not even the compiler is loaded into FPM: a dry run leaves OPcache as it found it.
             out.done.append(f"would compile {len(views)} view(s) of {target.views_dir} into "

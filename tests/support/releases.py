@@ -1,6 +1,7 @@
 """Capistrano-style release folders for deploy tests and the deploy benchmark.
 
-    ROOT/releases/N/{public/index.php, app/*.php, config/app.php, resources/views/*, REVISION, .env}
+    ROOT/releases/N/{public/index.php, app/*.php, app/Lib/*.php, config/app.php, resources/views/*,
+                     REVISION, .env}
     ROOT/shared/views       the compiled views every release uses (compiled_path)
     ROOT/current -> releases/N
 
@@ -29,9 +30,6 @@ set_error_handler(function (int $level, string $message, string $file, int $line
 });
 try {
     require __DIR__ . '/../app/Greeter.php';
-    foreach (glob(__DIR__ . '/../app/Models/*.php') ?: [] as $model) {
-        require_once $model;
-    }
     $config = require __DIR__ . '/../config/app.php';
     $files = new Illuminate\\Filesystem\\Filesystem();
     $compiler = new Illuminate\\View\\Compilers\\BladeCompiler($files, %(compiled)r);
@@ -75,7 +73,7 @@ class Releases:
         compiled file (whole seconds), with a plain file_put_contents that concurrent requests can
         include half-written, so a release served under load must not have been built this second."""
         d = self.release(n)
-        for sub in ("public", "app/Models", "config", "resources/views/partials", "storage"):
+        for sub in ("public", "app/Lib", "config", "resources/views/partials", "storage"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "public" / "index.php").write_text(INDEX % {"compiled": str(self.compiled)})
         (d / "app" / "Greeter.php").write_text(
@@ -91,7 +89,7 @@ class Releases:
                 f"<div>@if($n ?? false) {{{{ $n }}}} @endif page {i}</div>")
         for i in range(scripts):
             version = n if i < changed else 0
-            (d / "app" / "Models" / f"M{i}.php").write_text(
+            (d / "app" / "Lib" / f"M{i}.php").write_text(
                 f"<?php class M{i} {{ const V = {version}; }}\n")
         if age:
             then = time.time() - age
