@@ -31,10 +31,7 @@ from exporter.collectors import build_collectors
 from exporter.config import parse
 from exporter.deploy.phases import Deployer, DeployRequest
 from exporter.deploy.records import DeployMetrics
-from exporter.heal.audit import Audit, HealMetrics
-from exporter.heal.fpm import HealFpm, fpm_endpoints
-from exporter.heal.locks import ActionLocks
-from exporter.heal.phpexec import PhpExecutor
+from exporter.heal.runner import HealRunner
 from exporter.heal.store import MemoryStore
 from exporter.php import fastcgi
 from exporter.scheduler import Scheduler
@@ -146,10 +143,7 @@ async def run(args: argparse.Namespace) -> int:
                            "views": {"timeout": "30s", "interval": "60s"}},
         })
         scheduler = Scheduler(build_collectors(config, {"fpm": False}))
-        store = MemoryStore()
-        php = PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))
-        deployer = Deployer(config, scheduler, php, Audit(HealMetrics({}, {})), ActionLocks(store, 600, 0),
-                            DeployMetrics(["shop"]))
+        deployer = Deployer(HealRunner(config, scheduler, MemoryStore()), DeployMetrics(["shop"]))
         # The release as it is served before the deploy: every view compiled, every class cached.
         first = await deployer.run(DeployRequest("shop", phases=("prepare",)))
         assert first.result == "done", first.as_dict()
