@@ -68,10 +68,11 @@ class Releases:
 
     def build(self, n: int, *, views: int = 0, scripts: int = 0, changed: int = 0, age: float = 0) -> Path:
         """Release n: the page, its class, config and views; plus `views` extra views and `scripts`
-        extra classes, of which the first `changed` differ from release n-1's. With `age`, the views'
-        sources are that many seconds old: Laravel recompiles a view whose source is as new as its
-        compiled file (whole seconds), with a plain file_put_contents that concurrent requests can
-        include half-written, so a release served under load must not have been built this second."""
+        extra classes, of which the first `changed` differ from release n-1's. With `age`, its files are
+        that many seconds old, as a release served for a while is: OPcache compiles a file younger than
+        file_update_protection on every request without caching it, and Laravel recompiles a view
+        whose source is as new as its compiled file (whole seconds) with a plain file_put_contents
+        that concurrent requests can include half-written."""
         d = self.release(n)
         for sub in ("public", "app/Lib", "config", "resources/views/partials", "storage"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -91,12 +92,13 @@ class Releases:
             version = n if i < changed else 0
             (d / "app" / "Lib" / f"M{i}.php").write_text(
                 f"<?php class M{i} {{ const V = {version}; }}\n")
-        if age:
-            then = time.time() - age
-            for view in (d / "resources" / "views").rglob("*.blade.php"):
-                os.utime(view, (then, then))
         (d / "REVISION").write_text(f"r{n}\n")
         (d / ".env").write_text(f"APP_NAME=shop-{n}\nAPP_ENV=production\n")
+        if age:
+            then = time.time() - age
+            for path in d.rglob("*"):
+                if path.is_file():
+                    os.utime(path, (then, then))
         return d
 
     def switch(self, n: int) -> None:
