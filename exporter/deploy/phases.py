@@ -1,9 +1,11 @@
 """The deploy's phases, each one the heal's own actions pointed at the release.
 
-- prepare: the new release's `.env` read as phpdotenv reads it; every view of the release compiled by
-  `views.recompile` (temporary file + rename, inside the app's pool) into the compiled directory the
-  release will use, before any request can ask for it (in place, only those the views collector finds
-  stale or uncompiled: the others are compiled from their current source already).
+- prepare: the new release's `.env` read as phpdotenv reads it; its bootstrap caches that are stale
+  or half-written rebuilt atomically by `laravel.cache_rebuild` (absent ones stay absent); every view
+  of the release compiled by `views.recompile` (temporary file + rename, inside the app's pool) into
+  the compiled directory the release will use, before any request can ask for it (in place, only
+  those the views collector finds stale or uncompiled: the others are compiled from their current
+  source already).
 - switch: the pipeline's own; `--switch-command` runs under the rules warm commands follow (no shell,
   no secrets in its environment, output not kept).
 - activate: OPcache measured afresh, after every FPM worker's realpath cache has let go of the old
@@ -35,11 +37,12 @@ from exporter.collectors.opcache_preload import RELEASE_SETTLE_SECONDS
 from exporter.config import Config, LaravelTarget, PhpFpmTarget, WarmCommand
 from exporter.deploy import release as releases
 from exporter.deploy.records import PHASES, DeployMetrics, DeployRun, PhaseRecord
-from exporter.deploy.verify import Progress, verify
+from exporter.deploy.verify import Progress, bootstrap_conditions, verify
 from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome, NeedsRestart
 from exporter.heal.actions.cache_warm import Warm, run_command
 from exporter.heal.actions.findings import view_findings
 from exporter.heal.actions.fpm_reload import FpmReload
+from exporter.heal.actions.laravel_cache_rebuild import CacheRebuild
 from exporter.heal.actions.opcache import Invalidate, Reset
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_orphans import RemoveOrphans
@@ -235,12 +238,49 @@ class Deployer:
             compiled = await Recompile(self._actions(config, target)).run(
                 target.name, Observation(Samples(target.name), details={"uncompiled": views}), False)
             _merge(out, compiled)
-        # Bootstrap caches (config, routes, events) of the release are rebuilt here once an action
-        # that rebuilds them atomically exists; until then a release's own `artisan config:cache`
-        # step in the pipeline is what writes them.
+        await self._bootstrap_caches(run, ctx, target, out)
         if "switch" in run.phases and ctx.pool is not None:
             # A look at OPcache before the switch makes the drift exact for what the switch changes.
             ctx.baseline = (await self._measure("opcache", ctx.pool.name)) is not None
+
+    async def _bootstrap_caches(self, run: DeployRun, ctx: _Context, target: LaravelTarget,
+                                out: ActionOutcome) -> None:
+        """`laravel.cache_rebuild` on the release's stale or half-written bootstrap caches, measured as
+        the laravel_caches collector measures the app (absent caches stay absent)."""
+        if target is ctx.laravel:
+            try:
+                status = await self.scheduler.collect("laravel_caches", target.name)
+            except KeyError:
+                return  # the collector is switched off: the caches are not cachewarden's business here
+            observation = status.observation if status.up else None
+            error = status.error
+        elif run.dry_run:
+            out.notes.append("a new release's bootstrap caches are measured when it is prepared, not in a "
+                             "dry run (measuring runs PHP inside the pool)")
+            return
+        else:
+            from exporter.collectors.laravel_caches import LaravelCachesCollector
+
+            opts = self.config.collectors.laravel_caches
+            collector = LaravelCachesCollector(target, interval=opts.interval, timeout=opts.timeout,
+                                               php=self.php, php_cli=self.config.heal.php_cli is not None)
+            try:
+                async with asyncio.timeout(opts.timeout):
+                    observation, error = await collector.collect(), None
+            except Exception as exc:  # as the scheduler turns a failed collection into a reason
+                observation, error = None, f"{type(exc).__name__}: {exc}"
+            finally:
+                await collector.close()
+        if observation is None:
+            out.errors.append(f"cannot measure the bootstrap caches of {target.root}: {error}")
+            return
+        unmet = bootstrap_conditions(observation, target)
+        if not unmet:
+            return
+        config = self.config.model_copy(update={"laravel": [
+            target if t.name == target.name else t for t in self.config.laravel]})
+        rebuilt = await CacheRebuild(self._actions(config, target)).run(target.name, observation, run.dry_run)
+        _merge(out, rebuilt)
 
     # --- switch ----------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 The conditions, each measured afresh by the collector that exports it (so `/metrics` and the deploy
 never disagree):
 - views: no compiled view stale (`cachewarden_views_stale`), none uncompiled (`_uncompiled`);
+- bootstrap caches (when that collector runs): none stale, half-written or served by OPcache in
+  another version (`cachewarden_laravel_cache_stale`, `_unparsable`, `_served_stale`);
 - OPcache in the app's pool: no script stale or suspect, none of a release `current` no longer points
   to (OPcache also keeps it under the symlinked path), no stale file-cache entry, no preloaded
   script changed (`cachewarden_opcache_preload_stale`: only a restart replaces it, so waiting for it
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from exporter.collectors.base import Observation, Verdict
+from exporter.collectors.laravel_caches import CACHE_SERVED_STALE, CACHE_STALE, CACHE_UNPARSABLE
 from exporter.collectors.opcache import (
     OPCACHE_SCRIPTS_OUTSIDE_RELEASE,
     OPCACHE_SCRIPTS_STALE,
@@ -93,22 +96,37 @@ def opcache_conditions(obs: Observation, pool: PhpFpmTarget) -> list[Unmet]:
     return out
 
 
+def bootstrap_conditions(obs: Observation, laravel: LaravelTarget) -> list[Unmet]:
+    out = []
+    for spec, what in ((CACHE_STALE, "older than its inputs"), (CACHE_UNPARSABLE, "half-written"),
+                       (CACHE_SERVED_STALE, "served by OPcache in another version than on disk")):
+        caches = sorted(lv[1] for s, lv, v in obs.samples.values if s is spec and v)
+        if caches:
+            out.append(Unmet(spec.name, f"bootstrap cache(s) {', '.join(caches)} of {laravel.name} {what}"))
+    return out
+
+
 async def conditions(scheduler: Scheduler, laravel: LaravelTarget, pool: PhpFpmTarget | None,
                      leftovers: Leftovers | None = None) -> list[Unmet]:
-    """Every unmet condition, from fresh collections of the app's views and its pool's OPcache."""
-    looks = [("views", laravel.name)] + ([("opcache", pool.name)] if pool is not None else [])
+    """Every unmet condition, from fresh collections of the app's views, bootstrap caches and its pool's
+    OPcache."""
+    looks = [("views", laravel.name), ("laravel_caches", laravel.name)]
+    looks += [("opcache", pool.name)] if pool is not None else []
     out: list[Unmet] = []
     for kind, name in looks:
         try:
             status = await scheduler.collect(kind, name)
         except KeyError:
-            out.append(Unmet(f"{kind}/{name}", f"the {kind} collector is disabled: nothing verifies it",
-                             final=True))
+            if kind != "laravel_caches":  # switched off (--no-collector.laravel_caches): not measured
+                out.append(Unmet(f"{kind}/{name}", f"the {kind} collector is disabled: nothing verifies it",
+                                 final=True))
             continue
         if not status.up or status.observation is None:
             out.append(Unmet(f"{kind}/{name}", f"the {kind} collector failed: {status.error}"))
         elif kind == "views":
             out.extend(view_conditions(status.observation, laravel))
+        elif kind == "laravel_caches":
+            out.extend(bootstrap_conditions(status.observation, laravel))
         else:
             assert pool is not None
             found = opcache_conditions(status.observation, pool)

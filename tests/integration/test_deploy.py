@@ -25,6 +25,7 @@ from exporter.php.agent import Agent
 from exporter.php.endpoint import FpmEndpoint
 from tests.integration.test_heal_views import LARAVEL_EXTENSIONS
 from tests.support import phpfpm
+from tests.support.laravel_app import cache_all, make_app, require_laravel
 from tests.support.phpfpm import Fpm, FpmFactory
 from tests.support.releases import Releases, expected, make_releases
 
@@ -212,15 +213,19 @@ def tree(root: Path) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-async def opcache_status(fpm: Fpm, measured: Path) -> dict[str, Any]:
-    """What OPcache holds; `measured` (the revision file, which every OPcache collection includes through
-    FPM to read the revision FPM serves) counts as present, its hits left out."""
+async def opcache_status(fpm: Fpm, app: Path, measured: Path) -> dict[str, Any]:
+    """What OPcache holds: every script with its memory, the hits of the app's own. Not counted are
+    the hits of what cachewarden's measurements read themselves: `measured` (the revision file, which
+    every OPcache collection includes to read the revision FPM serves) and the libraries the bootstrap
+    cache inspection loads."""
     reply = await Agent(FpmEndpoint(fpm.address), fpm.agent_dir, timeout=10).run("status", {})
     status = reply.result["status"]
     scripts = status["scripts"]
     stats = status["opcache_statistics"]
     rows = zip(scripts["path"], scripts["hits"], scripts["memory"], strict=True)
-    return {"scripts": sorted((p, -1 if p == str(measured) else h, m) for p, h, m in rows),
+    mine = f"{app}/"
+    return {"scripts": sorted((p, h if p.startswith(mine) and p != str(measured) else -1, m)
+                              for p, h, m in rows),
             "restarts": (stats["oom_restarts"], stats["hash_restarts"], stats["manual_restarts"]),
             "last_restart_time": stats["last_restart_time"], "start_time": stats["start_time"],
             "cached": stats["num_cached_scripts"]}
@@ -239,7 +244,7 @@ async def test_a_dry_run_changes_neither_the_tree_nor_opcache(
     # The sidecar measures OPcache every interval anyway: the state before is the measured one.
     assert (await deploy(config, "--phases", "verify", "--dry-run"))[0] == 0
     revision = rel.release(1) / "REVISION"
-    tree_before, opcache_before = tree(rel.root), await opcache_status(fpm, revision)
+    tree_before, opcache_before = tree(rel.root), await opcache_status(fpm, rel.root, revision)
 
     code, out, err = await deploy(config, "--release", str(rel.release(2)), "--switch-command",
                                   rel.switch_command(2), "--dry-run")
@@ -249,7 +254,7 @@ async def test_a_dry_run_changes_neither_the_tree_nor_opcache(
     assert "would compile 2 view(s)" in out
     assert "would run ['sh', '-c'" in out
     assert tree(rel.root) == tree_before
-    assert await opcache_status(fpm, revision) == opcache_before
+    assert await opcache_status(fpm, rel.root, revision) == opcache_before
     assert (await page(fpm, rel)).body.decode() == expected(1)
 
 
@@ -269,3 +274,30 @@ async def test_a_release_outside_the_apps_releases_is_refused_with_exit_2(
     code, _, err = await deploy(config, "--phases", "prepare,launch")
     assert code == 2
     assert "unknown phase(s) ['launch']" in err
+
+
+async def test_prepare_rebuilds_the_new_releases_stale_bootstrap_caches_and_leaves_absent_ones_absent(
+        tmp_path: Path) -> None:
+    php = require_laravel()
+    base = tmp_path / "shop"
+    (base / "releases").mkdir(parents=True)
+    make_app(base / "releases" / "1")
+    new = make_app(base / "releases" / "2")
+    cache_all(new)
+    (new / "bootstrap" / "cache" / "routes-v7.php").unlink()  # this app runs without a route cache
+    (new / ".env").write_text("FEATURE_FLAG=off\nDB_DATABASE=shop\n")  # after config:cache: stale
+    (base / "current").symlink_to("releases/1")
+    config = tmp_path / "cachewarden.yaml"
+    config.write_text(yaml.safe_dump({"laravel": [{"name": "shop", "root": str(base / "current")}],
+                                      "heal": {"php_cli": php}}))
+
+    code, out, err = await deploy(config, "--phases", "prepare", "--release", str(new), "--format", "json")
+
+    assert code == 0, (out, err)
+    run = json.loads(out)
+    assert run["result"] == "done"
+    done = run["phase_results"][0]["done"]
+    assert any(d.startswith("rebuilt config") for d in done), done
+    assert "'feature' => 'off'" in (new / "bootstrap" / "cache" / "config.php").read_text()
+    assert not (new / "bootstrap" / "cache" / "routes-v7.php").exists()
+    assert not (base / "releases" / "1" / "bootstrap" / "cache" / "config.php").exists()
