@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.app import SCHEDULER, create_app
 from exporter.collectors import build_collectors
 from exporter.collectors.views import VIEWS_STALE, VIEWS_UNCOMPILED
 from exporter.config import parse
@@ -25,6 +26,7 @@ from exporter.php.agent import Agent
 from exporter.php.endpoint import FpmEndpoint
 from tests.integration.test_heal_views import LARAVEL_EXTENSIONS
 from tests.support import phpfpm
+from tests.support.healing import AUTH, token_file
 from tests.support.laravel_app import cache_all, make_app, require_laravel
 from tests.support.phpfpm import Fpm, FpmFactory
 from tests.support.releases import Releases, expected, make_releases
@@ -301,3 +303,32 @@ async def test_prepare_rebuilds_the_new_releases_stale_bootstrap_caches_and_leav
     assert "'feature' => 'off'" in (new / "bootstrap" / "cache" / "config.php").read_text()
     assert not (new / "bootstrap" / "cache" / "routes-v7.php").exists()
     assert not (base / "releases" / "1" / "bootstrap" / "cache" / "config.php").exists()
+
+
+async def test_a_pipeline_deploys_through_the_sidecar_prepare_then_its_own_switch_then_activate_and_verify(
+        php_fpm: FpmFactory, releases: Releases, tmp_path: Path, aiohttp_client: Any) -> None:
+    rel = releases
+    rel.build(1, age=3600)
+    rel.switch(1)
+    fpm = fpm_for(php_fpm, rel)
+    assert (await page(fpm, rel)).body.decode() == expected(1)
+    rel.build(2)
+    data = yaml.safe_load(write_config(tmp_path, fpm, rel).read_text())
+    data["heal"] = {"token_file": str(token_file(tmp_path)), "token_env": "CACHEWARDEN_TEST_NO_SUCH_VARIABLE"}
+    client = await aiohttp_client(create_app(parse(data), run_collectors=False))
+    await client.server.app[SCHEDULER].collect("opcache", "www")  # type: ignore[index]  # as the loop does
+
+    prepared = await client.post(f"/deploy?target=shop&phases=prepare&release={rel.release(2)}", headers=AUTH)
+    assert prepared.status == 200, await prepared.text()
+    assert (await prepared.json())["run"]["result"] == "done"
+    assert (await page(fpm, rel)).body.decode() == expected(1), "nothing served changes before the switch"
+    rel.switch(2)
+    resp = await client.post("/deploy?target=shop&phases=activate,verify&timeout=30", headers=AUTH)
+
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["run"]["result"] == "verified"
+    assert not any("reset" in d for d in body["run"]["phase_results"][0]["done"]), "the change set was known"
+    assert [(await page(fpm, rel)).body.decode() for _ in range(12)] == [expected(2)] * 12
+    listed = await (await client.get("/deploy", headers=AUTH)).json()
+    assert [r["result"] for r in listed["runs"]] == ["verified", "done"]
