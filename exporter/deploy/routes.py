@@ -53,7 +53,14 @@ async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response
     return refusal.response()
 
 
+PARAMETERS = frozenset({"target", "release", "previous_release", "phases", "dry_run", "timeout"})
+
+
 def _request(query: dict[str, str], who: str) -> DeployRequest:
+    unknown = sorted(set(query) - PARAMETERS)
+    if unknown:
+        # A misspelt `dry_run` must not turn into a real deploy.
+        raise BadRequest(f"unknown parameter(s) {unknown}; /deploy takes {', '.join(sorted(PARAMETERS))}")
     phases = tuple(p for p in query.get("phases", "prepare,activate,verify").split(",") if p)
     if "switch" in phases:
         raise BadRequest("phases: the switch is the pipeline's own over HTTP (switch commands are taken "

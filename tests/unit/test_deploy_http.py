@@ -84,6 +84,8 @@ async def test_a_stale_view_leaves_the_deploy_unverified_with_409_naming_it(
     ("target=shop&release=relative/path", "not an absolute path"),
     ("target=shop&timeout=1e9", "timeout must be"),
     ("target=shop&timeout=nan", "timeout must be"),
+    ("target=shop&dryrun=1", "unknown parameter(s) ['dryrun']"),
+    ("target=shop&switch_command=rm", "unknown parameter(s) ['switch_command']"),
 ])
 async def test_a_request_naming_no_known_app_phase_or_release_is_refused_with_400(
         client: Client, query: str, says: str) -> None:
