@@ -21,6 +21,7 @@ from exporter import __version__
 from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
+from exporter.deploy.routes import DEPLOYER, setup_deploy
 from exporter.heal.routes import setup_heal
 from exporter.heal.token import HealState, read_heal_state
 from exporter.http_server import HTTP_ERRORS, HttpErrors
@@ -72,7 +73,9 @@ def create_app(
     app.router.add_get("/", handle_status_page)
     app.cleanup_ctx.append(_collection(run_collectors))
     # After the collection context, so that on shutdown heal runs stop before the collectors close.
-    registry.register(SnapshotCollector(setup_heal(app, config, scheduler, app[HEAL_STATE]).metrics))
+    runner = setup_heal(app, config, scheduler, app[HEAL_STATE])
+    registry.register(SnapshotCollector(runner.metrics))
+    registry.register(SnapshotCollector(setup_deploy(app, config, runner).metrics))
     return app
 
 
@@ -109,5 +112,6 @@ async def handle_healthz(request: web.Request) -> web.Response:
 async def handle_status_page(request: web.Request) -> web.Response:
     report = build_report(request.app[SCHEDULER].statuses(), heal=request.app[HEAL_STATE],
                           warnings=request.app[SECRET_WARNINGS])
-    html = render_status_page(report, started_at=request.app[STARTED_AT])
+    html = render_status_page(report, started_at=request.app[STARTED_AT],
+                              deploys=list(request.app[DEPLOYER].metrics.recent))
     return web.Response(text=html, content_type="text/html")

@@ -1,4 +1,4 @@
-"""The `cachewarden` command: `serve`, `check`, `render`, `--version`.
+"""The `cachewarden` command: `serve`, `check`, `heal`, `deploy`, `render`, `--version`.
 
 Flags follow Prometheus exporters (`--config.file`, `--web.listen-address`, `--collector.X`,
 `--no-collector.X`). The configuration is validated before anything starts; a bad one exits 2 with
@@ -69,6 +69,30 @@ def _parser() -> argparse.ArgumentParser:
     heal.add_argument("--target", required=True, help="a target name from the configuration")
     heal.add_argument("--dry-run", action="store_true", help="only list what the action would do")
     heal.add_argument("--format", choices=["text", "json"], default="text")
+
+    deploy = sub.add_parser("deploy", help="prepare, activate and verify a release of one app; exit 1 "
+                                           "unless verified")
+    common(deploy)
+    deploy.add_argument("--target", required=True, help="a laravel target name from the configuration")
+    deploy.add_argument("--release", help="the new release folder (default: where the app root points)")
+    deploy.add_argument("--previous-release", dest="previous_release",
+                        help="the release served before (default: where the app root pointed before "
+                             "--switch-command ran)")
+    deploy.add_argument("--changed-files", dest="changed_files", type=Path,
+                        help="a file listing the paths the release changed, one per line, relative to "
+                             "the release (git diff --name-only)")
+    deploy.add_argument("--phases", default="prepare,switch,activate,verify",
+                        help="comma-separated phases to run (default: all)")
+    deploy.add_argument("--skip", action="append", default=[], metavar="PHASE",
+                        help="leave out a phase (repeatable)")
+    deploy.add_argument("--switch-command", dest="switch_command",
+                        help="the command that makes the release current (run without a shell)")
+    deploy.add_argument("--rollback-command", dest="rollback_command",
+                        help="run when verify fails after a switch (run without a shell)")
+    deploy.add_argument("--verify-timeout", dest="verify_timeout", type=float, default=60.0,
+                        help="seconds verify waits for every condition (default: 60)")
+    deploy.add_argument("--dry-run", action="store_true", help="only list what each phase would do")
+    deploy.add_argument("--format", choices=["text", "json"], default="text")
 
     render = sub.add_parser("render", help="write alert rules and Grafana dashboards for the thresholds")
     render.add_argument("--config.file", dest="config_file", type=Path,
@@ -154,7 +178,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(
             heal_command(config, switches, args.action, args.target, args.dry_run, args.format)
         )
+    if args.command == "deploy":
+        return _deploy(config, switches, args)
     raise AssertionError(args.command)  # argparse rejects unknown commands
+
+
+def _deploy(config: Config, switches: dict[str, bool], args: argparse.Namespace) -> int:
+    import shlex
+
+    from exporter.deploy.command import deploy_command
+    from exporter.deploy.phases import DeployRequest
+
+    try:
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip() not in args.skip)
+        changed = None
+        if args.changed_files is not None:
+            changed = tuple(args.changed_files.read_text(encoding="utf-8", errors="replace").splitlines())
+        switch = tuple(shlex.split(args.switch_command)) if args.switch_command else None
+        rollback = tuple(shlex.split(args.rollback_command)) if args.rollback_command else None
+    except OSError as exc:
+        print(f"--changed-files {args.changed_files}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except ValueError as exc:  # shlex: an unterminated quote
+        print(f"--switch-command/--rollback-command: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if not args.verify_timeout > 0:
+        print(f"--verify-timeout {args.verify_timeout}: must be more than 0", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    req = DeployRequest(args.target, args.release, args.previous_release, phases, args.dry_run, changed,
+                        switch, rollback, args.verify_timeout, "cli")
+    return asyncio.run(deploy_command(config, switches, req, args.format))
 
 
 async def _check(config: Config, switches: dict[str, bool], fmt: str, heal_state: HealState,

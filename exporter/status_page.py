@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from exporter import __version__
@@ -16,6 +17,8 @@ from exporter.text import display
 
 if TYPE_CHECKING:
     import jinja2
+
+    from exporter.deploy.records import DeployRun
 
 
 @functools.cache
@@ -45,7 +48,10 @@ def _ago(ts: float) -> str:
     return f"{_since(ts)} ago" if ts else "never"
 
 
-def render_status_page(report: Report, *, started_at: float) -> str:
+def render_status_page(report: Report, *, started_at: float, deploys: Sequence[DeployRun] = ()) -> str:
     return _environment().get_template("status.html.j2").render(
-        report=report, version=__version__, uptime=_since(started_at)
+        report=report, version=__version__, uptime=_since(started_at), deploys=deploys[:DEPLOYS_SHOWN]
     )
+
+
+DEPLOYS_SHOWN = 10

@@ -127,11 +127,13 @@ def collector_classes() -> tuple[type[Collector], ...]:
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:
-    """Every metric cachewarden can expose: the scheduler's, the heal's and each collector class's.
+    """Every metric cachewarden can expose: the scheduler's, the heal's, the deploy's and each collector
+    class's.
 
     A name declared twice must be the same spec; two different families under one name would break
     the exposition, so that raises here (and in the README test) rather than at scrape time.
     """
+    from exporter.deploy.records import DEPLOY_METRICS
     from exporter.heal.audit import HEAL_METRICS
     from exporter.http_server import HTTP_ERROR_METRICS
     from exporter.scheduler import SELF_METRICS
@@ -139,7 +141,7 @@ def all_metric_specs() -> tuple[MetricSpec, ...]:
 
     by_name: dict[str, MetricSpec] = {}
     for spec in (*SELF_METRICS, *(s for cls in collector_classes() for s in cls.metrics), *HEAL_METRICS,
-                 *HTTP_METRICS, *HTTP_ERROR_METRICS):
+                 *DEPLOY_METRICS, *HTTP_METRICS, *HTTP_ERROR_METRICS):
         seen = by_name.setdefault(spec.name, spec)
         if seen != spec:
             raise ValueError(f"{spec.name} is declared twice with different help, kind or labels")

@@ -93,9 +93,9 @@ class HealRunner:
         self.scheduler = scheduler
         self.store = store
         self.plans = resolve_plans(heal)
+        self.php = php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))
         self.actions: dict[str, Action] = build_actions(ActionContext(
-            config, php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors))),
-            CompiledRoots(config.laravel)))
+            config, self.php, CompiledRoots(config.laravel)))
         self.metrics = HealMetrics(
             {a: targets_of(config, info.section) for a, info in ACTIONS.items()},
             {p: targets_of(config, ACTIONS[plan.steps[0]].section) for p, plan in self.plans.items()},

@@ -26,6 +26,10 @@ SCHEMA_VERSION = 39
 HEAL_ANNOTATION_EXPR = (
     'sum by (action, target, result) (changes(cachewarden_heal_runs_total{job=~"$job"}[1m])) > 0'
 )
+# Deploys too, whatever the dashboard: a deploy is the first suspect for any change on it.
+DEPLOY_ANNOTATION_EXPR = (
+    'sum by (target, result) (changes(cachewarden_deploy_runs_total{job=~"$job"}[1m])) > 0'
+)
 
 
 def build_dashboard(spec: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +178,11 @@ def _annotations() -> list[dict[str, Any]]:
             "expr": HEAL_ANNOTATION_EXPR, "step": "1m", "titleFormat": "heal {{action}}: {{result}}",
             "textFormat": "target {{target}}", "tagKeys": "action,result,target",
             "useValueForTime": False,
+        },
+        {
+            "name": "Deploys", "datasource": DATASOURCE, "enable": True, "iconColor": "purple",
+            "expr": DEPLOY_ANNOTATION_EXPR, "step": "1m", "titleFormat": "deploy {{target}}: {{result}}",
+            "textFormat": "cachewarden deploy", "tagKeys": "result,target", "useValueForTime": False,
         },
     ]
 

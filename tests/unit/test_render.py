@@ -198,7 +198,7 @@ def test_queries_use_only_declared_metrics_and_defined_recording_rules() -> None
         assert re.fullmatch(r"[a-z_]+:cachewarden_[a-z0-9_]+:[a-z0-9_]+", name), name
 
 
-def test_dashboards_have_stable_uids_variables_units_and_heal_annotations() -> None:
+def test_dashboards_have_stable_uids_variables_units_and_heal_and_deploy_annotations() -> None:
     boards = dashboards(rendered())
     assert {d["uid"] for d in boards.values()} == {
         "cachewarden-overview", "cachewarden-views", "cachewarden-opcache", "cachewarden-fpm",
@@ -210,6 +210,9 @@ def test_dashboards_have_stable_uids_variables_units_and_heal_annotations() -> N
         heal = [a for a in d["annotations"]["list"] if a.get("name") == "Heal runs"]
         assert heal, f"{d['uid']} has no heal-run annotations"
         assert "cachewarden_heal_runs_total" in heal[0]["expr"]
+        deploys = [a for a in d["annotations"]["list"] if a.get("name") == "Deploys"]
+        assert deploys, f"{d['uid']} has no deploy annotations"
+        assert "cachewarden_deploy_runs_total" in deploys[0]["expr"]
         ids = [p["id"] for p in d["panels"]]
         assert len(ids) == len(set(ids))
         for p in d["panels"]:

@@ -71,12 +71,22 @@ cachewarden_run(function (array $args): array {
     $scripts = ['path' => [], 'hits' => [], 'last_used' => [], 'timestamp' => [], 'mtime' => [],
                 'ctime' => [], 'memory' => []];
     $pseudo = 0;
+    $invalidated = 0;
+    // opcache_invalidate() only marks an entry: it stays in this list, with its old hits, until a
+    // request compiles the file again or OPcache restarts, although it is never served again. With
+    // validate_timestamps=0 opcache_is_script_cached() tells such entries apart (it checks no file
+    // then; with 1 it would revalidate the script, a side effect a measurement must not have).
+    $check = !(bool) ini_get('opcache.validate_timestamps');
     foreach ($status['scripts'] ?? [] as $path => $s) {
         if (!str_starts_with((string) $path, '/')) {
             $pseudo++;
             continue;
         }
         if (cachewarden_is_agent($path)) {
+            continue;
+        }
+        if ($check && !opcache_is_script_cached((string) $path)) {
+            $invalidated++;
             continue;
         }
         // file_exists first: a deleted source is a finding (missing), not a PHP warning per script.
@@ -93,6 +103,7 @@ cachewarden_run(function (array $args): array {
     unset($status['scripts']);
     $status['scripts'] = $scripts;
     $status['pseudo_entries'] = $pseudo;  // counted by OPcache among its scripts, not scripts
+    $status['invalidated_entries'] = $invalidated;
     $preload = $status['preload_statistics'] ?? null;
     unset($status['preload_statistics']);
     if (is_array($preload)) {
