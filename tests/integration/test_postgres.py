@@ -81,7 +81,8 @@ async def test_without_pg_stat_statements_statement_stats_are_a_note_and_connect
     assert "shared_preload_libraries" in note.summary
 
 
-async def test_libpq_sslmode_in_the_url_reaches_asyncpg_as_its_ssl_mode(postgres_plain: PrivatePostgres) -> None:
+async def test_libpq_sslmode_in_the_url_reaches_asyncpg_as_its_ssl_mode(
+        postgres_plain: PrivatePostgres) -> None:
     # `?sslmode=` used to load and then fail every collection with "connect() got an unexpected
     # keyword argument 'sslmode'". The private cluster has no TLS: prefer falls back, require fails.
     for mode, up in (("prefer", 1), ("disable", 1), ("require", 0)):
