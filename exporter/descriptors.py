@@ -30,9 +30,10 @@ LOOP_DESCRIPTORS = 3  # the event loop's epoll instance and its self-pipe, opene
 # scandir, one compiled file and the views directory walk; fpm: its FastCGI socket and the pool file;
 # opcache: the FastCGI socket, the agent script written, the pool file and the file-cache walk;
 # redis: its one pooled connection; sql: pool_size 1 + max_overflow 1; app_stats: a keep-alive
-# connection and a new one while it is replaced; discovery: the .env file.
+# connection and a new one while it is replaced; discovery: the .env file; laravel_caches: the walk
+# of the caches' inputs and PHP's inspection (a FastCGI socket and its script, or a php child's pipes).
 DESCRIPTORS_PER_COLLECTOR = {"views": 4, "fpm": 2, "opcache": 4, "redis": 1, "sql": 2, "app_stats": 2,
-                             "discovery": 1}
+                             "discovery": 1, "laravel_caches": 4}
 UNKNOWN_KIND = 4
 # A heal run: a child's three pipes, the pinned directories of an action and a FastCGI socket.
 HEAL_RUN_DESCRIPTORS = 8
