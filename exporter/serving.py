@@ -152,8 +152,10 @@ class Limits:
             log.warning("web.max_connections %d leaves too few of the %d descriptors "
                         "(ulimit -n, LimitNOFILE=) for the collectors; using %d", cap, nofile, fitting)
             cap = fitting
-        waiting = min(cap - BUSY_SLOTS, max(cap // 2, SCRAPE_ITERATIONS * batch + 1))
-        return cls(cap, max(1, waiting), web_config.read_header_timeout, batch, nofile, short)
+        waiting = max(1, min(cap - BUSY_SLOTS, max(cap // 2, SCRAPE_ITERATIONS * batch + 1)))
+        # A small web.max_connections admits fewer per turn, so that a scrape still gets its header read.
+        batch = min(batch, max(1, (waiting - 1) // SCRAPE_ITERATIONS))
+        return cls(cap, waiting, web_config.read_header_timeout, batch, nofile, short)
 
 
 class ConnectionGuard:

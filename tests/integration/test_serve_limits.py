@@ -197,7 +197,8 @@ def smallest_table(tmp_path: Path, config: dict[str, object]) -> int:
     """The descriptor table serve asks for when refused: the least it starts with for `config`."""
     proc = refused(tmp_path, config, 16)
     found = re.search(r"raise it to at least (\d+)", proc.stderr)
-    assert proc.returncode == 2 and found, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert found, proc.stderr
     return int(found.group(1))
 
 

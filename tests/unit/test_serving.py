@@ -114,6 +114,14 @@ def test_any_table_either_refuses_or_fits_the_reserve_connections_and_spare(nofi
     assert limits.max_waiting > SCRAPE_ITERATIONS * limits.accept_batch
 
 
+@pytest.mark.parametrize("cap", [4, 8, 20, 100])
+def test_a_small_configured_cap_admits_few_enough_per_turn_for_a_scrape(cap: int) -> None:
+    limits = Limits.for_process(WebConfig(max_connections=cap), 1024)
+    assert limits.max_connections == cap
+    assert limits.max_waiting <= cap - BUSY_SLOTS
+    assert limits.max_waiting > SCRAPE_ITERATIONS * limits.accept_batch or limits.accept_batch == 1
+
+
 def test_a_configured_cap_is_kept_below_what_the_descriptor_table_allows(
         caplog: pytest.LogCaptureFixture) -> None:
     assert Limits.for_process(WebConfig(max_connections=100), 1024).max_connections == 100
