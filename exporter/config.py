@@ -746,8 +746,8 @@ class WebConfig(_Model):
     # previous response, is closed: a slow client cannot hold a descriptor for long.
     read_header_timeout: Duration = 10.0
     read_body_timeout: Duration = 10.0  # for the /heal body, the only one that is read
-    # Open connections at most; unset: RLIMIT_NOFILE less a reserve for the collectors. Half of
-    # them at most may be waiting for a request header.
+    # Open connections at most; unset: RLIMIT_NOFILE less what the collectors need (counted at
+    # start, exporter.descriptors). About half of them at most may be waiting for a request header.
     max_connections: Annotated[int | None, Field(ge=4)] = None
 
 
