@@ -249,8 +249,10 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
 
     from exporter.app import REGISTRY, create_app
     from exporter.collectors import build_collectors
+    from exporter.descriptors import budget, raise_soft_limit
+    from exporter.heal.store import POOL_SIZE
     from exporter.metrics import SnapshotCollector
-    from exporter.serving import Limits, listening_sockets, serve
+    from exporter.serving import DescriptorShortage, Limits, listening_sockets, serve
 
     host, port = address
     try:
@@ -261,9 +263,24 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
         log.error("cannot listen on %s:%d: %s", host, port, reason)
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    limits = Limits.for_process(config.web)
-    app = create_app(config, collectors=build_collectors(config, switches), heal_state=heal_state,
-                     secret_warnings=secret_warnings)
+    old_soft, soft = raise_soft_limit()
+    collectors = build_collectors(config, switches)
+    need = budget((c.kind for c in collectors), heal_store_connections=(
+        (POOL_SIZE if config.heal.redis_url else 0) if heal_state.enabled else None))
+    try:
+        limits = Limits.for_process(config.web, soft, need.reserved, need.explain())
+    except DescriptorShortage as exc:
+        for sock in sockets:
+            sock.close()
+        log.error("%s", exc)
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if soft != old_soft:
+        log.info("raised the soft RLIMIT_NOFILE from %d to %d; processes the heal starts get %d",
+                 old_soft, soft, old_soft)
+    if limits.short:
+        log.warning("%s", limits.short)
+    app = create_app(config, collectors=collectors, heal_state=heal_state, secret_warnings=secret_warnings)
     registry: CollectorRegistry = app[REGISTRY]
     if web_config is not None:
         from exporter.web_auth import WebAuth
@@ -271,8 +288,9 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
         WebAuth(web_config).install(app)
     tls = web_config is not None and web_config.tls
     log.info("cachewarden %s listening on %s (%s, at most %d connections, %d of them waiting for a "
-             "request header)", __version__, ", ".join(_address(s.getsockname()) for s in sockets),
-             "TLS" if tls else "plain HTTP", limits.max_connections, limits.max_waiting)
+             "request header; RLIMIT_NOFILE %d: %s)", __version__,
+             ", ".join(_address(s.getsockname()) for s in sockets), "TLS" if tls else "plain HTTP",
+             limits.max_connections, limits.max_waiting, limits.nofile, need.explain())
     # SIGINT and SIGTERM shut down gracefully: in-flight requests finish and cleanup_ctx closes the
     # collectors' connections.
     asyncio.run(serve(app, sockets, limits, lambda guard: registry.register(SnapshotCollector(guard)),

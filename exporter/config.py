@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -32,6 +33,7 @@ from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import read_app_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
 from exporter.text import display
+from exporter.url_options import redis_query_problem, sql_query_problem
 from exporter.url_secrets import url_credential
 
 DEFAULT_PORT = 9590
@@ -100,7 +102,7 @@ def _credential_free(advice: str, *, user_is_secret: bool = False) -> AfterValid
 
 
 def _http_url(value: str) -> str:
-    if not re.match(r"^https?://", value):
+    if not re.match(r"^https?://", value, re.I):  # schemes are case-insensitive (RFC 3986 section 3.1)
         raise ValueError("expected an http:// or https:// URL")
     return value
 
@@ -109,7 +111,8 @@ def _http_url(value: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_http_url),
                     _credential_free(", which would show wherever the URL is shown", user_is_secret=True)]
 TargetUrl = Annotated[str, _credential_free(": use password_file or password_env instead")]
-StoreUrl = Annotated[str, _credential_free(": use redis_password_file or redis_password_env instead")]
+StoreUrl = Annotated[str, _credential_free(": use redis_password_file or redis_password_env instead"),
+                     AfterValidator(lambda v: _redis_url(v))]
 LinkUrl = Annotated[str, _credential_free(", which every rendered alert would show", user_is_secret=True)]
 
 
@@ -161,16 +164,38 @@ def read_secret(file: Path | None, env: str | None) -> str | None:
     return None
 
 
+def _kind_of_file(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _secret_file(v: Path | None) -> Path | None:
+    """A secret is read whole at start: only a regular file will do (a FIFO would block the read,
+    /dev/zero never end it). Symlinks are followed, as Kubernetes' `..data` needs."""
+    if v is None:
+        return v
+    try:
+        st = os.stat(v)
+    except FileNotFoundError:
+        raise ValueError("file does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot reach the file: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{v} is {_kind_of_file(st.st_mode)}, not a regular file")
+    if not os.access(v, os.R_OK):
+        raise ValueError(f"file is not readable by uid {os.geteuid()}")
+    return v
+
+
 class _Secret(_Model):
     password_file: ConfigPath | None = None
     password_env: str | None = None
 
-    @field_validator("password_file")
-    @classmethod
-    def _readable(cls, v: Path | None) -> Path | None:
-        if v is not None and not os.access(v, os.R_OK):
-            raise ValueError("file does not exist or is not readable")
-        return v
+    _readable = field_validator("password_file")(lambda cls, v: _secret_file(v))
 
     def password(self) -> str | None:
         return read_secret(self.password_file, self.password_env)
@@ -404,21 +429,27 @@ class RedisTarget(_Secret):
     def password(self) -> str | None:
         return self._discovered_password or super().password()
 
-    @field_validator("url")
-    @classmethod
-    def _usable(cls, v: str) -> str:
-        # What redis-py would otherwise reject only when the collector is built, after start-up.
-        m = re.match(r"^(rediss?)://(?:[^@/]*@)?(\[[^\]/]*\]|[^:/?#]*)(?::([^/?#]*))?(?:/([^?#]*))?", v)
-        if m is None:
-            if v.startswith("unix://"):
-                return v
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
-        port, db = m.group(3), m.group(4)
-        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
-        if db and not db.isdigit():
-            raise ValueError(f"database {db!r} is not a number")
-        return v
+    _usable = field_validator("url")(lambda cls, v: _redis_url(v))
+
+
+def _redis_url(v: str) -> str:
+    # What redis-py would otherwise reject only when the collector is built, after start-up.
+    # Schemes are case-insensitive (RFC 3986 section 3.1), as redis-py's urlparse reads them.
+    m = re.match(r"^(rediss?)://(?:[^@/]*@)?(\[[^\]/]*\]|[^:/?#]*)(?::([^/?#]*))?(?:/([^?#]*))?", v, re.I)
+    if m is None:
+        if v[:7].lower() == "unix://":
+            if problem := redis_query_problem(v):
+                raise ValueError(problem)
+            return v
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    port, db = m.group(3), m.group(4)
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    if problem := redis_query_problem(v):
+        raise ValueError(problem)
+    return v
 
 
 # The async drivers installed with cachewarden; a URL naming another one is refused when loaded.
@@ -435,13 +466,15 @@ def _sql_url(value: str) -> str:
         # make_url's own message may quote the URL; it holds no password (refused above) but says
         # nothing a person can act on either.
         raise ValueError("not a database URL (e.g. mysql+asyncmy://user@host:3306/db)") from None
-    backend, _, driver = url.drivername.partition("+")
+    backend, _, driver = url.drivername.lower().partition("+")  # as exporter.sql.engine reads it
     if backend not in _SQL_DRIVERS or (driver and driver not in _SQL_DRIVERS[backend]):
         raise ValueError("expected a mysql+asyncmy://, mariadb+asyncmy:// or postgresql+asyncpg:// URL")
     if not url.host and not {"unix_socket", "host"} & set(url.query):
         raise ValueError("the URL names no host")
     if url.port is not None and not 0 < url.port < 65536:
         raise ValueError(f"port {url.port} is not from 1 to 65535")
+    if problem := sql_query_problem(backend, url.query):
+        raise ValueError(problem)
     return value
 
 
@@ -585,12 +618,7 @@ class HealConfig(_Model):
             raise ValueError(f"not a network in CIDR notation: {bad}")
         return v
 
-    @field_validator("token_file", "redis_password_file")
-    @classmethod
-    def _secret_readable(cls, v: Path | None) -> Path | None:
-        if v is not None and not (v.is_file() and os.access(v, os.R_OK)):
-            raise ValueError("file does not exist or is not readable")
-        return v
+    _secret_readable = field_validator("token_file", "redis_password_file")(lambda cls, v: _secret_file(v))
 
     def token(self) -> str | None:
         return read_secret(self.token_file, self.token_env) or None
@@ -718,8 +746,8 @@ class WebConfig(_Model):
     # previous response, is closed: a slow client cannot hold a descriptor for long.
     read_header_timeout: Duration = 10.0
     read_body_timeout: Duration = 10.0  # for the /heal body, the only one that is read
-    # Open connections at most; unset: RLIMIT_NOFILE less a reserve for the collectors. Half of
-    # them at most may be waiting for a request header.
+    # Open connections at most; unset: RLIMIT_NOFILE less what the collectors need (counted at
+    # start, exporter.descriptors). About half of them at most may be waiting for a request header.
     max_connections: Annotated[int | None, Field(ge=4)] = None
 
 
@@ -823,11 +851,34 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}not valid YAML: {getattr(exc, 'problem', None) or type(exc).__name__}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's SafeLoader, except that a key given twice in one mapping is an error, not a silent
+    replacement (YAML 1.2 requires keys to be unique; PyYAML keeps the last). Keys a `<<` merge brings
+    in may still be overridden, as YAML's merge key intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: the parent class says so with its own message
+                break
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path) -> Config:
     """Read, parse and validate the configuration file; relative paths in it are relative to its folder.
 
     Raises ConfigError naming the file for anything wrong with it: unreadable, not UTF-8 (with the
-    byte offset of the first bad byte), not YAML (line and column), empty, or invalid.
+    byte offset of the first bad byte), not YAML (line and column), a key given twice in one mapping
+    (both lines), empty, or invalid.
     """
     try:
         raw = path.read_bytes()
@@ -839,7 +890,7 @@ def load(path: Path) -> Config:
         raise ConfigError(str(path), [f"byte offset {exc.start}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
                                       "save the file as UTF-8"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [_yaml_problem(exc)]) from None
     except RecursionError:

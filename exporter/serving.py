@@ -11,11 +11,18 @@ connection_made/connection_lost calls, and one middleware that marks connections
 
 - A connection that has not sent a whole request header `read_header_timeout` after it opened, or
   after its previous response, is closed (idle keep-alive connections included).
-- Open connections are capped, by default at RLIMIT_NOFILE less a reserve of descriptors for the
-  collectors (a quarter of the table, at least 64), so a flood cannot make a views walk, a FastCGI
-  call or a database connection fail. At most half of the cap may be connections still waiting for
-  a request header: past that the *oldest* waiting one is closed to make room, which is a slow client,
-  never a scrape (a scrape sends its header at once). Past the cap, a new connection is reset at once.
+- Open connections are capped, by default at RLIMIT_NOFILE less what the collectors and the heal
+  need (exporter.descriptors counts it at start; at least a quarter of a large table, 64 at least,
+  is kept), so a flood cannot make a views walk, a FastCGI call or a database connection fail. A
+  table too small for that and MIN_CONNECTIONS refuses to start (`DescriptorShortage`). At most
+  about half of the cap may be connections still waiting for a request header, and two slots are
+  only ever for requests in progress: past that the *oldest* waiting one is closed to make room,
+  which is a slow client, never a scrape (a scrape sends its header at once). Past the cap, a new
+  connection is reset at once.
+- A scrape that arrives behind a flood is never evicted before its header is read: each readiness
+  event of the listening socket admits at most `accept_batch` connections, and a connection needs
+  SCRAPE_ITERATIONS turns of the event loop from accept() to its handler, so more than
+  `SCRAPE_ITERATIONS * accept_batch` waiting slots means newer ones push out older ones first.
 - What was closed is counted in `cachewarden_http_connections_closed_total{reason}` and logged once a
   minute at most, without tracebacks; so are failed accept() calls.
 - `[::]` listens dual-stack (see `listening_sockets`).
@@ -61,13 +68,18 @@ from exporter.metrics import Samples, counter, gauge
 
 log = logging.getLogger(__name__)
 
-RESERVE_MIN = 64  # descriptors kept for collectors, the heal and the process itself
+RESERVE_MIN = 64  # descriptors kept for collectors, the heal and the process itself, on a large table
 LOG_INTERVAL = 60.0  # seconds between two log lines about closed connections
 SWEEP_INTERVAL = 0.5
 BACKLOG = 1024  # a burst of connections waits in the kernel, not dropped, until it is sorted out
 # Connections accepted per readiness event. Those closed to make room free their descriptors only in
 # the loop's next iteration, so the cap leaves this many spare.
 ACCEPT_BATCH = 16
+ACCEPT_CALLS = 64  # accept() calls per readiness event at most (refused ones included): the loop goes on
+MIN_CONNECTIONS = 8  # fewer, and a flood of slow clients could leave no slot for a scrape
+BUSY_SLOTS = 2  # slots a waiting connection never takes: a request in progress always has room
+SCRAPE_ITERATIONS = 5  # event loop turns from accept() to the handler: connect, connected, read, parse, run
+COMFORT_CONNECTIONS = 64  # fewer, and start warns that the descriptor table is small
 ACCEPT_RETRY = 1.0  # seconds before accepting again after running out of descriptors
 REASONS = ("header_timeout", "make_room", "over_limit", "accept_failed", "tls_handshake_failed")
 
@@ -91,26 +103,59 @@ HTTP_METRICS = (HTTP_CONNECTIONS, HTTP_MAX_CONNECTIONS, HTTP_CLOSED)
 _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+class DescriptorShortage(Exception):
+    """RLIMIT_NOFILE cannot hold what the collectors need and MIN_CONNECTIONS; the message says how much."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int
     max_waiting: int
     read_header_timeout: float
+    accept_batch: int = ACCEPT_BATCH  # connections admitted per readiness event
+    nofile: int = 0  # the descriptor table the caps were made for
+    short: str | None = None  # why the table is small for serving, when it is (logged at start)
 
     @classmethod
-    def for_process(cls, web_config: WebConfig, nofile: int | None = None) -> Limits:
-        """The caps for a descriptor table of `nofile` entries (default: this process's soft limit)."""
+    def for_process(cls, web_config: WebConfig, nofile: int | None = None, reserved: int = 0,
+                    explain: str = "") -> Limits:
+        """The caps for a descriptor table of `nofile` entries (default: this process's soft limit),
+        of which `reserved` are the collectors', the heal's and those open already (`explain` says how
+        they add up, for the messages). Raises DescriptorShortage when fewer than MIN_CONNECTIONS fit."""
         if nofile is None:
             nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile == resource.RLIM_INFINITY or nofile <= 0:
             nofile = 1 << 20
-        fitting = max(8, nofile - max(RESERVE_MIN, nofile // 4) - ACCEPT_BATCH)
+        # A large table keeps a quarter (64 at least) besides the counted need: the count is an
+        # estimate, and DNS look-ups, imports and log rotation take descriptors too.
+        reserve = max(reserved, min(max(RESERVE_MIN, nofile // 4), nofile - COMFORT_CONNECTIONS))
+        room = nofile - reserve
+        batch = min(ACCEPT_BATCH, max(1, room // (4 * SCRAPE_ITERATIONS)))
+        # Connections closed to make room free their descriptors in the loop's next turn, and a
+        # refused one holds one until close(): the cap leaves that many spare.
+        fitting = room - batch - 1
+        needed = reserved + MIN_CONNECTIONS + 2
+        comfortable = reserved + COMFORT_CONNECTIONS + ACCEPT_BATCH + 1
+        how = "ulimit -n, LimitNOFILE= in the systemd unit, docker run --ulimit nofile="
+        held = explain or f"{reserved} reserved"
+        if fitting < MIN_CONNECTIONS:
+            raise DescriptorShortage(
+                f"RLIMIT_NOFILE (ulimit -n) is {nofile}, too small to serve: {held}, and at least "
+                f"{MIN_CONNECTIONS} HTTP connections with {batch + 1} spare; raise it to at least "
+                f"{needed}, better {comfortable} ({how})")
+        short = None
+        if fitting < COMFORT_CONNECTIONS:
+            short = (f"RLIMIT_NOFILE (ulimit -n) is {nofile}: after {held}, only {fitting} HTTP connections "
+                     f"fit, which a few slow clients fill; raise it to {comfortable} or more ({how})")
         cap = web_config.max_connections or fitting
         if cap > fitting:
             log.warning("web.max_connections %d leaves too few of the %d descriptors "
                         "(ulimit -n, LimitNOFILE=) for the collectors; using %d", cap, nofile, fitting)
             cap = fitting
-        return cls(cap, max(2, cap // 2), web_config.read_header_timeout)
+        waiting = max(1, min(cap - BUSY_SLOTS, max(cap // 2, SCRAPE_ITERATIONS * batch + 1)))
+        # A small web.max_connections admits fewer per turn, so that a scrape still gets its header read.
+        batch = min(batch, max(1, (waiting - 1) // SCRAPE_ITERATIONS))
+        return cls(cap, waiting, web_config.read_header_timeout, batch, nofile, short)
 
 
 class ConnectionGuard:
@@ -361,7 +406,8 @@ class _Acceptor:
         self._sock.close()
 
     def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):  # then let the loop serve the connections it has
+        admitted = 0
+        for _ in range(ACCEPT_CALLS):  # then let the loop serve the connections it has
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -382,6 +428,11 @@ class _Acceptor:
             task = self._loop.create_task(self._connect(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            admitted += 1
+            if admitted >= self._guard.limits.accept_batch:
+                # The rest wait in the kernel for the next turn: a scrape admitted now must get its
+                # header read before enough newer connections arrive to push it out.
+                return
 
     async def _connect(self, conn: socket.socket) -> None:
         # The context is asked for per connection: a rotated certificate is served from the next one.

@@ -13,6 +13,13 @@ in JSON answers and in metric labels:
 - `unicode_safe` and `json_safe` for machines (metric labels, JSON answers and audit lines): only
   what cannot be encoded is escaped; JSON and the exposition format escape control characters
   themselves, and a SQL statement's newlines stay newlines.
+
+In JSON the string `\\xff.php` could be a name holding the byte 0xff or one holding a backslash, so
+`json_safe` says which: valid UTF-8 stays as it is, and next to a value (or list of values) under key
+K that holds undecodable bytes it adds `K_bytes_hex`, the exact bytes in lowercase hex (for a list: one
+entry per element, null for those that are plain text). A reader that needs the bytes takes them from
+there (`bytes.fromhex`); a string without such a sibling is exactly its text. (JSON's own `\\udcff`
+escape would carry the byte too, but lone surrogates are refused by strict parsers such as serde_json.)
 """
 
 from __future__ import annotations
@@ -58,18 +65,39 @@ def display(value: object) -> str:
 
 
 def json_safe(value: T) -> T:
-    """`value` with every string in it (keys included) made `unicode_safe`, for json.dumps.
+    """`value` with every string in it (keys included) made `unicode_safe`, for json.dumps, and a
+    `K_bytes_hex` sibling beside each value under key K that held undecodable bytes (see above).
 
     Tuples come back as lists, which JSON does not tell apart.
     """
     return cast(T, _json_safe(value))
 
 
+def bytes_hex(text: str) -> str | None:
+    """The bytes a file name decoded with surrogateescape stood for, in hex; None for plain text."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return None
+    try:
+        return text.encode("utf-8", "surrogateescape").hex()
+    except UnicodeEncodeError:  # a surrogate no byte stands for (e.g. from a JSON body): no bytes
+        return None
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, str):
         return unicode_safe(value)
     if isinstance(value, dict):
-        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+        out = {_json_safe(k): _json_safe(v) for k, v in value.items()}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                continue
+            if isinstance(v, str) and (raw := bytes_hex(v)) is not None:
+                out[f"{unicode_safe(k)}_bytes_hex"] = raw
+            elif isinstance(v, list | tuple):
+                raws = [bytes_hex(x) if isinstance(x, str) else None for x in v]
+                if any(r is not None for r in raws):
+                    out[f"{unicode_safe(k)}_bytes_hex"] = raws
+        return out
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value

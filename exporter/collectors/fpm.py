@@ -9,7 +9,9 @@ A pool that cannot answer is reported, not raised: `cachewarden_fpm_up` 0 with a
 collection itself succeeds, so `cachewarden_collector_up{collector="fpm"}` keeps meaning "cachewarden
 can measure this target" and the counters below stay exported. Two ways down are told apart:
 - the socket accepts but the status page does not answer in time: every worker is busy (a pool cannot
-  answer its own status page when saturated), counted in cachewarden_fpm_status_timeouts_total;
+  answer its own status page when saturated) or the pool is hung (a stopped master or workers: the
+  kernel still queues connections on the listening socket), counted in
+  cachewarden_fpm_status_timeouts_total;
 - the socket refuses connections (FPM stopped, wrong address) or answers something else.
 The status request shares the pool's one cachewarden slot with the OPcache agent; it waits for it at
 most `timeout - connect_timeout - status_timeout`, and a wait that runs out also counts as a status
@@ -45,7 +47,8 @@ from exporter.php.pool_config import Directive, PoolConfigError, PoolSettings, f
 FPM_UP = gauge("cachewarden_fpm_up", "1 if the pool answered its status page, else 0.")
 FPM_STATUS_TIMEOUTS = counter(
     "cachewarden_fpm_status_timeouts_total",
-    "Status requests accepted by the socket but not answered in time (every worker busy).",
+    "Status requests accepted by the socket but not answered in time: the pool is saturated (every worker "
+    "busy) or hung (master or workers stopped).",
 )
 FPM_PROCESSES = gauge(
     "cachewarden_fpm_processes", "Worker processes by state (active includes the status request).", ("state",)
@@ -133,13 +136,13 @@ class FpmCollector(Collector):
         except EndpointBusy:
             self.status_timeouts += 1
             return self._down(s, f"cachewarden's OPcache agent run on this pool did not finish within "
-                                 f"{wait:g}s, so the status page could not be asked: every worker may be "
-                                 "busy (pool saturated)")
+                                 f"{wait:g}s, so the status page could not be asked: the pool may be "
+                                 "saturated (every worker busy) or hung")
         except fastcgi.FastCGITimeout:
             self.status_timeouts += 1
             return self._down(s, f"the socket accepts connections but the status page did not answer within "
-                                 f"{t.status_timeout:g}s: every worker is busy (pool saturated), or "
-                                 f"{t.address} is not a FastCGI server")
+                                 f"{t.status_timeout:g}s: the pool is saturated (every worker busy) or hung "
+                                 f"(a stopped master or workers), or {t.address} is not a FastCGI server")
         except fastcgi.FastCGIConnectError:
             return self._down(s, f"{self.config.address} refuses connections: PHP-FPM is not running there")
         except fastcgi.FastCGIError as exc:

@@ -242,7 +242,16 @@ class OpcacheCollector(Collector):
         if protection.value != "0":
             return []
         probe = str(self.agent.agent_dir.resolve() / "cachewarden-0.php")
-        blacklist = [str(entry) for entry in result.get("blacklist") or []]
+        if not isinstance(result.get("blacklist"), list):
+            # opcache.restrict_api (or an OPcache that answers nothing) hides the blacklist: whether
+            # the agent's scripts are cached is not known, which is no finding either way.
+            return [Check("opcache.agent_cached", Verdict.NOTE,
+                          f"opcache.file_update_protection=0 (set by {protection.source}) and the "
+                          "blacklist cannot be read (opcache_get_configuration() is refused, e.g. by "
+                          "opcache.restrict_api): not known whether OPcache caches every agent script; "
+                          f"make sure {self.agent.agent_dir} is in the file named by "
+                          "opcache.blacklist_filename")]
+        blacklist = [str(entry) for entry in result["blacklist"]]
         if any(fnmatch.fnmatchcase(probe, entry.rstrip("*") + "*") for entry in blacklist):
             return [Check("opcache.agent_cached", Verdict.OK,
                           "opcache.file_update_protection=0, but agent_dir is in opcache.blacklist_filename")]

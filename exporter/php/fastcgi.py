@@ -249,8 +249,9 @@ async def request(
     """Send one responder request and return its parsed response.
 
     `read_timeout` bounds everything after the connection is accepted: sending, and waiting for the
-    whole response. FPM accepts connections into its listen backlog even when every worker is busy,
-    which is why a saturated pool shows up as a FastCGITimeout rather than a FastCGIConnectError.
+    whole response. The kernel accepts connections into FPM's listen backlog even when every worker is
+    busy or the pool is hung (a stopped master or workers), which is why either shows up as a
+    FastCGITimeout rather than a FastCGIConnectError.
     """
     try:
         async with asyncio.timeout(connect_timeout):
@@ -267,7 +268,7 @@ async def request(
     except TimeoutError:
         raise FastCGITimeout(
             f"{address}: no complete response within {read_timeout:g}s (every worker busy, "
-            "or not a FastCGI server)"
+            "a hung pool, or not a FastCGI server)"
         ) from None
     except MalformedRecord as exc:
         raise MalformedRecord(f"{address}: {exc}") from None

@@ -205,5 +205,18 @@ def scan_line(line: str) -> Section | Entry | None:
     key, offset = key.strip(), None
     if key.endswith("]") and "[" in key:
         key, _, rest = key.partition("[")
-        key, offset = key.strip(), rest[:-1].strip()
+        key, offset = key.strip(), _offset(rest[:-1])
     return Entry(key, offset, scan_value(value))
+
+
+_OFFSET_PART = re.compile(r'"([^"]*)"|\'([^\']*)\'|([^"\']+)')
+
+
+def _offset(text: str) -> str:
+    """`php_value[ opcache.jit ]` is `opcache.jit ` to the scanner: blanks after `[` are eaten, blanks
+    before `]` are part of a bare offset (so FPM sets a directive that does not exist), and dropped
+    after a quoted one; quoted and bare parts join (`"a"b` is `ab`). PHP's parse_ini_string() agrees."""
+    parts = _OFFSET_PART.findall(text.lstrip(" \t"))
+    if len(parts) > 1 and parts[-1][2] and not parts[-1][2].strip(" \t"):
+        parts.pop()  # the blanks after a closing quote
+    return "".join(a or b or c for a, b, c in parts)

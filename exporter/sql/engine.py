@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from exporter.config import DatabaseTarget
 from exporter.sql import mysql, postgres
 from exporter.sql.stats import DbStats, StatementOptions
+from exporter.url_options import translate_libpq
 
 Reader = Callable[[AsyncConnection, StatementOptions], Awaitable[DbStats]]
 
@@ -38,9 +39,12 @@ def database_url(url: str, password: str | None) -> URL:
     """The target's URL with its async driver filled in and the password attached (never printed:
     SQLAlchemy's URL masks it in str() and repr())."""
     parsed = make_url(url)
+    parsed = parsed.set(drivername=parsed.drivername.lower())  # a scheme is case-insensitive
     backend = parsed.get_backend_name()
     if parsed.drivername == backend:
         parsed = parsed.set(drivername=f"{backend}+{_DEFAULT_DRIVER[backend]}")
+    if backend == "postgresql":
+        parsed = parsed.set(query=translate_libpq(parsed.query))  # libpq's sslmode=, asyncpg's ssl=
     return parsed.set(password=password) if password else parsed
 
 

@@ -89,5 +89,5 @@ async def test_a_silent_listener_times_out_naming_both_causes() -> None:
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        with pytest.raises(fastcgi.FastCGITimeout, match="every worker busy, or not a FastCGI server"):
+        with pytest.raises(fastcgi.FastCGITimeout, match="every worker busy, a hung pool, or not a FastCGI"):
             await fastcgi.request(f"127.0.0.1:{port}", {}, connect_timeout=1, read_timeout=0.3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -114,6 +116,30 @@ async def test_pool_down_is_reported_others_keep_collecting_and_it_recovers(php_
     assert st.observation is not None
     assert st.observation.samples.value(FPM_UP) == 1
     assert (await scheduler.collect("opcache", "down")).up is True
+
+
+async def test_a_frozen_pool_counts_a_status_timeout_said_to_be_saturated_or_hung(
+        php_fpm: FpmFactory) -> None:
+    # A stopped master and workers: the kernel still queues the connection, nothing answers. The help
+    # text and the check must not claim "every worker busy" alone.
+    fpm = php_fpm()
+    collector = fpm_collector(fpm, status_timeout="300ms", connect_timeout="200ms")
+    assert fpm.process is not None
+    master = fpm.process.pid
+    with open(f"/proc/{master}/task/{master}/children") as f:  # noqa: ASYNC230 - a /proc read
+        children = f.read().split()
+    pids = [master, *map(int, children)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        obs = await collector.collect()
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert obs.samples.value(FPM_UP) == 0
+    assert obs.samples.value(FPM_STATUS_TIMEOUTS) == 1
+    assert "saturated (every worker busy) or hung" in obs.checks[0].summary
+    assert "hung" in FPM_STATUS_TIMEOUTS.help
 
 
 async def test_an_agent_run_holding_the_pool_slot_counts_as_a_status_timeout(php_fpm: FpmFactory) -> None:

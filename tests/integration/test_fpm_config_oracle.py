@@ -90,6 +90,12 @@ LAYOUTS: dict[str, Callable[[], Layout]] = {
                          "php_value[opcache.enable] = \"1\"\n"
                          "php_value[opcache.memory_consumption] = '256'\n",
     }, "fpm.conf"),
+    "blank-offsets": lambda: Layout({
+        # FPM's key is "opcache.jit " (the blank before `]` is kept), which sets nothing.
+        "fpm.conf": "[global]\nerror_log = {root}/fpm.log\n[www]\nlisten = 127.0.0.1:9035\npm = static\n"
+                    "pm.max_children = 1\nphp_value[ opcache.jit ] = off\n"
+                    "php_admin_value[  memory_limit] = 64M\nphp_value[\"precision\" ] = 9\n",
+    }, "fpm.conf"),
     "single-file-includes": lambda: Layout({
         "etc/php-fpm.conf": "[global]\nerror_log = {root}/fpm.log\n[www]\ninclude=etc/www-listen.conf\n"
                             + DYNAMIC + "include={root}/etc/www-size.conf\n",

@@ -34,6 +34,7 @@ from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_recompile import Recompile
 from exporter.heal.phpexec import SCRIPTS_DIR, PhpExecutor
 from exporter.metrics import Samples
+from exporter.text import display, json_safe
 from tests.support import phpfpm
 from tests.support.healing import (
     AUTH,
@@ -445,6 +446,10 @@ async def test_a_source_whose_name_is_not_utf8_is_refused_and_the_others_compile
     outcome = await recompile(ctx, latin1, fine)
 
     assert outcome.errors == []
-    assert outcome.refused == [f"{views_dir(root)}/caf\\udce9.blade.php: its path is not valid UTF-8, "
-                               "so it cannot be sent to PHP"]
+    assert outcome.refused == [f"{latin1}: its path is not valid UTF-8, so it cannot be sent to PHP"]
     assert outcome.done == [f"compiled {fine} -> {compiled_dir(root) / compiled_name(fine)}"]
+    # Shown as `check` shows it (\xe9), never as Python's \udce9; in JSON with its exact bytes.
+    assert display(outcome.refused[0]).startswith(f"{views_dir(root)}/caf\\xe9.blade.php: ")
+    shown = json_safe(outcome.as_dict())
+    assert shown["refused"][0].startswith(f"{views_dir(root)}/caf\\xe9.blade.php: ")
+    assert bytes.fromhex(shown["refused_bytes_hex"][0]).startswith(os.fsencode(latin1))

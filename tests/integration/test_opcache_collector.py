@@ -332,6 +332,23 @@ async def test_file_update_protection_0_caches_every_agent_run_unless_blackliste
     assert check(second, "opcache.agent_cached").verdict is Verdict.OK
 
 
+async def test_a_blacklist_hidden_by_restrict_api_is_unknown_not_a_problem(php_fpm: FpmFactory,
+                                                                           tmp_path: Path) -> None:
+    # Blacklisted, `check` is clean; opcache.restrict_api then hides opcache_get_configuration(),
+    # which says nothing about the blacklist: a NOTE, not "add agent_dir to the blacklist".
+    blacklist = tmp_path / "opcache-blacklist.txt"
+    blacklist.write_text(f"{tmp_path / 'restricted' / 'agent'}/\n")  # start_fpm's agent_dir
+    fpm = php_fpm("restricted", opcache={"opcache.file_update_protection": 0,
+                                         "opcache.blacklist_filename": str(blacklist),
+                                         "opcache.restrict_api": "/srv/nowhere"})
+    assert fpm.agent_dir == tmp_path / "restricted" / "agent"
+    obs = await opcache_collector(fpm).collect()
+    cached = check(obs, "opcache.agent_cached")
+    assert cached.verdict is Verdict.NOTE
+    assert "not known" in cached.summary
+    assert obs.samples.value(OPCACHE_API_RESTRICTED) == 1
+
+
 async def test_opcache_not_loaded_reports_no_directives(php_fpm: FpmFactory) -> None:
     fpm = php_fpm(load_opcache=False)
     obs = await opcache_collector(fpm).collect()

@@ -65,3 +65,13 @@ async def test_each_directive_is_attributed_to_the_file_that_set_it(
     lines = next(c for c in obs.checks if c.name == "opcache.settings").items
     assert f"realpath_cache_ttl=600 set by {app}" in lines
     assert f"opcache.file_cache={cache} set by {app}" in lines
+
+
+async def test_a_pool_line_with_a_blank_inside_its_brackets_sets_nothing_and_is_not_the_source(
+        php_fpm: FpmFactory) -> None:
+    # FPM reads `php_value[ opcache.jit ]` as the directive "opcache.jit " (the blank before `]` is
+    # kept), which does not exist: the worker keeps conf.d's jit=off, and that file is its source.
+    fpm = php_fpm(pool={"php_value[ opcache.jit ]": "tracing", "php_value[ opcache.jit_buffer_size]": "8M"})
+    found = settings(await collect(fpm))
+    assert found["jit"] == ("off", str(fpm.conf_d / "10-opcache.ini"))
+    assert found["jit_buffer_size"] == ("8M", str(fpm.pool_config))

@@ -81,6 +81,22 @@ async def test_without_pg_stat_statements_statement_stats_are_a_note_and_connect
     assert "shared_preload_libraries" in note.summary
 
 
+async def test_libpq_sslmode_in_the_url_reaches_asyncpg_as_its_ssl_mode(
+        postgres_plain: PrivatePostgres) -> None:
+    # `?sslmode=` used to load and then fail every collection with "connect() got an unexpected
+    # keyword argument 'sslmode'". The private cluster has no TLS: prefer falls back, require fails.
+    for mode, up in (("prefer", 1), ("disable", 1), ("require", 0)):
+        url = postgres_plain.url() + ("&" if "?" in postgres_plain.url() else "?") + f"sslmode={mode}"
+        collector = SqlCollector(DatabaseTarget.model_validate({"name": "pg", "url": url}), interval=10,
+                                 timeout=5)
+        try:
+            obs = await collector.collect()
+        finally:
+            await collector.close()
+        assert obs.samples.value(DB_UP) == up, (mode, [c.summary for c in obs.checks])
+        assert "unexpected keyword" not in " ".join(c.summary for c in obs.checks)
+
+
 async def test_a_stopped_server_is_down_alone_and_reconnected_when_it_returns(
     postgres_plain: PrivatePostgres, postgres_with_statements: PrivatePostgres,
 ) -> None:

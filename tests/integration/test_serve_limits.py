@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import resource
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,10 @@ class Served:
             return str(resp.read().decode())
 
 
-def _low_nofile() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+def _low_nofile(soft: int = NOFILE, hard: int | None = None) -> Callable[[], None]:
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft if hard is None else hard))
+    return preexec
 
 
 def laravel_app(root: Path, views: int = 20) -> Path:
@@ -79,7 +82,8 @@ def redis_available() -> bool:
 
 @contextlib.contextmanager
 def serve(tmp_path: Path, config: dict[str, object], listen: str | None = None,
-          env: dict[str, str] | None = None) -> Iterator[Served]:
+          env: dict[str, str] | None = None, nofile: int = NOFILE, hard: int | None = None
+          ) -> Iterator[Served]:
     port = free_port()
     listen = (listen or "127.0.0.1:{port}").format(port=port)
     config_file = tmp_path / "cachewarden.yaml"
@@ -89,7 +93,7 @@ def serve(tmp_path: Path, config: dict[str, object], listen: str | None = None,
         proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
              "--web.listen-address", listen],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_low_nofile,
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_low_nofile(nofile, hard),
             env={**os.environ, **(env or {})})
     served = Served(f"http://127.0.0.1:{port}", port, log, proc)
     try:
@@ -163,14 +167,13 @@ class SlowClients:
 COLLECTORS = {"views": "shop", "redis": "cache", "fpm": "www", "opcache": "www"}
 
 
-def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_and_collectors_working(
-        tmp_path: Path, php_fpm: FpmFactory) -> None:
+def every_collector(tmp_path: Path, php_fpm: FpmFactory) -> dict[str, object]:
     if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379 (scripts/start-services starts one)")
     phpfpm.require_fpm()
     app = laravel_app(tmp_path / "shop")
     fpm = php_fpm()
-    config = {
+    return {
         "collectors": {kind: {"interval": "1s"} for kind in COLLECTORS},
         "laravel": [{"name": "shop", "root": str(app)}],
         "redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/0"}],
@@ -179,7 +182,33 @@ def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_a
                      "status_timeout": "500ms"}],
         "web": {"read_header_timeout": "2s"},
     }
-    with serve(tmp_path, config) as served:
+
+
+def refused(tmp_path: Path, config: dict[str, object], nofile: int) -> subprocess.CompletedProcess[str]:
+    config_file = tmp_path / "refused.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config.file", str(config_file),
+         "--web.listen-address", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, cwd=ROOT, preexec_fn=_low_nofile(nofile), timeout=60, check=False)
+
+
+def smallest_table(tmp_path: Path, config: dict[str, object]) -> int:
+    """The descriptor table serve asks for when refused: the least it starts with for `config`."""
+    proc = refused(tmp_path, config, 16)
+    found = re.search(r"raise it to at least (\d+)", proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert found, proc.stderr
+    return int(found.group(1))
+
+
+# The smallest table these collectors start with, and a roomier one.
+@pytest.mark.parametrize("table", ["smallest", "256"])
+def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_and_collectors_working(
+        tmp_path: Path, php_fpm: FpmFactory, table: str) -> None:
+    config = every_collector(tmp_path, php_fpm)
+    nofile = smallest_table(tmp_path, config) if table == "smallest" else int(table)
+    with serve(tmp_path, config, nofile=nofile) as served:
         wait_for(lambda: all(metric(served.scrape(), "cachewarden_collector_up", collector=kind) == 1.0
                              for kind in COLLECTORS), timeout=20, message="every collector up")
         before = served.scrape()
@@ -211,6 +240,52 @@ def test_a_slow_connection_flood_under_a_small_descriptor_table_leaves_scrapes_a
     assert b"Traceback" not in output
 
 
+@pytest.mark.parametrize("nofile", [16, 24])
+def test_a_descriptor_table_too_small_for_the_collectors_refuses_to_start_naming_ulimit(
+        tmp_path: Path, php_fpm: FpmFactory, nofile: int) -> None:
+    # Under `ulimit -n 24` every scrape timed out behind a flood, under 16 the views walk failed with
+    # EMFILE, and start said nothing.
+    proc = refused(tmp_path, every_collector(tmp_path, php_fpm), nofile)
+    assert proc.returncode == 2, proc.stderr
+    assert (f"cannot serve: RLIMIT_NOFILE (ulimit -n) is {nofile}, too small to serve: "
+            in proc.stderr)
+    assert "for the collectors (discovery 1 x 1, fpm 2 x 1, " in proc.stderr
+    assert "opcache 4 x 1, redis 1 x 1, views 4 x 1)" in proc.stderr
+    assert "LimitNOFILE=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unfinished_headers_sent_once_leave_every_scrape_answered_at_the_smallest_table(
+        tmp_path: Path, php_fpm: FpmFactory) -> None:
+    # The flood as it was found: 300 connections, each an unfinished header and nothing more.
+    config = every_collector(tmp_path, php_fpm)
+    with serve(tmp_path, config, nofile=smallest_table(tmp_path, config)) as served:
+        flood: list[socket.socket] = []
+        try:
+            for _ in range(300):  # the kernel completes each handshake into the listen backlog
+                flood.append(socket.create_connection(("127.0.0.1", served.port), timeout=5))
+                with contextlib.suppress(OSError):  # reset already: the server made room
+                    flood[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            answered = [served.scrape() for _ in range(10)]
+        finally:
+            for s in flood:
+                s.close()
+        check_alive(served.proc, served.log)
+    for text in answered:
+        assert metric(text, "cachewarden_http_max_connections") == 8
+    assert all(metric(answered[-1], "cachewarden_collector_up", collector=kind) == 1.0 for kind in COLLECTORS)
+
+
+def test_the_soft_limit_is_raised_to_the_hard_one_at_start(tmp_path: Path) -> None:
+    assert 4 * NOFILE == 1024
+    with serve(tmp_path, {}, nofile=NOFILE, hard=4 * NOFILE) as served:
+        text = served.scrape()
+    # 1024: a quarter kept, then a batch of 16 accepts and one spare.
+    assert metric(text, "cachewarden_http_max_connections") == 1024 - 256 - 16 - 1
+    assert (f"raised the soft RLIMIT_NOFILE from {NOFILE} to {4 * NOFILE}; processes the heal starts "
+            f"get {NOFILE}") in served.log.read_text()
+
+
 def closed_by_server(sock: socket.socket) -> bool:
     try:
         return sock.recv(1024) == b""
@@ -235,7 +310,8 @@ def test_a_request_header_that_never_ends_is_closed_after_read_header_timeout(tm
                 assert keep_alive.recv(4096).startswith(b"HTTP/1.1 200")
         text = served.scrape()
     assert metric(text, "cachewarden_http_connections_closed_total", reason="header_timeout") == 1.0
-    assert metric(text, "cachewarden_http_max_connections") == NOFILE - 64 - 16
+    # Nothing to collect: a quarter of the table kept, then a batch of accepts and one spare.
+    assert metric(text, "cachewarden_http_max_connections") == NOFILE - 64 - (NOFILE - 64) // 20 - 1
 
 
 def test_a_heal_body_that_trickles_in_is_refused_after_read_body_timeout(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -315,8 +316,37 @@ def test_password_file_wins_over_the_environment(tmp_path: Path, monkeypatch: py
 
 def test_unreadable_password_file_is_reported(tmp_path: Path) -> None:
     assert problems({"redis": [{"name": "c", "password_file": str(tmp_path / "none")}]}) == [
-        "redis[0].password_file: file does not exist or is not readable"
+        "redis[0].password_file: file does not exist"
     ]
+
+
+@pytest.mark.parametrize("key", ["token_file", "redis_password_file"])
+def test_a_secret_file_that_is_no_regular_file_says_what_it_is(tmp_path: Path, key: str) -> None:
+    # A secret is read whole at start: a FIFO would block it, /dev/zero never end it.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (tmp_path, "a directory"),
+                       (Path("/dev/zero"), "a character device")):
+        assert problems({"heal": {key: str(path)}}) == [
+            f"heal.{key}: {path} is {kind}, not a regular file"]
+    assert problems({"redis": [{"name": "c", "password_file": str(fifo)}]}) == [
+        f"redis[0].password_file: {fifo} is a FIFO (named pipe), not a regular file"]
+    database = {"name": "d", "url": "postgresql://pg@h/x", "password_file": "/dev/zero"}
+    assert problems({"databases": [database]}) == [
+        "databases[0].password_file: /dev/zero is a character device, not a regular file"]
+
+
+@pytest.mark.parametrize("url", ["HTTP://127.0.0.1:8000/stats", "Https://example.com/x"])
+def test_an_http_scheme_in_any_case_is_accepted(url: str) -> None:
+    # RFC 3986: schemes are case-insensitive, as every HTTP client reads them.
+    assert parse({"app_stats": [{"name": "a", "url": url}]}).app_stats[0].url == url
+
+
+def test_redis_and_database_schemes_in_any_case_are_accepted() -> None:
+    config = parse({"redis": [{"name": "r", "url": "REDIS://127.0.0.1:6379/2"}],
+                    "databases": [{"name": "d", "url": "PostgreSQL+AsyncPG://pg@127.0.0.1/x"}],
+                    "heal": {"redis_url": "Rediss://127.0.0.1:6380/0"}})
+    assert config.redis[0].url == "REDIS://127.0.0.1:6379/2"
 
 
 def test_heal_token_comes_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,6 +450,35 @@ def test_a_file_that_is_not_utf8_or_not_yaml_is_a_clear_error(tmp_path: Path, ra
         load(path)
     assert info.value.source == str(path)
     assert info.value.problems == [problem]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    # A second `laravel:` block would replace the first: the first app would silently go unwatched.
+    ("laravel:\n  - {name: a, root: /}\nlog_level: info\nlaravel:\n  - {name: b, root: /}\n",
+     "line 4, column 1: not valid YAML: duplicate key 'laravel' (first given on line 1)"),
+    ("log_level: info\nlog_level: debug\n",
+     "line 2, column 1: not valid YAML: duplicate key 'log_level' (first given on line 1)"),
+    ("web:\n  read_header_timeout: 1s\n  read_header_timeout: 2s\n",
+     "line 3, column 3: not valid YAML: duplicate key 'read_header_timeout' (first given on line 2)"),
+    ("redis: [{name: a, url: 'redis://x', name: b}]\n",
+     "line 1, column 37: not valid YAML: duplicate key 'name' (first given on line 1)"),
+])
+def test_a_key_given_twice_in_one_mapping_is_an_error_with_its_lines(tmp_path: Path, text: str,
+                                                                     problem: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.problems == [problem]
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    # YAML's `<<` merge exists to be overridden: that is no duplicate.
+    path = tmp_path / "c.yaml"
+    path.write_text("collectors:\n  redis: &base {interval: 5s, timeout: 2s}\n"
+                    "  views: {<<: *base, timeout: 1s}\n", encoding="utf-8")
+    config = load(path)
+    assert (config.collectors.views.interval, config.collectors.views.timeout) == (5.0, 1.0)
 
 
 def test_file_modes_are_read_as_octal_and_bad_ones_are_refused() -> None:

@@ -48,3 +48,45 @@ def test_an_unknown_user_or_group_is_named() -> None:
         spawn_options(parse({}), "no-such-user-cw")
     with pytest.raises(AccountError, match="no group named 'no-such-group-cw'"):
         spawn_options(parse({}), "nobody:no-such-group-cw")
+
+
+CHILD_LIMIT = """
+import asyncio, resource
+from exporter import descriptors
+from exporter.config import Config
+from exporter.heal.child_process import spawn_options
+
+old, new = descriptors.raise_soft_limit()
+
+async def main():
+    proc = await asyncio.create_subprocess_exec("sh", "-c", "ulimit -Sn", stdout=-1,
+                                                **spawn_options(Config()))
+    out, _ = await proc.communicate()
+    print(old, new, resource.getrlimit(resource.RLIMIT_NOFILE)[0], out.decode().strip())
+
+asyncio.run(main())
+"""
+
+
+def test_a_child_gets_the_descriptor_limit_cachewarden_was_started_with() -> None:
+    # serve raises its own soft limit to the hard one; PHP or an artisan command may use select(),
+    # which breaks past 1024 descriptors, so children start with the original.
+    import resource
+    import subprocess
+    import sys
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 2048))
+
+    out = subprocess.run([sys.executable, "-c", CHILD_LIMIT], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2], preexec_fn=low, timeout=60).stdout
+    assert out.split() == ["64", "2048", "2048", "64"]
+
+
+def test_without_a_raised_limit_a_child_needs_no_preexec(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import descriptors
+
+    monkeypatch.setattr(descriptors, "_original", None)
+    assert "preexec_fn" not in spawn_options(parse({}))
+    monkeypatch.setattr(descriptors, "_original", (64, 2048))
+    assert spawn_options(parse({}))["preexec_fn"] is descriptors.restore_for_child

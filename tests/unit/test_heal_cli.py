@@ -86,7 +86,7 @@ def test_a_missing_secret_file_is_a_config_error_exit_2(tmp_path: Path, key: str
     config.write_text(yaml.safe_dump({"heal": {key: str(tmp_path / "nope")}}))
 
     assert main(["serve", "--config.file", str(config)]) == 2
-    assert f"heal.{key}: file does not exist or is not readable" in capsys.readouterr().err
+    assert f"heal.{key}: file does not exist" in capsys.readouterr().err
 
 
 def test_a_short_heal_token_refuses_to_serve_with_exit_2(tmp_path: Path,

@@ -46,6 +46,23 @@ def test_lines() -> None:
     assert scan_line("  ; comment") is None
     assert scan_line("[www]") == Section("www")
     assert scan_line("no equals sign") is None
-    entry = scan_line("php_admin_value[ opcache.enable ] = 0")
+    entry = scan_line("php_admin_value[opcache.enable] = 0")
     assert isinstance(entry, Entry)
     assert (entry.key, entry.offset, entry.value.literal) == ("php_admin_value", "opcache.enable", "0")
+
+
+@pytest.mark.parametrize(("line", "offset"), [
+    # The blank before `]` stays: FPM sets "opcache.jit ", which is no directive, so the line does
+    # nothing and must not be reported as the pool's setting.
+    ("php_value[ opcache.jit ] = off", "opcache.jit "),
+    ("php_admin_value[\topcache.enable\t] = 0", "opcache.enable\t"),
+    ("php_value [k] = 4", "k"),
+    ('php_value["q" ] = 5', "q"),
+    ("php_value[ 's ' ] = 6", "s "),
+    ('php_value["a"b] = 9', "ab"),
+    ("env[ FOO ] = 8", "FOO "),
+])
+def test_an_offset_is_read_as_the_scanner_reads_it(line: str, offset: str) -> None:
+    entry = scan_line(line)
+    assert isinstance(entry, Entry)
+    assert entry.offset == offset

@@ -11,10 +11,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.config import WebConfig
 from exporter.http_server import HTTP_ERRORS, HttpErrors
-from exporter.serving import ConnectionGuard, Limits
+from exporter.serving import (
+    BUSY_SLOTS,
+    MIN_CONNECTIONS,
+    SCRAPE_ITERATIONS,
+    ConnectionGuard,
+    DescriptorShortage,
+    Limits,
+)
 
 
 class FakeConnection:
@@ -56,17 +65,67 @@ async def busy(guard: ConnectionGuard, conn: FakeConnection, until: Any) -> None
     await guard.middleware(SimpleNamespace(protocol=conn), handler)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("nofile", "cap"), [(1024, 1024 - 256 - 16), (256, 256 - 64 - 16),
-                                             (100, 100 - 64 - 16)])
-def test_the_cap_leaves_a_reserve_of_descriptors_for_the_collectors(nofile: int, cap: int) -> None:
-    limits = Limits.for_process(WebConfig(), nofile)
-    assert (limits.max_connections, limits.max_waiting) == (cap, cap // 2)
+@pytest.mark.parametrize(("nofile", "reserved", "expected"), [
+    # A large table keeps a quarter (64 at least) whatever was counted; then a batch of accepts, +1.
+    (1024, 0, (751, 375, 16)),  # 1024 - 256 = 768 room, batch 16, cap 768 - 17
+    (256, 0, (182, 91, 9)),  # 192 room, batch 192 // 20
+    (100, 0, (60, 30, 3)),  # the quarter may not leave fewer than 64: 36 kept, 64 room
+    (100, 50, (47, 23, 2)),  # what the collectors need counts when it is more
+    (32, 19, (11, 6, 1)),  # the tester's collectors under `ulimit -n 32`: 6 waiting > 5 turns x 1
+])
+def test_the_cap_leaves_what_the_collectors_need_and_a_spare_batch(
+        nofile: int, reserved: int, expected: tuple[int, int, int]) -> None:
+    limits = Limits.for_process(WebConfig(), nofile, reserved)
+    assert (limits.max_connections, limits.max_waiting, limits.accept_batch) == expected
+
+
+def test_a_table_that_cannot_hold_the_collectors_and_a_few_connections_refuses_naming_ulimit() -> None:
+    # `ulimit -n 24` with views, fpm, opcache and redis: 19 counted, only 5 left for serving.
+    with pytest.raises(DescriptorShortage) as raised:
+        Limits.for_process(WebConfig(), 24, 19, "7 open at start, 12 for the collectors (views 4 x 1, ...)")
+    message = str(raised.value)
+    assert message.startswith("RLIMIT_NOFILE (ulimit -n) is 24, too small to serve: 7 open at start, 12 for")
+    assert "raise it to at least 29, better 100" in message
+    assert "LimitNOFILE=" in message
+    assert Limits.for_process(WebConfig(), 29, 19).max_connections == MIN_CONNECTIONS
+
+
+def test_a_table_with_little_room_for_connections_says_so() -> None:
+    limits = Limits.for_process(WebConfig(), 48, 19, "the collectors")
+    assert limits.short is not None
+    assert limits.short.startswith(f"RLIMIT_NOFILE (ulimit -n) is 48: after the collectors, only "
+                                   f"{limits.max_connections} HTTP connections fit")
+    assert Limits.for_process(WebConfig(), 1024, 19).short is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=1, max_value=1 << 20), st.integers(min_value=0, max_value=2000))
+def test_any_table_either_refuses_or_fits_the_reserve_connections_and_spare(nofile: int,
+                                                                           reserved: int) -> None:
+    try:
+        limits = Limits.for_process(WebConfig(), nofile, reserved)
+    except DescriptorShortage:
+        assert nofile - reserved < MIN_CONNECTIONS + 2 + 8  # never refused with much room left
+        return
+    assert reserved + limits.max_connections + limits.accept_batch + 1 <= nofile
+    assert limits.max_connections >= MIN_CONNECTIONS
+    assert limits.max_waiting <= limits.max_connections - BUSY_SLOTS  # a request always has a slot
+    # A scrape admitted behind a flood has its header read before it could be pushed out.
+    assert limits.max_waiting > SCRAPE_ITERATIONS * limits.accept_batch
+
+
+@pytest.mark.parametrize("cap", [4, 8, 20, 100])
+def test_a_small_configured_cap_admits_few_enough_per_turn_for_a_scrape(cap: int) -> None:
+    limits = Limits.for_process(WebConfig(max_connections=cap), 1024)
+    assert limits.max_connections == cap
+    assert limits.max_waiting <= cap - BUSY_SLOTS
+    assert limits.max_waiting > SCRAPE_ITERATIONS * limits.accept_batch or limits.accept_batch == 1
 
 
 def test_a_configured_cap_is_kept_below_what_the_descriptor_table_allows(
         caplog: pytest.LogCaptureFixture) -> None:
     assert Limits.for_process(WebConfig(max_connections=100), 1024).max_connections == 100
-    assert Limits.for_process(WebConfig(max_connections=5000), 1024).max_connections == 752
+    assert Limits.for_process(WebConfig(max_connections=5000), 1024).max_connections == 751
     assert "web.max_connections 5000 leaves too few of the 1024 descriptors" in caplog.text
 
 

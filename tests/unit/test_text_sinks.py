@@ -78,7 +78,21 @@ def test_control_and_reordering_characters_are_escaped_for_people_only() -> None
     assert unicode_safe("SELECT *\nFROM t") == "SELECT *\nFROM t"  # a label keeps the statement's lines
     assert display(os.fsdecode(b"caf\xc3\xa9 \xe9")) == "café \\xe9"
     assert unicode_safe("\ud800") == "\\ud800"  # a lone surrogate that no byte stands for
-    assert json_safe({os.fsdecode(b"\xfe"): [os.fsdecode(b"\xff"), 1, None]}) == {"\\xfe": ["\\xff", 1, None]}
+    assert json_safe({os.fsdecode(b"\xfe"): [os.fsdecode(b"\xff"), 1, None]}) == {
+        "\\xfe": ["\\xff", 1, None], "\\xfe_bytes_hex": ["ff", None, None]}
+
+
+def test_in_json_a_name_holding_a_byte_0xff_and_one_holding_a_backslash_are_told_apart() -> None:
+    # Both render as the text `\xff.php`; only the undecodable one carries its bytes beside it.
+    undecodable, backslash = os.fsdecode(b"\xff.php"), "\\xff.php"
+    one, other = json_safe({"path": undecodable}), json_safe({"path": backslash})
+    assert one == {"path": "\\xff.php", "path_bytes_hex": "ff2e706870"}
+    assert other == {"path": "\\xff.php"}
+    mixed = json_safe({"removed": [backslash, undecodable, "café.php"]})
+    assert mixed["removed_bytes_hex"] == [None, "ff2e706870", None]
+    assert bytes.fromhex(mixed["removed_bytes_hex"][1]) == b"\xff.php"
+    assert json.loads(json.dumps(mixed, ensure_ascii=False).encode("utf-8")) == mixed
+    assert json_safe({"x": "\ud800"}) == {"x": "\\ud800"}  # no byte stands for it: no bytes field
 
 
 async def test_the_status_page_shows_hostile_file_names_escaped_instead_of_answering_500(
@@ -155,6 +169,7 @@ async def test_an_audit_line_with_a_hostile_name_is_one_valid_json_document(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["removed"] == ["evil\n\x1b[2J.php", "\\xff.php"]
+    assert json.loads(lines[0])["removed_bytes_hex"] == [None, UNDECODABLE.hex()]
     assert "\x1b" not in lines[0]
 
 

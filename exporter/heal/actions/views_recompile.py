@@ -254,8 +254,8 @@ class Recompile(Action):
                 source.encode("utf-8")
             except UnicodeEncodeError:
                 # JSON carries text only: PHP would not even see the request's token.
-                shown = source.encode("utf-8", "backslashreplace").decode()
-                outcome.refused.append(f"{shown}: its path is not valid UTF-8, so it cannot be sent to PHP")
+                # Kept as it is: every sink renders it (`\xff`, exporter.text), JSON with its bytes.
+                outcome.refused.append(f"{source}: its path is not valid UTF-8, so it cannot be sent to PHP")
                 continue
             views.append((source, size))
         if not views:

@@ -46,7 +46,8 @@ cachewarden_run(function (array $args): array {
         'preload' => null,
         'pool' => null,
         'workers' => [],
-        'blacklist' => [],
+        // null: not known (opcache.restrict_api hides opcache_get_configuration()), never "empty".
+        'blacklist' => null,
     ];
     if (function_exists('fpm_get_status')) {
         $fpm = fpm_get_status();
@@ -58,8 +59,8 @@ cachewarden_run(function (array $args): array {
         return $out;
     }
     $configuration = opcache_get_configuration();
-    if (is_array($configuration)) {
-        $out['blacklist'] = array_values($configuration['blacklist'] ?? []);
+    if (is_array($configuration) && is_array($configuration['blacklist'] ?? null)) {
+        $out['blacklist'] = array_values($configuration['blacklist']);
     }
     $status = opcache_get_status(true);
     if (!is_array($status)) {
