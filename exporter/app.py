@@ -22,7 +22,7 @@ from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
 from exporter.deploy.routes import DEPLOYER, setup_deploy
-from exporter.heal.routes import setup_heal
+from exporter.heal.routes import HEAL_RUNNER, setup_heal
 from exporter.heal.token import HealState, read_heal_state
 from exporter.http_server import HTTP_ERRORS, HttpErrors
 from exporter.metrics import SnapshotCollector
@@ -111,7 +111,8 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_status_page(request: web.Request) -> web.Response:
     report = build_report(request.app[SCHEDULER].statuses(), heal=request.app[HEAL_STATE],
-                          warnings=request.app[SECRET_WARNINGS])
+                          warnings=request.app[SECRET_WARNINGS],
+                          feasibility=request.app[HEAL_RUNNER].feasibility)
     html = render_status_page(report, started_at=request.app[STARTED_AT],
                               deploys=list(request.app[DEPLOYER].metrics.recent))
     return web.Response(text=html, content_type="text/html")

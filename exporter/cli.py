@@ -213,12 +213,15 @@ def _deploy(config: Config, switches: dict[str, bool], args: argparse.Namespace)
 async def _check(config: Config, switches: dict[str, bool], fmt: str, heal_state: HealState,
                  secret_warnings: tuple[str, ...]) -> int:
     from exporter.collectors import build_collectors
+    from exporter.heal.feasibility import judge
+    from exporter.heal.plans import resolve_plans
     from exporter.report import build_report
     from exporter.scheduler import Scheduler
 
     scheduler = Scheduler(build_collectors(config, switches))
     try:
-        report = build_report(await scheduler.collect_all(), heal=heal_state, warnings=secret_warnings)
+        report = build_report(await scheduler.collect_all(), heal=heal_state, warnings=secret_warnings,
+                              feasibility=judge(config, resolve_plans(config.heal), heal_state.enabled))
     finally:
         await scheduler.close()
     if fmt == "json":

@@ -32,6 +32,7 @@ from pydantic import (
 from exporter.fs.access import resolve_php_user
 from exporter.laravel_env import read_app_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
+from exporter.pool_links import link_pools
 from exporter.text import display
 from exporter.url_options import redis_query_problem, sql_query_problem
 from exporter.url_secrets import url_credential
@@ -352,6 +353,8 @@ class PhpFpmTarget(_Model):
     # default: PREFIX when pool_config is PREFIX/etc/*.conf (/usr/local in the official Docker image)
     fpm_prefix: ConfigPath | None = None
     laravel: TargetName | None = None  # the Laravel app this pool serves, to refuse an agent_dir in public/
+    # Why `laravel` was set at load when the file left it out (exporter.pool_links); None: as written.
+    linked_because: str | None = Field(default=None, exclude=True)
     connect_timeout: Duration = 1.0
     status_timeout: Duration = 2.0  # a saturated pool shows as this timing out while connections succeed
     agent_timeout: Duration = 5.0
@@ -782,6 +785,17 @@ class Config(_Model):
         files += [("heal.token_file", self.heal.token_file),
                   ("heal.redis_password_file", self.heal.redis_password_file)]
         return [(key, path) for key, path in files if path is not None]
+
+    @model_validator(mode="after")
+    def _link_pools(self) -> Self:
+        links = {link.pool: link for link in link_pools(
+            [(t.name, t.root) for t in self.laravel],
+            [(t.name, t.laravel, t.pool_config, t.pool_name) for t in self.php_fpm])}
+        if links:
+            pools = [t.model_copy(update={"laravel": links[t.name].app, "linked_because": links[t.name].why})
+                     if t.name in links else t for t in self.php_fpm]
+            object.__setattr__(self, "php_fpm", pools)  # decided once, at load: the model is frozen after
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

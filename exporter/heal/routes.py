@@ -27,9 +27,10 @@ from aiohttp import web
 
 from exporter.config import Config
 from exporter.heal import guards
+from exporter.heal.feasibility import judge
 from exporter.heal.names import ACTIONS
 from exporter.heal.query import read_query, switch
-from exporter.heal.runner import HealRunner, NotRun, Rejected
+from exporter.heal.runner import HealRunner, NotRun, Rejected, targets_of
 from exporter.heal.store import STORE_ERRORS, Store, open_store
 from exporter.heal.token import HealState
 from exporter.heal.webhook import PayloadError, parse_payload
@@ -74,6 +75,11 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state
     """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
     store = store_factory() if store_factory else open_store(config.heal)
     runner = HealRunner(config, scheduler, store)
+    runner.feasibility = judge(config, runner.plans, state.enabled)
+    for note in runner.feasibility.notes:
+        log.info("heal: %s", note)
+    for problem in runner.feasibility.problems:
+        log.warning("heal: %s", problem)
     app[HEAL_RUNNER] = runner
     app[HEAL_GUARD] = HealGuard(config, state)
     app.router.add_post("/heal", handle_post)
@@ -187,8 +193,12 @@ async def handle_list(request: web.Request) -> web.Response:
         "enabled": heal.enabled,
         "dry_run": heal.dry_run,
         "state": request.app[HEAL_GUARD].state.as_dict(),
-        "actions": {name: {"target_section": info.section, "measured_by": info.measures}
+        "actions": {name: {"target_section": info.section, "measured_by": info.measures,
+                           "targets": runner.feasibility.target_verdicts(
+                               name, targets_of(runner.config, info.section))}
                     for name, info in ACTIONS.items()},
+        "problems": list(runner.feasibility.problems),
+        "notes": list(runner.feasibility.notes),
         "plans": {name: plan.model_dump() for name, plan in sorted(runner.plans.items())},
         "runs": [r.as_dict() for r in runner.recent_runs()],
     }

@@ -30,6 +30,7 @@ from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.backlog import StoreBacklog
 from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
+from exporter.heal.feasibility import judge
 from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS, RESTART_ONLY
@@ -94,6 +95,7 @@ class HealRunner:
         self.store = store
         self.plans = resolve_plans(heal)
         self.php = php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))
+        self.feasibility = judge(config, self.plans, heal.enabled)
         self.actions: dict[str, Action] = build_actions(ActionContext(
             config, self.php, CompiledRoots(config.laravel)))
         self.metrics = HealMetrics(
