@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import stat
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -22,14 +23,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    InstanceOf,
+    PlainSerializer,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from exporter.fs.access import resolve_php_user
+from exporter.fs.access import UserGroup
 from exporter.laravel_env import read_app_dotenv
 from exporter.laravel_paths import compiled_views, framework_version
 from exporter.pool_links import link_pools
@@ -153,6 +157,16 @@ def _command_path(value: Any, info: ValidationInfo) -> Any:
 
 # Every path-typed key is one of these (tests/unit/test_config_paths.py walks the model to hold that).
 ConfigPath = Annotated[Path, BeforeValidator(_relative_to_config)]
+
+
+def _account(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `user: 33` in YAML
+    return UserGroup.parse(value) if isinstance(value, str) else value
+
+
+# "user" or "user:group", names or numeric ids, resolved once at load (exporter.fs.access.UserGroup).
+Account = Annotated[InstanceOf[UserGroup], BeforeValidator(_account), PlainSerializer(str, return_type=str)]
 CommandPath = Annotated[Path, BeforeValidator(_command_path)]
 
 
@@ -254,7 +268,7 @@ class LaravelTarget(_Model):
     views_path: ConfigPath | None = None
     compiled_path: ConfigPath | None = None
     # The user (or "user:group") PHP-FPM runs the app as: dir_writable is judged for it, not for cachewarden.
-    php_user: str | None = None
+    php_user: Account | None = None
     # The app's .env as read at load time; the targets are derived from it (exporter.discovery), and
     # exporter.collectors.discovery re-reads it when it changes.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
@@ -263,6 +277,10 @@ class LaravelTarget(_Model):
     framework_version: str | None = Field(default=None, exclude=True)  # from vendor/laravel/framework
     # The compiled-view directory Laravel itself would use (what compiled_path is when not set here).
     derived_compiled_path: Path | None = Field(default=None, exclude=True, repr=False)
+    # Where compiled_path came from, decided once at load: True when cachewarden's configuration set it
+    # to something other than what Laravel would use (the operator's word); False when derived, or set
+    # to the derived value (the heal's stricter checks then apply: exporter.heal.actions.safety).
+    compiled_path_configured: bool = Field(default=False, exclude=True, repr=False)
 
     @field_validator("root")
     @classmethod
@@ -296,7 +314,10 @@ class LaravelTarget(_Model):
             derived["views_path"] = "the default under root; set views_path"
         laravels = compiled_views(root, env, version, dotenv)
         data["derived_compiled_path"] = str(laravels.path)
-        if data.get("compiled_path") is None:
+        given = data.get("compiled_path")
+        data["compiled_path_configured"] = isinstance(given, str) and (
+            os.path.normpath(given) != os.path.normpath(laravels.path))
+        if given is None:
             data["compiled_path"] = str(laravels.path)
             derived["compiled_path"] = laravels.origin
             if "env_error" in data:
@@ -312,13 +333,6 @@ class LaravelTarget(_Model):
         except ValueError as exc:
             origin = info.data.get("derived_from", {}).get(info.field_name)
             raise ValueError(f"{exc} ({origin})" if origin else str(exc)) from None
-
-    @field_validator("php_user")
-    @classmethod
-    def _php_user_exists(cls, v: str | None) -> str | None:
-        if v is not None:
-            resolve_php_user(v)  # raises ValueError naming the unknown user or group
-        return v
 
     @property
     def views_dir(self) -> Path:
@@ -517,7 +531,6 @@ def _octal_mode(value: Any) -> Any:
 
 FileMode = Annotated[int, BeforeValidator(_octal_mode), Field(ge=0, le=0o777)]
 MetricName = Annotated[str, Field(pattern=r"^cachewarden_[a-z0-9_]+$")]
-_OWNER = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$"
 
 
 class HealCondition(_Model):
@@ -554,6 +567,28 @@ class HealPlan(_Model):
             raise ValueError("every step of a plan must act on the same kind of target")
         return v
 
+    @model_validator(mode="after")
+    def _measured_metrics(self) -> Self:
+        """Each condition's metric must be one the collector that re-measures the plan emits: a typo
+        would otherwise load and never clear."""
+        from exporter.collectors import emitted_metrics
+        from exporter.heal.names import ACTIONS
+
+        kind = ACTIONS[self.steps[0]].measures
+        if kind is None:
+            return self  # verified by the step's own result: no metric is read
+        emitted = emitted_metrics(kind)
+        errors = [InitErrorDetails(
+            type=PydanticCustomError("value_error", "{why}", {"why": (
+                f"the {kind} collector that re-measures {self.steps[0]} emits no metric {c.metric!r}"
+                + (f"; did you mean {close[0]!r}?" if (close := get_close_matches(c.metric, emitted, 1, 0.9))
+                   else ""))}),
+            loc=("clear_when", i, "metric"), input=c.metric)
+            for i, c in enumerate(self.clear_when) if c.metric not in emitted]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
 
 class WarmCommand(_Model):
     argv: list[str] = Field(min_length=1)  # run without a shell
@@ -561,7 +596,7 @@ class WarmCommand(_Model):
     timeout: Duration = 60.0
     # "user" or "user:group" to run as (cachewarden must then run as root): an artisan command run as
     # root writes root-owned caches that the app's own user can no longer rewrite.
-    user: Annotated[str | None, Field(pattern=_OWNER)] = None
+    user: Account | None = None
 
 
 class WarmUrl(_Model):
@@ -601,7 +636,7 @@ class HealConfig(_Model):
     ineffective_window: Duration = 3600.0
     recent_runs: Annotated[int, Field(ge=1, le=10000)] = 200
     php_cli: CommandPath | None = None  # compile views with this `php` binary when no FPM pool serves the app
-    views_owner: Annotated[str | None, Field(pattern=_OWNER)] = None  # "user" or "user:group"
+    views_owner: Account | None = None  # "user" or "user:group"
     views_mode: FileMode = 0o644  # directories get the same bits plus x wherever r is set
     warm: list[HealWarm] = []
     plans: dict[str, HealPlan] = {}  # by alertname; merged over the shipped defaults
@@ -622,9 +657,6 @@ class HealConfig(_Model):
         return v
 
     _secret_readable = field_validator("token_file", "redis_password_file")(lambda cls, v: _secret_file(v))
-
-    def token(self) -> str | None:
-        return read_secret(self.token_file, self.token_env) or None
 
     def redis_password(self) -> str | None:
         return read_secret(self.redis_password_file, self.redis_password_env)

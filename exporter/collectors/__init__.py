@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from exporter.collectors.base import Collector
 from exporter.collectors.discovery import DiscoveryCollector, DotenvWatch
 from exporter.config import Config
@@ -112,18 +114,28 @@ def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Col
 KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats", "laravel_caches")
 
 
+# Each kind's collector class by module, so that asking about one kind imports only its driver.
+_CLASSES = {"views": ("views", "ViewsCollector"), "fpm": ("fpm", "FpmCollector"),
+            "opcache": ("opcache", "OpcacheCollector"), "redis": ("redis_server", "RedisCollector"),
+            "sql": ("sql", "SqlCollector"), "app_stats": ("app_stats", "AppStatsCollector"),
+            "laravel_caches": ("laravel_caches", "LaravelCachesCollector")}
+
+
+def collector_class(kind: str) -> type[Collector]:
+    module, name = _CLASSES[kind]
+    cls: type[Collector] = getattr(importlib.import_module(f"exporter.collectors.{module}"), name)
+    return cls
+
+
 def collector_classes() -> tuple[type[Collector], ...]:
     """Every collector class, one line each: the list the metric reference is generated from."""
-    from exporter.collectors.app_stats import AppStatsCollector
-    from exporter.collectors.fpm import FpmCollector
-    from exporter.collectors.laravel_caches import LaravelCachesCollector
-    from exporter.collectors.opcache import OpcacheCollector
-    from exporter.collectors.redis_server import RedisCollector
-    from exporter.collectors.sql import SqlCollector
-    from exporter.collectors.views import ViewsCollector
+    kinds = [k for k in KINDS if k != "laravel_caches"]
+    return (*(collector_class(k) for k in kinds), DiscoveryCollector, collector_class("laravel_caches"))
 
-    return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector,
-            DiscoveryCollector, LaravelCachesCollector)
+
+def emitted_metrics(kind: str) -> frozenset[str]:
+    """The names of the metrics the collectors of one kind emit (what a heal plan can be verified by)."""
+    return frozenset(s.name for s in collector_class(kind).metrics)
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:

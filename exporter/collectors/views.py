@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import LaravelTarget
-from exporter.fs.access import resolve_php_user
 from exporter.fs.compiled_views import CompiledViewScanner, ViewScan
 from exporter.metrics import MetricSpec, counter, gauge
 
@@ -82,7 +81,7 @@ class ViewsCollector(Collector):
     def __init__(self, target: LaravelTarget, *, interval: float, timeout: float,
                  scanner: CompiledViewScanner | None = None) -> None:
         super().__init__(target.name, interval=interval, timeout=timeout)
-        php_user = resolve_php_user(target.php_user) if target.php_user else None
+        php_user = target.php_user
         self.scanner = scanner or CompiledViewScanner(target.views_dir, target.compiled_dir,
                                                       php_user=php_user)
         self.writable_for = f"by {target.php_user}" if php_user else "for cachewarden's own user"

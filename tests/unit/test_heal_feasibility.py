@@ -1,4 +1,4 @@
-"""Heal plans that cannot run show at start (check, serve's log, GET /heal), and unambiguous pools are linked."""
+"""Heal plans that cannot run show at start (check, serve's log, GET /heal); unambiguous pools are linked."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_an_ambiguous_pool_stays_unlinked_and_the_plans_it_would_serve_are_probl
     assert judge(with_cli, resolve_plans(with_cli.heal), enabled=True).problems == ()
 
 
-def test_check_fails_naming_the_plan_that_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_naming_the_plan_that_cannot_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
     data = _config(tmp_path, ["shop", "blog"], [])
@@ -87,7 +88,8 @@ async def test_serve_logs_the_problem_and_get_heal_says_why_per_action_and_targe
     config = parse(_config(tmp_path, ["shop", "blog"], [{"name": "www", "restart_command": ["/bin/true"]}]))
     with caplog.at_level(logging.WARNING, logger="exporter.heal.routes"):
         client = await aiohttp_client(create_app(config, run_collectors=False))
-    assert any("heal plan CachewardenViewsStale cannot run on 'blog'" in r.getMessage() for r in caplog.records)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("heal plan CachewardenViewsStale cannot run on 'blog'" in m for m in logged)
     body = await (await client.get("/heal", headers=AUTH)).json()
     recompile = body["actions"]["views.recompile"]["targets"]
     assert recompile["shop"]["runnable"] is False

@@ -23,7 +23,6 @@ from exporter.config import LaravelTarget
 from exporter.fs.pinned import PinnedDirectory
 from exporter.heal.actions.base import ActionError
 
-DEFAULT_COMPILED = Path("storage") / "framework" / "views"
 # Laravel's compiled names: sha1 (40 hex, Laravel 5.x-9.x) or xxh128/md5 (32 hex), then ".php".
 COMPILED_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{32})\.php$")
 
@@ -34,15 +33,6 @@ class UnsafeTarget(ActionError):
 
 def looks_compiled(name: str) -> bool:
     return COMPILED_NAME.fullmatch(name) is not None
-
-
-def set_in_config(target: LaravelTarget) -> bool:
-    """True when compiled_path differs from what cachewarden derives from the root and the app's .env.
-
-    A YAML value equal to the derived one counts as derived: the stricter checks then apply.
-    """
-    derived = target.derived_compiled_path or target.root / DEFAULT_COMPILED
-    return os.path.normpath(target.compiled_dir) != os.path.normpath(derived)
 
 
 def symlinked_component(path: Path, below: Path) -> Path | None:
@@ -64,7 +54,7 @@ def check_compiled_dir(target: LaravelTarget) -> Path:
     """
     configured = Path(os.path.normpath(target.compiled_dir))
     app_root = Path(os.path.normpath(target.root))
-    if not set_in_config(target):
+    if not target.compiled_path_configured:  # decided at load (exporter.config.LaravelTarget)
         if app_root not in configured.parents:
             raise UnsafeTarget(
                 f"the compiled directory {configured} (from the app's .env) lies outside the app root; "

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import grp
 import os
-import pwd
 import stat
 
 from exporter.collectors.base import Observation
+from exporter.fs.access import UserGroup
 from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
-from exporter.heal.actions.base import Action, ActionError, ActionOutcome
+from exporter.heal.actions.base import Action, ActionOutcome
 from exporter.heal.actions.safety import UnsafeTarget, looks_compiled
 
 
@@ -26,17 +25,11 @@ def dir_mode(file_mode: int) -> int:
     return file_mode | ((file_mode & 0o444) >> 2)
 
 
-def resolve_owner(spec: str | None) -> tuple[int, int]:
-    """(uid, gid) for "user[:group]"; -1 leaves that id unchanged (os.fchown's convention)."""
-    if not spec:
+def owner_ids(owner: UserGroup | None) -> tuple[int, int]:
+    """(uid, gid) for fchown; -1 leaves that id unchanged (a "user" alone keeps each file's group)."""
+    if owner is None:
         return -1, -1
-    user, _, group = spec.partition(":")
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-        gid = grp.getgrnam(group).gr_gid if group else -1
-    except KeyError as exc:
-        raise ActionError(f"heal.views_owner: unknown user or group {exc.args[0]!r}") from None
-    return uid, gid
+    return owner.uid, owner.gid if owner.group_given else -1
 
 
 def _apply(fd: int, path: str, st: os.stat_result, mode: int, uid: int, gid: int,
@@ -112,7 +105,7 @@ class FixPermissions(Action):
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         laravel = self.laravel(target)
         heal = self.ctx.config.heal
-        uid, gid = resolve_owner(heal.views_owner)
+        uid, gid = owner_ids(heal.views_owner)
 
         def fix() -> ActionOutcome:
             with self.ctx.compiled.open(laravel) as d:

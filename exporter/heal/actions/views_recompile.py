@@ -29,7 +29,7 @@ from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
 from exporter.heal.actions.findings import view_findings
 from exporter.heal.actions.safety import UnsafeTarget, looks_compiled, name_in
-from exporter.heal.actions.views_permissions import resolve_owner
+from exporter.heal.actions.views_permissions import owner_ids
 from exporter.heal.phpexec import PhpError
 
 SCRIPT = "compile_views.php"
@@ -264,7 +264,7 @@ class Recompile(Action):
         views_dir = await asyncio.to_thread(os.path.realpath, laravel.views_dir)
         compile_, pool = self._php(laravel)
         heal = self.ctx.config.heal
-        owner = resolve_owner(heal.views_owner)
+        owner = owner_ids(heal.views_owner)
         args: dict[str, Any] = {
             "autoload": autoload_files(laravel),
             **({"bootstrap": bootstrap} if bootstrap else {}),
