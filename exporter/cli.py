@@ -255,6 +255,7 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
     from exporter.descriptors import budget, raise_soft_limit
     from exporter.heal.store import POOL_SIZE
     from exporter.metrics import SnapshotCollector
+    from exporter.php.pools import FpmPools
     from exporter.serving import DescriptorShortage, Limits, listening_sockets, serve
 
     host, port = address
@@ -267,7 +268,8 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     old_soft, soft = raise_soft_limit()
-    collectors = build_collectors(config, switches)
+    pools = FpmPools(config.php_fpm)  # one registry for the collectors and the heal
+    collectors = build_collectors(config, switches, pools)
     need = budget((c.kind for c in collectors), heal_store_connections=(
         (POOL_SIZE if config.heal.redis_url else 0) if heal_state.enabled else None))
     try:
@@ -283,7 +285,8 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
                  old_soft, soft, old_soft)
     if limits.short:
         log.warning("%s", limits.short)
-    app = create_app(config, collectors=collectors, heal_state=heal_state, secret_warnings=secret_warnings)
+    app = create_app(config, collectors=collectors, pools=pools, heal_state=heal_state,
+                     secret_warnings=secret_warnings)
     registry: CollectorRegistry = app[REGISTRY]
     if web_config is not None:
         from exporter.web_auth import WebAuth

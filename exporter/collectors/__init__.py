@@ -9,16 +9,19 @@ from exporter.collectors.discovery import DiscoveryCollector, DotenvWatch
 from exporter.config import Config
 from exporter.discovery import Discovery, discover
 from exporter.metrics import MetricSpec
+from exporter.php.pools import FpmPools
 
 # The derivations are made at start; each collection stats the .env and re-derives only when it changed,
 # so this bounds how soon an edit shows.
 DISCOVERY_INTERVAL = 15.0
 
 
-def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> list[Collector]:
+def build_collectors(config: Config, enabled: dict[str, bool] | None = None,
+                     pools: FpmPools | None = None) -> list[Collector]:
     """One collector per configured target of every enabled subsystem.
 
-    `enabled` holds `--collector.X`/`--no-collector.X` overrides of `collectors.X.enabled`.
+    `enabled` holds `--collector.X`/`--no-collector.X` overrides of `collectors.X.enabled`; `pools` is
+    the registry of PHP-FPM endpoints the heal shares (a private one when not given).
     """
     # Imported here so that importing the package does not import every driver.
     from exporter.collectors.views import ViewsCollector
@@ -34,7 +37,8 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         o = opts.views
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
-        out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
+        out.extend(_php_fpm_collectors(config, pools or FpmPools(config.php_fpm), fpm=on("fpm"),
+                                       opcache=on("opcache")))
     # What each app's .env implies is derived here for the collectors below and for reporting.
     kinds = {"redis": on("redis"), "sql": on("sql"), "views": on("views")}
     found = discover(config, **kinds)
@@ -91,17 +95,16 @@ def _datastore_collectors(config: Config, found: Discovery, *, redis: bool, sql:
     return out
 
 
-def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Collector]:
-    # One endpoint per pool, shared by both collectors: its lock keeps cachewarden to one FPM worker.
+def _php_fpm_collectors(config: Config, pools: FpmPools, *, fpm: bool, opcache: bool) -> list[Collector]:
+    # One endpoint per pool, shared by both collectors and the heal: its lock keeps cachewarden to one
+    # FPM worker.
     from exporter.collectors.fpm import FpmCollector
     from exporter.collectors.opcache import OpcacheCollector
-    from exporter.php.agent import Agent
-    from exporter.php.endpoint import FpmEndpoint
 
     out: list[Collector] = []
     for t in config.php_fpm:
-        endpoint = FpmEndpoint(t.address, connect_timeout=t.connect_timeout)
-        agent = Agent(endpoint, t.agent_dir, timeout=t.agent_timeout)
+        endpoint = pools.endpoint(t)
+        agent = pools.agent(t, t.agent_timeout)
         if fpm:
             o = config.collectors.fpm
             out.append(FpmCollector(t, endpoint, agent, interval=o.interval, timeout=o.timeout))

@@ -11,9 +11,10 @@ import json
 import sys
 
 from exporter.config import Config
-from exporter.heal.runner import HealRunner, NotRun, Rejected
+from exporter.heal.assembly import assemble_heal, running
+from exporter.heal.runner import NotRun, Rejected
 from exporter.heal.runs import Run
-from exporter.heal.store import STORE_ERRORS, open_store
+from exporter.heal.store import STORE_ERRORS
 from exporter.text import display
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
@@ -41,25 +42,28 @@ def run_as_text(run: Run) -> str:
 async def heal_command(config: Config, switches: dict[str, bool], action: str, target: str,
                        dry_run: bool, fmt: str) -> int:
     from exporter.collectors import build_collectors
+    from exporter.php.pools import FpmPools
     from exporter.scheduler import Scheduler
 
-    scheduler = Scheduler(build_collectors(config, switches))
-    store = open_store(config.heal)
-    runner = HealRunner(config, scheduler, store)  # audits to the store's stream, as `serve` does
+    pools = FpmPools(config.php_fpm)
+    scheduler = Scheduler(build_collectors(config, switches, pools))
+    # The same assembly as `serve`'s: the run is audited to the store's stream and shares its locks.
+    runner = assemble_heal(config, scheduler, pools, enabled=config.heal.enabled)
     try:
-        run = await runner.run_action(action, target, dry_run, "cli")
-    except Rejected as exc:
-        print(f"cachewarden heal: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGS
-    except NotRun as exc:
-        run = exc.run
-    except STORE_ERRORS as exc:
-        print(f"cachewarden heal: the heal coordination store is unavailable ({type(exc).__name__})",
-              file=sys.stderr)
-        return EXIT_FAILED
+        # On exit the cleanup the store could not take at once gets a last chance, then it closes.
+        async with running(runner, background=False):
+            try:
+                run = await runner.run_action(action, target, dry_run, "cli")
+            except Rejected as exc:
+                print(f"cachewarden heal: {exc}", file=sys.stderr)
+                return EXIT_BAD_ARGS
+            except NotRun as exc:
+                run = exc.run
+            except STORE_ERRORS as exc:
+                print(f"cachewarden heal: the heal coordination store is unavailable ({type(exc).__name__})",
+                      file=sys.stderr)
+                return EXIT_FAILED
     finally:
-        await runner.close()  # the cleanup the store could not take at once gets a last chance
         await scheduler.close()
-        await store.close()
     sys.stdout.write(json.dumps(run.as_dict(), indent=2) + "\n" if fmt == "json" else run_as_text(run))
     return EXIT_OK if run.succeeded else EXIT_FAILED

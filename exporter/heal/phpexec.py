@@ -22,6 +22,7 @@ from exporter.heal.child_process import AccountError, spawn_options
 from exporter.heal.fpm import HealFpm
 from exporter.php.agent import AgentError, compose_source
 from exporter.php.fastcgi import FastCGIError
+from exporter.php.pools import FpmPools
 
 SCRIPTS_DIR = Path(__file__).parent / "php"
 
@@ -35,9 +36,9 @@ def script_text(name: str) -> str:
 
 
 class PhpExecutor:
-    def __init__(self, config: Config, fpm: HealFpm | None = None) -> None:
+    def __init__(self, config: Config, pools: FpmPools | None = None) -> None:
         self._config = config
-        self.fpm = fpm or HealFpm()
+        self.fpm = HealFpm(pools or FpmPools(config.php_fpm))
 
     def pool_for_app(self, laravel: str) -> PhpFpmTarget | None:
         """The pool that serves a Laravel target (`php_fpm[].laravel`), if one is configured."""

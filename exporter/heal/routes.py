@@ -15,25 +15,24 @@ down), and a client that retries 5xx must not loop on it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from exporter.config import Config
 from exporter.heal import guards
-from exporter.heal.feasibility import judge
+from exporter.heal.assembly import assemble_heal, log_feasibility, running
 from exporter.heal.names import ACTIONS
 from exporter.heal.query import read_query, switch
 from exporter.heal.runner import HealRunner, NotRun, Rejected, targets_of
-from exporter.heal.store import STORE_ERRORS, Store, open_store
+from exporter.heal.store import STORE_ERRORS, Store
 from exporter.heal.token import HealState
 from exporter.heal.webhook import PayloadError, parse_payload
+from exporter.php.pools import FpmPools
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -70,16 +69,11 @@ class HealGuard:
 HEAL_GUARD = web.AppKey("heal_guard", HealGuard)
 
 
-def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state: HealState,
-               store_factory: Callable[[], Store] | None = None) -> HealRunner:
+def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, pools: FpmPools,
+               state: HealState, store: Store | None = None) -> HealRunner:
     """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
-    store = store_factory() if store_factory else open_store(config.heal)
-    runner = HealRunner(config, scheduler, store)
-    runner.feasibility = judge(config, runner.plans, state.enabled)
-    for note in runner.feasibility.notes:
-        log.info("heal: %s", note)
-    for problem in runner.feasibility.problems:
-        log.warning("heal: %s", problem)
+    runner = assemble_heal(config, scheduler, pools, enabled=state.enabled, store=store)
+    log_feasibility(runner)
     app[HEAL_RUNNER] = runner
     app[HEAL_GUARD] = HealGuard(config, state)
     app.router.add_post("/heal", handle_post)
@@ -87,13 +81,8 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state
     app.router.add_get("/heal/runs/{run_id}", handle_run)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        refresh = asyncio.create_task(runner.refresh_ineffective_forever(), name="heal-ineffective")
-        yield
-        refresh.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresh
-        await runner.close()
-        await store.close()
+        async with running(runner, background=True):
+            yield
 
     app.cleanup_ctx.append(lifecycle)
     return runner

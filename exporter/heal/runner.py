@@ -31,7 +31,6 @@ from exporter.heal.backlog import StoreBacklog
 from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
 from exporter.heal.feasibility import judge
-from exporter.heal.fpm import HealFpm, fpm_endpoints
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
@@ -46,6 +45,7 @@ from exporter.heal.plans import (
 from exporter.heal.runs import Run, StepRecord
 from exporter.heal.store import STORE_ERRORS, Store, StoreUnavailable
 from exporter.heal.webhook import Alert
+from exporter.php.pools import FpmPools
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,16 @@ def targets_of(config: Config, section: str) -> list[str]:
 
 class HealRunner:
     def __init__(self, config: Config, scheduler: Scheduler, store: Store, *,
-                 php: PhpExecutor | None = None, audit: Audit | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 pools: FpmPools | None = None, php: PhpExecutor | None = None,
+                 audit: Audit | None = None, clock: Callable[[], float] = time.time) -> None:
+        """`pools` is the PHP-FPM registry the collectors use (exporter.heal.assembly hands it in);
+        `php` replaces the way PHP is run (tests), `audit` the audit (default: to the store's stream)."""
         heal = config.heal
         self.config = config
         self.scheduler = scheduler
         self.store = store
         self.plans = resolve_plans(heal)
-        self.php = php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))
+        self.php = php or PhpExecutor(config, pools)
         self.feasibility = judge(config, self.plans, heal.enabled)
         self.actions: dict[str, Action] = build_actions(ActionContext(
             config, self.php, CompiledRoots(config.laravel)))
