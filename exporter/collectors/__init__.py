@@ -27,6 +27,7 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None,
     from exporter.collectors.views import ViewsCollector
 
     enabled = enabled or {}
+    pools = pools if pools is not None else FpmPools(config.php_fpm)
     opts = config.collectors
     out: list[Collector] = []
 
@@ -37,8 +38,7 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None,
         o = opts.views
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
-        out.extend(_php_fpm_collectors(config, pools or FpmPools(config.php_fpm), fpm=on("fpm"),
-                                       opcache=on("opcache")))
+        out.extend(_php_fpm_collectors(config, pools, fpm=on("fpm"), opcache=on("opcache")))
     # What each app's .env implies is derived here for the collectors below and for reporting.
     kinds = {"redis": on("redis"), "sql": on("sql"), "views": on("views")}
     found = discover(config, **kinds)
@@ -53,17 +53,16 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None,
                                           interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL,
                                           watch=DotenvWatch(config, app.name, kinds, found)))
     if on("laravel_caches") and config.laravel:
-        out.extend(_laravel_caches_collectors(config, out))
+        out.extend(_laravel_caches_collectors(config, pools))
     return out
 
 
-def _laravel_caches_collectors(config: Config, built: list[Collector]) -> list[Collector]:
+def _laravel_caches_collectors(config: Config, pools: FpmPools) -> list[Collector]:
     # PHP runs in the app's pool through the endpoint its FPM and OPcache collectors already share.
     from exporter.collectors.laravel_caches import LaravelCachesCollector
-    from exporter.heal.fpm import HealFpm, fpm_endpoints
     from exporter.heal.phpexec import PhpExecutor
 
-    php = PhpExecutor(config, HealFpm(fpm_endpoints(built)))
+    php = PhpExecutor(config, pools)
     o = config.collectors.laravel_caches
     return [LaravelCachesCollector(t, interval=o.interval, timeout=o.timeout, php=php,
                                    php_cli=config.heal.php_cli is not None) for t in config.laravel]

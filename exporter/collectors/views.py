@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import LaravelTarget
+from exporter.findings import StaleView, ViewFindings
 from exporter.fs.compiled_views import CompiledViewScanner, ViewScan
 from exporter.metrics import MetricSpec, counter, gauge
 
@@ -122,7 +123,9 @@ class ViewsCollector(Collector):
         if scan.free_bytes is not None:
             s.add(VIEWS_DIR_FREE_BYTES, scan.free_bytes)
         s.add(VIEWS_FOOTER_READS, self.scanner.footer_reads)
-        return Observation(s, _checks(scan, self.writable_for), _details(scan))
+        return Observation(s, _checks(scan, self.writable_for), _details(scan), ViewFindings(
+            stale=tuple(StaleView(v.compiled, v.source) for v in scan.stale),
+            orphaned=tuple(scan.orphaned), uncompiled=tuple(scan.uncompiled)))
 
 
 def _checks(scan: ViewScan, writable_for: str) -> list[Check]:

@@ -44,7 +44,7 @@ from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
 from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, symlinked_component
 from exporter.heal.child_process import AccountError, spawn_options
-from exporter.heal.phpexec import PhpError, account_by_name
+from exporter.heal.phpexec import PhpError
 
 ARTISAN_TIMEOUT = 120.0
 VALIDATE_TIMEOUT = 30.0
@@ -224,7 +224,7 @@ class CacheRebuild(Action):
         suffix = f"{TMP_MARK}{secrets.token_hex(8)}.php"
         tmp = {c: f".{paths[c].name}{suffix}" for c in caches}
         try:
-            options = spawn_options(self.ctx.config, laravel.php_user and account_by_name(laravel.php_user))
+            options = spawn_options(self.ctx.config, laravel.php_user)
         except AccountError as exc:
             outcome.errors.append(f"{', '.join(caches)}: {exc}")
             return []

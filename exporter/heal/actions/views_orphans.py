@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Sequence
 
 from exporter.collectors.base import Observation
 from exporter.fs.footer import LONG_TAIL_BYTES, parse_footer
@@ -45,7 +46,7 @@ def _why_not(d: PinnedDirectory, name: str) -> str | None:
     return None
 
 
-def remove_orphans(d: PinnedDirectory, candidates: list[str], dry_run: bool) -> ActionOutcome:
+def remove_orphans(d: PinnedDirectory, candidates: Sequence[str], dry_run: bool) -> ActionOutcome:
     """Remove the candidates still orphaned, through the pinned directory `d`."""
     outcome = ActionOutcome()
     for candidate in candidates:

@@ -104,9 +104,9 @@ def views_to_compile(observation: Observation | None, d: PinnedDirectory) -> lis
     """Sources of stale and uncompiled views, deduplicated, in a stable order, with their sizes in
     bytes (0 when they cannot be stat'ed: PHP then reports why). Blocking: stats files."""
     findings = view_findings(observation)
-    stale = [_as_laravel_named_it(d, compiled, source) for compiled, source in findings.stale]
+    stale = [_as_laravel_named_it(d, v.compiled, v.source) for v in findings.stale]
     out = []
-    for source in sorted(dict.fromkeys(stale + findings.uncompiled)):
+    for source in sorted(dict.fromkeys([*stale, *findings.uncompiled])):
         try:
             size = os.stat(source).st_size
         except OSError:
