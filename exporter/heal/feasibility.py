@@ -27,6 +27,11 @@ def _blocked(config: Config, action: str, target: str) -> Blocked | None:
         if not linked and config.heal.php_cli is None:
             return Blocked(f"no PHP to compile the views of {target!r} with: no php_fpm target is linked "
                            "to it (php_fpm[].laravel) and heal.php_cli is not set", problem=True)
+    elif action == "laravel.cache_rebuild" and config.heal.php_cli is None:
+        app = next(t for t in config.laravel if t.name == target)
+        # A problem only for an app artisan can rebuild: without it there is nothing to rebuild with.
+        return Blocked(f"artisan needs the php CLI to rebuild the bootstrap caches of {target!r}: set "
+                       "heal.php_cli", problem=(app.root / "artisan").is_file())
     elif action == "fpm.reload":
         pool = next(p for p in config.php_fpm if p.name == target)
         if pool.restart_command is None:

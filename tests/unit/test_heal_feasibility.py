@@ -74,12 +74,14 @@ def test_check_fails_naming_the_plan_that_cannot_run(
     data = _config(tmp_path, ["shop", "blog"], [])
     path = tmp_path / "cachewarden.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert main(["check", "--config.file", str(path), "--no-collector.views"]) == EXIT_PROBLEMS
+    assert main(["check", "--config.file", str(path), "--no-collector.views",
+                 "--no-collector.laravel_caches"]) == EXIT_PROBLEMS
     out = capsys.readouterr().out
     assert "  FAIL heal plan CachewardenViewsUncompiled cannot run on 'blog': no PHP to compile" in out
     data["heal"]["php_cli"] = "/bin/true"
     path.write_text(yaml.safe_dump(data))
-    assert main(["check", "--config.file", str(path), "--no-collector.views"]) == EXIT_OK
+    assert main(["check", "--config.file", str(path), "--no-collector.views",
+                 "--no-collector.laravel_caches"]) == EXIT_OK
 
 
 async def test_serve_logs_the_problem_and_get_heal_says_why_per_action_and_target(
