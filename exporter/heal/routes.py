@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 
 HEAL_RUNNER = web.AppKey("heal_runner", HealRunner)
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+NOT_RUN = ("locked", "cooldown", "ineffective")  # refusals of a manual run: 409
 MANUAL_RUN_FAILED = 422  # a manual run that failed or could not verify its fix (see the docstring)
 # The query parameters each request takes (exporter.heal.query): anything else is refused with 400.
 MANUAL_PARAMS = ("action", "target", "dry_run")
+TARGET_PARAMS = ("target", "dry_run")  # no action: every plan the target needs now
 NO_PARAMS: tuple[str, ...] = ()
 
 
@@ -99,7 +101,8 @@ async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response
 
 async def handle_post(request: web.Request) -> web.Response:
     refusal = request.app[HEAL_GUARD].check(request)
-    if refusal is not None and refusal.outcome == "disabled" and "action" not in request.query:
+    manual = bool({"action", "target"} & set(request.query))
+    if refusal is not None and refusal.outcome == "disabled" and not manual:
         # A webhook delivery to a sidecar whose heal is off: 2xx, so Alertmanager neither retries nor
         # counts a failed notification; nothing is read or acted on.
         runner = request.app[HEAL_RUNNER]
@@ -111,6 +114,8 @@ async def handle_post(request: web.Request) -> web.Response:
         return await _refuse(request, refusal)
     if "action" in request.query:
         return await _manual(request)
+    if "target" in request.query:
+        return await _manual_target(request)
     return await _webhook(request)
 
 
@@ -170,6 +175,30 @@ async def _manual(request: web.Request) -> web.Response:
     runner.metrics.requests["manual"] += 1
     return web.json_response({"status": "finished", "result": run.result, "run": run.as_dict()},
                              status=200 if run.succeeded else MANUAL_RUN_FAILED)
+
+
+async def _manual_target(request: web.Request) -> web.Response:
+    """`POST /heal?target=T`: the plans for whatever is wrong with T now, each verified. 200 when all
+    were verified (or nothing was wrong, or a dry run); 409 when a run was refused (lock, cooldown,
+    ineffective); 422 when one failed, could not verify, could not fix, or T could not be measured."""
+    runner = request.app[HEAL_RUNNER]
+    if not runner.config.heal.enabled:
+        return await _refuse(request, guards.Refusal(403, "disabled", "heal is disabled (heal.enabled)"))
+    try:
+        q = read_query(request.query, TARGET_PARAMS)
+        dry_run = switch(q, "dry_run")
+    except guards.Refusal as refusal:
+        return await _refuse(request, refusal)
+    try:
+        healed = await runner.heal_target(q.get("target", ""), dry_run, request.remote or "unknown")
+    except Rejected as exc:
+        return await _refuse(request, guards.Refusal(400, "bad_request", str(exc)))
+    except STORE_ERRORS:
+        return await _refuse(request, guards.Refusal(503, "unavailable", "the heal coordination store "
+                                                     "is unavailable; retry later"))
+    runner.metrics.requests["manual"] += 1
+    status = 200 if healed.succeeded else 409 if healed.result in NOT_RUN else MANUAL_RUN_FAILED
+    return web.json_response({"status": "finished", **healed.as_dict()}, status=status)
 
 
 async def handle_list(request: web.Request) -> web.Response:
