@@ -40,9 +40,15 @@ from typing import Any
 from exporter.collectors.base import Observation
 from exporter.config import LaravelTarget
 from exporter.fs.bootstrap_caches import CACHE_VARIABLES
-from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file, open_directory
+from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, symlinked_component
+from exporter.heal.actions.safety import (
+    PinnedDir,
+    UnsafeTarget,
+    open_pinned,
+    still_pinned,
+    symlinked_component,
+)
 from exporter.heal.child_process import AccountError, spawn_options
 from exporter.heal.phpexec import PhpError
 
@@ -114,29 +120,8 @@ def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
 def open_cache_dir(pinned: PinnedDir) -> PinnedDirectory:
     """The pinned cache directory, opened one component at a time (exporter.fs.pinned) and verified to
     be that very inode; every read and write of the rebuild goes through it. The caller closes it."""
-    try:
-        fd = open_directory(pinned.path)
-    except OSError as exc:
-        raise UnsafeTarget(f"the cache directory {pinned.path} cannot be opened safely: "
-                           f"{exc.strerror or exc}") from None
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
-        os.close(fd)
-        raise _replaced(pinned)
-
-    def verify() -> None:
-        try:
-            now = os.stat(pinned.path, follow_symlinks=False)
-        except OSError as exc:
-            raise UnsafeTarget(f"the cache directory {pinned.path} is gone: {exc.strerror}") from None
-        if (now.st_dev, now.st_ino) != (pinned.dev, pinned.ino):
-            raise _replaced(pinned)
-
-    return PinnedDirectory(fd, pinned.path, verify)
-
-
-def _replaced(pinned: PinnedDir) -> UnsafeTarget:
-    return UnsafeTarget(f"the cache directory {pinned.path} was replaced meanwhile; refusing to write there")
+    return PinnedDirectory(open_pinned(pinned, "cache directory"), pinned.path,
+                           lambda: still_pinned(pinned, "cache directory"))
 
 
 def read_built(directory: PinnedDirectory, name: str) -> tuple[bytes, os.stat_result] | str:

@@ -18,7 +18,7 @@ from exporter.collectors.base import Observation
 from exporter.fs.access import UserGroup
 from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionOutcome
-from exporter.heal.actions.safety import UnsafeTarget, looks_compiled
+from exporter.heal.actions.safety import looks_compiled, verify_after
 
 
 def dir_mode(file_mode: int) -> int:
@@ -60,11 +60,7 @@ def fix_tree(d: PinnedDirectory, file_mode: int, uid: int, gid: int, dry_run: bo
     _apply(d.fd, str(d.path), d.stat(), dir_mode(file_mode), uid, gid, dry_run, outcome)
     for name in d.names():
         _fix_file(d, name, file_mode, uid, gid, dry_run, outcome)
-    if outcome.done and not dry_run:
-        try:
-            d.verify()
-        except UnsafeTarget as exc:
-            outcome.errors.append(f"after changing: {exc}")
+    verify_after(d, outcome, "changing", dry_run)
     return outcome
 
 
