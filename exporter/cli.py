@@ -63,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
     check.add_argument("--format", choices=["text", "json"], default="text")
 
-    heal = sub.add_parser("heal", help="run one heal action on one target now; exit 1 unless verified")
+    heal = sub.add_parser("heal", help="run one heal action on one target now, or without an action every "
+                          "plan for what is wrong with it; exit 1 unless verified")
     common(heal)
-    heal.add_argument("action", help="e.g. views.recompile (GET /heal lists them)")
+    heal.add_argument("action", nargs="?", help="e.g. views.recompile (GET /heal lists them); omitted: "
+                      "the plans for whatever is wrong with the target now")
     heal.add_argument("--target", required=True, help="a target name from the configuration")
     heal.add_argument("--dry-run", action="store_true", help="only list what the action would do")
     heal.add_argument("--format", choices=["text", "json"], default="text")
