@@ -92,4 +92,22 @@ class OpcacheFindings:
         return list(seen)
 
 
-Findings = ViewFindings | OpcacheFindings
+@dataclass(frozen=True, slots=True)
+class BootstrapCache:
+    """One of a Laravel app's bootstrap caches (bootstrap/cache/*.php) as measured."""
+
+    path: str
+    present: bool
+    stale: bool = False  # older than one of its inputs
+    unparsable: bool = False  # half-written: PHP cannot load it
+
+
+@dataclass(frozen=True, slots=True)
+class LaravelCacheFindings:
+    """A Laravel app's bootstrap caches (collector `laravel_caches`)."""
+
+    caches: Mapping[str, BootstrapCache] = field(default_factory=dict)  # config, routes, events, …
+    served_stale: tuple[str, ...] = ()  # caches OPcache serves in an older version than the disk's
+
+
+Findings = ViewFindings | OpcacheFindings | LaravelCacheFindings

@@ -39,6 +39,7 @@ from typing import Any
 
 from exporter.collectors.base import Observation
 from exporter.config import LaravelTarget
+from exporter.findings import LaravelCacheFindings
 from exporter.fs.bootstrap_caches import CACHE_VARIABLES
 from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
@@ -77,27 +78,22 @@ UNITS = (
 RETURNS_ARRAY = {"config": True, "routes": False, "events": True, "packages": True, "services": True}
 
 
+def _findings(observation: Observation | None) -> LaravelCacheFindings:
+    found = observation.findings if observation else None
+    return found if isinstance(found, LaravelCacheFindings) else LaravelCacheFindings()
+
+
 def caches_to_rebuild(observation: Observation | None) -> list[str]:
     """The caches the measurement found present and stale or unparsable, in rebuild order."""
-    if observation is None:
-        return []
-    caches = observation.details.get("caches")
-    if not isinstance(caches, dict):
-        return []
-    wanted = {c for c, d in caches.items() if isinstance(d, dict) and d.get("present")
-              and (d.get("stale") or d.get("unparsable"))}
+    caches = _findings(observation).caches
+    wanted = {c for c, b in caches.items() if b.present and (b.stale or b.unparsable)}
     return [c for unit in UNITS for c in unit.caches if c in wanted or wanted & set(unit.caches)]
 
 
 def served_stale(observation: Observation | None) -> list[tuple[str, str]]:
     """(cache, path) of the cache files OPcache serves in an older version than the file on disk."""
-    if observation is None:
-        return []
-    caches = observation.details.get("caches")
-    served = observation.details.get("served_stale")
-    if not isinstance(caches, dict) or not isinstance(served, list):
-        return []
-    return [(c, str(caches[c]["path"])) for c in served if isinstance(caches.get(c), dict)]
+    found = _findings(observation)
+    return [(c, found.caches[c].path) for c in found.served_stale if c in found.caches]
 
 
 def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
@@ -175,8 +171,8 @@ class CacheRebuild(Action):
             else:
                 outcome.done.extend(f"would invalidate {p}" for p in served_only)
             return outcome
-        details: dict[str, Any] = observation.details["caches"] if observation else {}
-        paths = {c: Path(str(details[c]["path"])) for c in wanted}
+        measured = _findings(observation).caches
+        paths = {c: Path(measured[c].path) for c in wanted}
         php = self.ctx.config.heal.php_cli
         if php is None:
             raise ActionError("heal.php_cli is not configured: artisan needs the php CLI to rebuild caches")
