@@ -185,6 +185,10 @@ async def _manual_target(request: web.Request) -> web.Response:
     if not runner.config.heal.enabled:
         return await _refuse(request, guards.Refusal(403, "disabled", "heal is disabled (heal.enabled)"))
     try:
+        if request.can_read_body:
+            # An Alertmanager delivery to a receiver URL with ?target=: never a heal of everything.
+            raise guards.Refusal(400, "bad_request", "a heal of a target takes no body (an Alertmanager "
+                                 "delivery takes no query parameters)")
         q = read_query(request.query, TARGET_PARAMS)
         dry_run = switch(q, "dry_run")
     except guards.Refusal as refusal:
