@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from exporter.collectors.laravel_caches import (
+    CACHE_SERVED_STALE,
+    CACHE_STALE,
+    CACHE_UNPARSABLE,
+    CONFIG_KEYS_DIFFERING,
+)
 from exporter.collectors.opcache import (
     CODE_REVISION_DRIFT,
     OPCACHE_SCRIPTS_MISSING,
@@ -63,7 +69,6 @@ ACTIONS: Final[dict[str, ActionInfo]] = {
     "fpm.reload": ActionInfo("php_fpm", "opcache", _SHARED_MEMORY | RESTART_ONLY),
     "cache.warm": ActionInfo("laravel", None),
     # Rebuilds what is stale or half-written on disk, and invalidates what OPcache serves in an old version.
-    "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", frozenset({
-        "cachewarden_laravel_cache_stale", "cachewarden_laravel_cache_unparsable",
-        "cachewarden_laravel_config_keys_differing", "cachewarden_laravel_cache_served_stale"})),
+    "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", _names(
+        CACHE_STALE, CACHE_UNPARSABLE, CONFIG_KEYS_DIFFERING, CACHE_SERVED_STALE)),
 }

@@ -109,13 +109,13 @@ ACTION_CONDITIONS: dict[str, HealPlan] = {
 
 # The conditions of a manual run beyond what its action can clear (see above).
 ALSO_CHECKED: dict[str, frozenset[str]] = {
-    "opcache.invalidate": frozenset({"cachewarden_opcache_scripts_outside_release"}),
+    "opcache.invalidate": frozenset({OPCACHE_SCRIPTS_OUTSIDE_RELEASE.name}),
 }
 # What an action can clear and a manual run of it is not held to. A config key may differ by design
 # from what the sidecar computes (a value read from the environment or the account that builds it):
 # the CachewardenLaravelConfigStale plan checks it, a manual rebuild is verified on the caches alone.
 NOT_CHECKED: dict[str, frozenset[str]] = {
-    "laravel.cache_rebuild": frozenset({"cachewarden_laravel_config_keys_differing"}),
+    "laravel.cache_rebuild": frozenset({CONFIG_KEYS_DIFFERING.name}),
 }
 
 
