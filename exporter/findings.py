@@ -79,6 +79,7 @@ class OpcacheFindings:
     scripts: Mapping[ScriptProblem, tuple[str, ...]] = field(default_factory=dict)
     file_cache: FileCacheFindings | None = None  # None: off, unreadable, or no folder of this PHP yet
     preload_stale: tuple[str, ...] = ()  # preloaded scripts changed on disk: only a restart replaces them
+    exact: bool = False  # from OPcache's own timestamps (validate_timestamps=1), not inferred
 
     def to_invalidate(self) -> list[str]:
         """Every script found stale, suspect, missing or of another release, in shared memory or in the

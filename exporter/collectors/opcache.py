@@ -362,7 +362,7 @@ class OpcacheCollector(Collector):
                      ScriptProblem.MISSING: tuple(report.missing),
                      ScriptProblem.OUTSIDE_RELEASE: tuple(report.outside_release)},
             file_cache=fc_view.findings(release_dir) if fc_view is not None else None,
-            preload_stale=preload_stale)
+            preload_stale=preload_stale, exact=report.exact)
 
     def _drift(
         self, s: Samples, status: dict[str, Any], now: float, vt: bool, release_dir: str | None,
