@@ -22,10 +22,11 @@ from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Config
 from exporter.deploy.routes import DEPLOYER, setup_deploy
-from exporter.heal.routes import setup_heal
+from exporter.heal.routes import HEAL_RUNNER, setup_heal
 from exporter.heal.token import HealState, read_heal_state
 from exporter.http_server import HTTP_ERRORS, HttpErrors
 from exporter.metrics import SnapshotCollector
+from exporter.php.pools import FpmPools
 from exporter.report import build_report
 from exporter.scheduler import Scheduler
 from exporter.secret_files import judge_secret_files
@@ -45,15 +46,18 @@ def create_app(
     config: Config,
     *,
     collectors: Sequence[Collector] | None = None,
+    pools: FpmPools | None = None,
     run_collectors: bool = True,
     heal_state: HealState | None = None,
     secret_warnings: tuple[str, ...] | None = None,
 ) -> web.Application:
-    """Build the app. `collectors` overrides those built from `config` (tests pass fakes);
+    """Build the app. `collectors` overrides those built from `config` (tests pass fakes), `pools` is
+    the PHP-FPM registry they were built with, handed on to the heal (built here when not given);
     `run_collectors=False` leaves collection to the caller (tests drive the scheduler directly);
     `heal_state` is the token judged at start and `secret_warnings` the other secret files' warnings
     (both judged from `config` when not given; HealTokenError, SecretFileError)."""
-    scheduler = Scheduler(build_collectors(config) if collectors is None else collectors)
+    pools = pools if pools is not None else FpmPools(config.php_fpm)
+    scheduler = Scheduler(build_collectors(config, pools=pools) if collectors is None else collectors)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(scheduler))
     http_errors = HttpErrors()
@@ -73,7 +77,7 @@ def create_app(
     app.router.add_get("/", handle_status_page)
     app.cleanup_ctx.append(_collection(run_collectors))
     # After the collection context, so that on shutdown heal runs stop before the collectors close.
-    runner = setup_heal(app, config, scheduler, app[HEAL_STATE])
+    runner = setup_heal(app, config, scheduler, pools, app[HEAL_STATE])
     registry.register(SnapshotCollector(runner.metrics))
     registry.register(SnapshotCollector(setup_deploy(app, config, runner).metrics))
     return app
@@ -111,7 +115,8 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_status_page(request: web.Request) -> web.Response:
     report = build_report(request.app[SCHEDULER].statuses(), heal=request.app[HEAL_STATE],
-                          warnings=request.app[SECRET_WARNINGS])
+                          warnings=request.app[SECRET_WARNINGS],
+                          feasibility=request.app[HEAL_RUNNER].feasibility)
     html = render_status_page(report, started_at=request.app[STARTED_AT],
                               deploys=list(request.app[DEPLOYER].metrics.recent))
     return web.Response(text=html, content_type="text/html")

@@ -63,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
     check.add_argument("--format", choices=["text", "json"], default="text")
 
-    heal = sub.add_parser("heal", help="run one heal action on one target now; exit 1 unless verified")
+    heal = sub.add_parser("heal", help="run one heal action on one target now, or without an action every "
+                          "plan for what is wrong with it; exit 1 unless verified")
     common(heal)
-    heal.add_argument("action", help="e.g. views.recompile (GET /heal lists them)")
+    heal.add_argument("action", nargs="?", help="e.g. views.recompile (GET /heal lists them); omitted: "
+                      "the plans for whatever is wrong with the target now")
     heal.add_argument("--target", required=True, help="a target name from the configuration")
     heal.add_argument("--dry-run", action="store_true", help="only list what the action would do")
     heal.add_argument("--format", choices=["text", "json"], default="text")
@@ -213,12 +215,15 @@ def _deploy(config: Config, switches: dict[str, bool], args: argparse.Namespace)
 async def _check(config: Config, switches: dict[str, bool], fmt: str, heal_state: HealState,
                  secret_warnings: tuple[str, ...]) -> int:
     from exporter.collectors import build_collectors
+    from exporter.heal.feasibility import judge
+    from exporter.heal.plans import resolve_plans
     from exporter.report import build_report
     from exporter.scheduler import Scheduler
 
     scheduler = Scheduler(build_collectors(config, switches))
     try:
-        report = build_report(await scheduler.collect_all(), heal=heal_state, warnings=secret_warnings)
+        report = build_report(await scheduler.collect_all(), heal=heal_state, warnings=secret_warnings,
+                              feasibility=judge(config, resolve_plans(config.heal), heal_state.enabled))
     finally:
         await scheduler.close()
     if fmt == "json":
@@ -252,6 +257,7 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
     from exporter.descriptors import budget, raise_soft_limit
     from exporter.heal.store import POOL_SIZE
     from exporter.metrics import SnapshotCollector
+    from exporter.php.pools import FpmPools
     from exporter.serving import DescriptorShortage, Limits, listening_sockets, serve
 
     host, port = address
@@ -264,7 +270,8 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     old_soft, soft = raise_soft_limit()
-    collectors = build_collectors(config, switches)
+    pools = FpmPools(config.php_fpm)  # one registry for the collectors and the heal
+    collectors = build_collectors(config, switches, pools)
     need = budget((c.kind for c in collectors), heal_store_connections=(
         (POOL_SIZE if config.heal.redis_url else 0) if heal_state.enabled else None))
     try:
@@ -280,7 +287,8 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
                  old_soft, soft, old_soft)
     if limits.short:
         log.warning("%s", limits.short)
-    app = create_app(config, collectors=collectors, heal_state=heal_state, secret_warnings=secret_warnings)
+    app = create_app(config, collectors=collectors, pools=pools, heal_state=heal_state,
+                     secret_warnings=secret_warnings)
     registry: CollectorRegistry = app[REGISTRY]
     if web_config is not None:
         from exporter.web_auth import WebAuth

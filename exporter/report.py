@@ -11,6 +11,7 @@ from exporter.scheduler import Status
 from exporter.text import display, json_safe
 
 if TYPE_CHECKING:
+    from exporter.heal.feasibility import Feasibility
     from exporter.heal.token import HealState
 
 
@@ -60,6 +61,10 @@ class Report:
     targets: tuple[TargetReport, ...]
     heal: HealState | None = None  # shown, never a problem: heal is off by choice or by missing token
     warnings: tuple[str, ...] = ()  # about the configuration, e.g. a secret file everyone can read
+    # Heal plans that cannot run on a target (exporter.heal.feasibility): problems, and notes (links made
+    # at load, plans that stop by design).
+    heal_problems: tuple[str, ...] = ()
+    heal_notes: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -70,7 +75,7 @@ class Report:
     def problem_count(self) -> int:
         return sum(1 for t in self.targets if t.up is False) + sum(
             1 for t in self.targets for c in t.checks if not c.ok
-        )
+        ) + len(self.heal_problems)
 
     @property
     def check_count(self) -> int:
@@ -86,6 +91,8 @@ class Report:
                                "targets": [t.as_dict() for t in self.targets]}
         if self.heal is not None:
             out["heal"] = self.heal.as_dict()
+        out["heal_problems"] = list(self.heal_problems)
+        out["heal_notes"] = list(self.heal_notes)
         out["warnings"] = list(self.warnings)
         return json_safe(out)
 
@@ -106,6 +113,8 @@ class Report:
             source = f" (token from {self.heal.token_source})" if self.heal.token_source else ""
             lines.append(display(f"heal: {self.heal.summary}{source}"))
             lines.extend(f"  WARN {display(w)}" for w in self.heal.warnings)
+        lines.extend(f"  FAIL {display(p)}" for p in self.heal_problems)
+        lines.extend(f"  note {display(n)}" for n in self.heal_notes)
         lines.extend(f"WARN {display(w)}" for w in self.warnings)
         verdict = "healthy" if self.healthy else f"{self.problem_count} problem(s) found"
         lines.append(f"cachewarden: {verdict}")
@@ -113,9 +122,9 @@ class Report:
 
 
 def build_report(statuses: Iterable[Status], heal: HealState | None = None,
-                 warnings: tuple[str, ...] = ()) -> Report:
+                 warnings: tuple[str, ...] = (), feasibility: Feasibility | None = None) -> Report:
     return Report(tuple(
         TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks),
                      tuple(s.observation.details.get("derived", ())) if s.observation else ())
         for s in sorted(statuses, key=lambda s: (s.kind, s.target))
-    ), heal, warnings)
+    ), heal, warnings, *((feasibility.problems, feasibility.notes) if feasibility else ((), ())))

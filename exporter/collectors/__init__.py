@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+
 from exporter.collectors.base import Collector
 from exporter.collectors.discovery import DiscoveryCollector, DotenvWatch
 from exporter.config import Config
 from exporter.discovery import Discovery, discover
 from exporter.metrics import MetricSpec
+from exporter.php.pools import FpmPools
 
 # The derivations are made at start; each collection stats the .env and re-derives only when it changed,
 # so this bounds how soon an edit shows.
 DISCOVERY_INTERVAL = 15.0
 
 
-def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> list[Collector]:
+def build_collectors(config: Config, enabled: dict[str, bool] | None = None,
+                     pools: FpmPools | None = None) -> list[Collector]:
     """One collector per configured target of every enabled subsystem.
 
-    `enabled` holds `--collector.X`/`--no-collector.X` overrides of `collectors.X.enabled`.
+    `enabled` holds `--collector.X`/`--no-collector.X` overrides of `collectors.X.enabled`; `pools` is
+    the registry of PHP-FPM endpoints the heal shares (a private one when not given).
     """
     # Imported here so that importing the package does not import every driver.
     from exporter.collectors.views import ViewsCollector
 
     enabled = enabled or {}
+    pools = pools if pools is not None else FpmPools(config.php_fpm)
     opts = config.collectors
     out: list[Collector] = []
 
@@ -32,7 +38,7 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
         o = opts.views
         out.extend(ViewsCollector(t, interval=o.interval, timeout=o.timeout) for t in config.laravel)
     if on("fpm") or on("opcache"):
-        out.extend(_php_fpm_collectors(config, fpm=on("fpm"), opcache=on("opcache")))
+        out.extend(_php_fpm_collectors(config, pools, fpm=on("fpm"), opcache=on("opcache")))
     # What each app's .env implies is derived here for the collectors below and for reporting.
     kinds = {"redis": on("redis"), "sql": on("sql"), "views": on("views")}
     found = discover(config, **kinds)
@@ -47,17 +53,16 @@ def build_collectors(config: Config, enabled: dict[str, bool] | None = None) -> 
                                           interval=DISCOVERY_INTERVAL, timeout=DISCOVERY_INTERVAL,
                                           watch=DotenvWatch(config, app.name, kinds, found)))
     if on("laravel_caches") and config.laravel:
-        out.extend(_laravel_caches_collectors(config, out))
+        out.extend(_laravel_caches_collectors(config, pools))
     return out
 
 
-def _laravel_caches_collectors(config: Config, built: list[Collector]) -> list[Collector]:
+def _laravel_caches_collectors(config: Config, pools: FpmPools) -> list[Collector]:
     # PHP runs in the app's pool through the endpoint its FPM and OPcache collectors already share.
     from exporter.collectors.laravel_caches import LaravelCachesCollector
-    from exporter.heal.fpm import HealFpm, fpm_endpoints
     from exporter.heal.phpexec import PhpExecutor
 
-    php = PhpExecutor(config, HealFpm(fpm_endpoints(built)))
+    php = PhpExecutor(config, pools)
     o = config.collectors.laravel_caches
     return [LaravelCachesCollector(t, interval=o.interval, timeout=o.timeout, php=php,
                                    php_cli=config.heal.php_cli is not None) for t in config.laravel]
@@ -89,17 +94,16 @@ def _datastore_collectors(config: Config, found: Discovery, *, redis: bool, sql:
     return out
 
 
-def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Collector]:
-    # One endpoint per pool, shared by both collectors: its lock keeps cachewarden to one FPM worker.
+def _php_fpm_collectors(config: Config, pools: FpmPools, *, fpm: bool, opcache: bool) -> list[Collector]:
+    # One endpoint per pool, shared by both collectors and the heal: its lock keeps cachewarden to one
+    # FPM worker.
     from exporter.collectors.fpm import FpmCollector
     from exporter.collectors.opcache import OpcacheCollector
-    from exporter.php.agent import Agent
-    from exporter.php.endpoint import FpmEndpoint
 
     out: list[Collector] = []
     for t in config.php_fpm:
-        endpoint = FpmEndpoint(t.address, connect_timeout=t.connect_timeout)
-        agent = Agent(endpoint, t.agent_dir, timeout=t.agent_timeout)
+        endpoint = pools.endpoint(t)
+        agent = pools.agent(t, t.agent_timeout)
         if fpm:
             o = config.collectors.fpm
             out.append(FpmCollector(t, endpoint, agent, interval=o.interval, timeout=o.timeout))
@@ -112,18 +116,28 @@ def _php_fpm_collectors(config: Config, *, fpm: bool, opcache: bool) -> list[Col
 KINDS = ("views", "fpm", "opcache", "redis", "sql", "app_stats", "laravel_caches")
 
 
+# Each kind's collector class by module, so that asking about one kind imports only its driver.
+_CLASSES = {"views": ("views", "ViewsCollector"), "fpm": ("fpm", "FpmCollector"),
+            "opcache": ("opcache", "OpcacheCollector"), "redis": ("redis_server", "RedisCollector"),
+            "sql": ("sql", "SqlCollector"), "app_stats": ("app_stats", "AppStatsCollector"),
+            "laravel_caches": ("laravel_caches", "LaravelCachesCollector")}
+
+
+def collector_class(kind: str) -> type[Collector]:
+    module, name = _CLASSES[kind]
+    cls: type[Collector] = getattr(importlib.import_module(f"exporter.collectors.{module}"), name)
+    return cls
+
+
 def collector_classes() -> tuple[type[Collector], ...]:
     """Every collector class, one line each: the list the metric reference is generated from."""
-    from exporter.collectors.app_stats import AppStatsCollector
-    from exporter.collectors.fpm import FpmCollector
-    from exporter.collectors.laravel_caches import LaravelCachesCollector
-    from exporter.collectors.opcache import OpcacheCollector
-    from exporter.collectors.redis_server import RedisCollector
-    from exporter.collectors.sql import SqlCollector
-    from exporter.collectors.views import ViewsCollector
+    kinds = [k for k in KINDS if k != "laravel_caches"]
+    return (*(collector_class(k) for k in kinds), DiscoveryCollector, collector_class("laravel_caches"))
 
-    return (ViewsCollector, FpmCollector, OpcacheCollector, RedisCollector, SqlCollector, AppStatsCollector,
-            DiscoveryCollector, LaravelCachesCollector)
+
+def emitted_metrics(kind: str) -> frozenset[str]:
+    """The names of the metrics the collectors of one kind emit (what a heal plan can be verified by)."""
+    return frozenset(s.name for s in collector_class(kind).metrics)
 
 
 def all_metric_specs() -> tuple[MetricSpec, ...]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from exporter.findings import Findings
 from exporter.metrics import MetricSpec, Samples
 
 # How many offending items `check`'s text and the status page list; the rest are counted. A Check keeps
@@ -76,8 +77,10 @@ class Observation:
 
     samples: Samples
     checks: list[Check] = field(default_factory=list)
-    # Structured findings a heal action acts on (e.g. the stale view paths); never exposed as labels.
+    # What was found, free-form, for people and JSON (`check --format json`); never exposed as labels.
     details: dict[str, Any] = field(default_factory=dict)
+    # What was found wrong, typed, for the heal to act on (exporter.findings).
+    findings: Findings | None = None
 
 
 class Collector(abc.ABC):

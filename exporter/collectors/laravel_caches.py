@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import LaravelTarget
+from exporter.findings import BootstrapCache, LaravelCacheFindings
 from exporter.fs.bootstrap_caches import CACHES, JUDGED, CachesScan, cache_paths, dotenv_values, scan
 from exporter.metrics import MetricSpec, Samples, counter, gauge
 
@@ -224,7 +225,11 @@ class LaravelCachesCollector(Collector):
             "env_keys_differing": inspection.env_keys if inspection else None,
             "config_keys_differing": inspection.config_keys if inspection else None,
         }
-        return Observation(s, checks, details)
+        findings = LaravelCacheFindings({c: BootstrapCache(
+            str(f.path), f.present, bool(f.stale),
+            bool(inspection is not None and inspection.parse.get(c))) for c, f in files.caches.items()},
+            tuple(served_stale))
+        return Observation(s, checks, details, findings)
 
     def _served(self, s: Samples, files: CachesScan, served: dict[str, Any] | None) -> list[str]:
         if not served or not served.get("enabled"):

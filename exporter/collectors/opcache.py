@@ -39,6 +39,7 @@ from exporter.collectors import opcache_preload as preload
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
 from exporter.config import PhpFpmTarget
+from exporter.findings import OpcacheFindings, ScriptProblem
 from exporter.metrics import Samples, counter, gauge, info
 from exporter.php import fastcgi
 from exporter.php.agent import Agent, AgentError
@@ -192,6 +193,7 @@ class OpcacheCollector(Collector):
         s = self.new_samples()
         checks: list[Check] = []
         details: dict[str, Any] = {}
+        findings: list[OpcacheFindings] = []  # set by _lasting when the status could be read
 
         status = result.get("status")
         restricted = bool(result.get("restricted"))
@@ -219,12 +221,12 @@ class OpcacheCollector(Collector):
             else:
                 s.add(OPCACHE_ENABLED, 1)
                 self._statistics(s, status, checks)
-                await self._lasting(s, status, result, by_name, checks, details)
+                findings.append(await self._lasting(s, status, result, by_name, checks, details))
         if self.config.revision_file is not None:
             checks.append(await self._revision(s, self.config.revision_file, warnings))
         if warnings:
             checks.append(self._warnings_check(warnings))
-        return Observation(s, checks, details)
+        return Observation(s, checks, details, findings[0] if findings else None)
 
     def _warnings_check(self, warnings: list[str]) -> Check:
         """PHP warnings of the agent's runs: logged once each, listed in a NOTE every time."""
@@ -322,7 +324,8 @@ class OpcacheCollector(Collector):
                                 "(raise opcache.memory_consumption or opcache.max_accelerated_files)"))
 
     async def _lasting(self, s: Samples, status: dict[str, Any], result: dict[str, Any],
-                       by_name: dict[str, Setting], checks: list[Check], details: dict[str, Any]) -> None:
+                       by_name: dict[str, Setting], checks: list[Check],
+                       details: dict[str, Any]) -> OpcacheFindings:
         """Shared memory, preloaded code and the file cache, each judged by what can replace it."""
         now = float(result["now"])
         release: preload.Release | None = None
@@ -333,11 +336,13 @@ class OpcacheCollector(Collector):
         details["release_dir"] = release_dir
         start_time = float((status.get("opcache_statistics") or {}).get("start_time", 0))
         preloaded: set[str] = set()
+        preload_stale: tuple[str, ...] = ()
         if by_name["preload"].value:
             pre = preload.classify_preload(result.get("preload") or {}, start_time, release_dir)
             preloaded = set(pre.scripts)
             checks.extend(preload.preload_checks(s, pre, by_name["preload"], start_time, self.target))
             details["preload_stale"] = pre.stale
+            preload_stale = tuple(pre.stale)
         fc_view: file_cache.FileCacheView | None = None
         if not by_name["file_cache"].value:
             self.file_cache.forget()
@@ -352,6 +357,12 @@ class OpcacheCollector(Collector):
         checks.extend(self._drift_checks(report, by_name, epoch, fc_view, release_dir is not None))
         details.update(stale=report.stale, suspect=report.suspect, missing=report.missing,
                        outside_release=report.outside_release, exact=report.exact)
+        return OpcacheFindings(
+            scripts={ScriptProblem.STALE: tuple(report.stale), ScriptProblem.SUSPECT: tuple(report.suspect),
+                     ScriptProblem.MISSING: tuple(report.missing),
+                     ScriptProblem.OUTSIDE_RELEASE: tuple(report.outside_release)},
+            file_cache=fc_view.findings(release_dir) if fc_view is not None else None,
+            preload_stale=preload_stale, exact=report.exact)
 
     def _drift(
         self, s: Samples, status: dict[str, Any], now: float, vt: bool, release_dir: str | None,

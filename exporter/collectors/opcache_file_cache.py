@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.collectors.base import Check, Verdict
+from exporter.findings import EntryProblem, FileCacheFindings
 from exporter.fs.opcache_file_cache import (
     FileCacheScan,
     FileCacheWalk,
@@ -75,6 +76,18 @@ class FileCacheView:
     def served_stale(self) -> bool:
         """True when OPcache loads entries unchecked, so stale ones are served."""
         return self.validate_timestamps.value != "1"
+
+    def findings(self, release_dir: str | None) -> FileCacheFindings | None:
+        """What the heal acts on; None when there is no folder of the running PHP to act in."""
+        s = self.scan
+        if s.resolved is None or s.system_id is None:
+            return None
+        return FileCacheFindings(
+            s.resolved, s.system_id, release_dir,
+            {EntryProblem.STALE: tuple(s.stale), EntryProblem.SUSPECT: tuple(s.suspect),
+             EntryProblem.ORPHANED: tuple(s.orphaned),
+             EntryProblem.OUTSIDE_RELEASE: tuple(s.outside_release)},
+            configured=s.directory, served_stale=self.served_stale, complete=s.complete)
 
     def details(self) -> dict[str, Any]:
         """What the heal acts on: where the entries are and which ones are wrong (paths of sources)."""

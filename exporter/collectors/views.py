@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.config import LaravelTarget
-from exporter.fs.access import resolve_php_user
+from exporter.findings import StaleView, ViewFindings
 from exporter.fs.compiled_views import CompiledViewScanner, ViewScan
 from exporter.metrics import MetricSpec, counter, gauge
 
@@ -82,7 +82,7 @@ class ViewsCollector(Collector):
     def __init__(self, target: LaravelTarget, *, interval: float, timeout: float,
                  scanner: CompiledViewScanner | None = None) -> None:
         super().__init__(target.name, interval=interval, timeout=timeout)
-        php_user = resolve_php_user(target.php_user) if target.php_user else None
+        php_user = target.php_user
         self.scanner = scanner or CompiledViewScanner(target.views_dir, target.compiled_dir,
                                                       php_user=php_user)
         self.writable_for = f"by {target.php_user}" if php_user else "for cachewarden's own user"
@@ -123,7 +123,9 @@ class ViewsCollector(Collector):
         if scan.free_bytes is not None:
             s.add(VIEWS_DIR_FREE_BYTES, scan.free_bytes)
         s.add(VIEWS_FOOTER_READS, self.scanner.footer_reads)
-        return Observation(s, _checks(scan, self.writable_for), _details(scan))
+        return Observation(s, _checks(scan, self.writable_for), _details(scan), ViewFindings(
+            stale=tuple(StaleView(v.compiled, v.source) for v in scan.stale),
+            orphaned=tuple(scan.orphaned), uncompiled=tuple(scan.uncompiled)))
 
 
 def _checks(scan: ViewScan, writable_for: str) -> list[Check]:

@@ -15,8 +15,8 @@ from exporter.config import Config
 from exporter.deploy.phases import BadRequest, Deployer, DeployRequest
 from exporter.deploy.records import DeployMetrics, DeployRun
 from exporter.deploy.verify import Progress, Unmet
-from exporter.heal.runner import HealRunner
-from exporter.heal.store import STORE_ERRORS, open_store
+from exporter.heal.assembly import assemble_heal, running
+from exporter.heal.store import STORE_ERRORS
 from exporter.text import display
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
@@ -59,26 +59,28 @@ def terminal_progress(stream: TextIO) -> Progress | None:
 
 async def deploy_command(config: Config, switches: dict[str, bool], req: DeployRequest, fmt: str) -> int:
     from exporter.collectors import build_collectors
+    from exporter.php.pools import FpmPools
     from exporter.scheduler import Scheduler
 
-    scheduler = Scheduler(build_collectors(config, switches))
-    store = open_store(config.heal)
-    # The heal's runner builds the parts a deploy shares with it: PHP executor, audit (to the store's
-    # stream, as `serve` does), locks.
-    runner = HealRunner(config, scheduler, store)
+    pools = FpmPools(config.php_fpm)
+    scheduler = Scheduler(build_collectors(config, switches, pools))
+    # The heal, assembled as `serve` and `cachewarden heal` assemble it, gives a deploy the parts it
+    # shares: PHP executor, audit (to the store's stream), locks.
+    runner = assemble_heal(config, scheduler, pools, enabled=config.heal.enabled)
     deployer = Deployer(runner, DeployMetrics([t.name for t in config.laravel]))
     try:
-        run = await deployer.run(req, terminal_progress(sys.stderr))
-    except BadRequest as exc:
-        print(f"cachewarden deploy: {exc}", file=sys.stderr)
-        return EXIT_BAD_ARGS
-    except STORE_ERRORS as exc:
-        print(f"cachewarden deploy: the heal coordination store is unavailable ({type(exc).__name__})",
-              file=sys.stderr)
-        return EXIT_FAILED
+        # On exit the lock release the store could not take at once gets a last chance, then it closes.
+        async with running(runner, background=False):
+            try:
+                run = await deployer.run(req, terminal_progress(sys.stderr))
+            except BadRequest as exc:
+                print(f"cachewarden deploy: {exc}", file=sys.stderr)
+                return EXIT_BAD_ARGS
+            except STORE_ERRORS as exc:
+                print(f"cachewarden deploy: the heal coordination store is unavailable "
+                      f"({type(exc).__name__})", file=sys.stderr)
+                return EXIT_FAILED
     finally:
-        await runner.close()  # the lock release the store could not take at once gets a last chance
         await scheduler.close()
-        await store.close()
     sys.stdout.write(json.dumps(run.as_dict(), indent=2) + "\n" if fmt == "json" else run_as_text(run))
     return EXIT_OK if run.succeeded else EXIT_FAILED

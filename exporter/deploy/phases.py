@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -38,9 +39,10 @@ from exporter.config import Config, LaravelTarget, PhpFpmTarget, WarmCommand
 from exporter.deploy import release as releases
 from exporter.deploy.records import PHASES, DeployMetrics, DeployRun, PhaseRecord
 from exporter.deploy.verify import Progress, bootstrap_conditions, verify
+from exporter.findings import OpcacheFindings, ScriptProblem, ViewFindings
 from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome, NeedsRestart
 from exporter.heal.actions.cache_warm import Warm, run_command
-from exporter.heal.actions.findings import view_findings
+from exporter.heal.actions.findings import opcache_findings, view_findings
 from exporter.heal.actions.fpm_reload import FpmReload
 from exporter.heal.actions.laravel_cache_rebuild import CacheRebuild
 from exporter.heal.actions.opcache import Invalidate, Reset
@@ -224,7 +226,7 @@ class Deployer:
             observation = await self._measure("views", ctx.laravel.name)
             if observation is not None:
                 found = view_findings(observation)
-                wanted = {s for _, s in found.stale} | set(found.uncompiled)
+                wanted = {v.source for v in found.stale} | set(found.uncompiled)
                 out.notes.append(f"{len(views) - len(wanted & set(views))} of {len(views)} view(s) already "
                                  "compiled from their current source")
                 views = [v for v in views if v in wanted]
@@ -235,8 +237,8 @@ class Deployer:
         elif views:
             config = self.config.model_copy(update={"laravel": [
                 target if t.name == target.name else t for t in self.config.laravel]})
-            compiled = await Recompile(self._actions(config, target)).run(
-                target.name, Observation(Samples(target.name), details={"uncompiled": views}), False)
+            uncompiled = Observation(Samples(target.name), findings=ViewFindings(uncompiled=tuple(views)))
+            compiled = await Recompile(self._actions(config, target)).run(target.name, uncompiled, False)
             _merge(out, compiled)
         await self._bootstrap_caches(run, ctx, target, out)
         if "switch" in run.phases and ctx.pool is not None:
@@ -347,18 +349,20 @@ class Deployer:
         elif ctx.previous is not None and ctx.previous != served:
             changed = await asyncio.to_thread(releases.changed_scripts, ctx.previous, served)
         known = (req.changed_files is not None or (ctx.previous is not None and ctx.previous != served)
-                 or ctx.baseline or bool(observation.details.get("exact")))
+                 or ctx.baseline or opcache_findings(observation).exact)
         # An OPcache that cannot list its scripts (restrict_api) tells nothing either.
-        known &= "stale" in observation.details
-        details = dict(observation.details)
-        details["stale"] = list(dict.fromkeys([*details.get("stale", []), *changed]))
-        merged = Observation(observation.samples, observation.checks, details)
+        known &= isinstance(observation.findings, OpcacheFindings)
+        found = opcache_findings(observation)
+        scripts = {**found.scripts, ScriptProblem.STALE: tuple(dict.fromkeys(
+            [*found.scripts.get(ScriptProblem.STALE, ()), *changed]))}
+        merged = Observation(observation.samples, observation.checks, observation.details,
+                             dataclasses.replace(found, scripts=scripts))
         _merge(out, await Invalidate(actions).run(ctx.pool.name, merged, run.dry_run))
         if not known:
             out.notes.append("what changed is unknown (no previous release or changed-file list, no "
                              "earlier measurement, validate_timestamps=0): OPcache is reset")
             _merge(out, await Reset(actions).run(ctx.pool.name, observation, run.dry_run))
-        if observation.details.get("preload_stale"):
+        if opcache_findings(observation).preload_stale:
             try:
                 _merge(out, await FpmReload(actions).run(ctx.pool.name, observation, run.dry_run))
             except NeedsRestart as exc:
@@ -380,8 +384,9 @@ class Deployer:
     async def _leftovers(self, ctx: _Context, record: PhaseRecord, observation: Observation) -> None:
         """Invalidate the old release's scripts that requests in flight during activation cached again."""
         assert ctx.pool is not None
-        scripts = [p for p in observation.details.get("outside_release") or [] if isinstance(p, str)]
-        only = Observation(observation.samples, [], {"outside_release": scripts})
+        scripts = opcache_findings(observation).scripts.get(ScriptProblem.OUTSIDE_RELEASE, ())
+        only = Observation(observation.samples, [], findings=OpcacheFindings(
+            {ScriptProblem.OUTSIDE_RELEASE: scripts}))
         try:
             done = await Invalidate(self._actions()).run(ctx.pool.name, only, False)
         except ActionError as exc:
@@ -396,7 +401,7 @@ class Deployer:
         if record.result != "verified":
             return
         observation = await self._measure("views", ctx.laravel.name)
-        if observation is not None and observation.details.get("orphaned"):
+        if observation is not None and view_findings(observation).orphaned:
             removed = await RemoveOrphans(self._actions()).run(ctx.laravel.name, observation, False)
             record.outcome.notes.extend(removed.done)
             record.outcome.notes.extend(f"left alone: {r}" for r in removed.refused)

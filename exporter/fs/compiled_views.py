@@ -41,7 +41,7 @@ import threading
 from array import array
 from dataclasses import dataclass, field
 
-from exporter.fs.access import PhpUser, can_create_files
+from exporter.fs.access import UserGroup, can_create_files
 from exporter.fs.footer import (
     FOOTER_ENDING,
     FOOTER_OPENING,
@@ -170,7 +170,7 @@ class CompiledViewScanner:
     """
 
     def __init__(self, views_dir: str | os.PathLike[str], compiled_dir: str | os.PathLike[str], *,
-                 reader: TailReader = read_tail, php_user: PhpUser | None = None) -> None:
+                 reader: TailReader = read_tail, php_user: UserGroup | None = None) -> None:
         self._views_dir = os.fspath(views_dir)
         self._php_user = php_user  # whom dir_writable is judged for; None: this process
         self._compiled_dir = os.fspath(compiled_dir)

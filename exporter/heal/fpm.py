@@ -2,49 +2,26 @@
 
 `exporter.php.agent.Agent` runs the fixed OPcache actions; a view compile needs a script of its own
 (exporter/heal/php/compile_views.php), which the agent wraps, writes for one request and deletes.
+The endpoints come from the registry the collectors use (`exporter.php.pools.FpmPools`), handed in
+where the heal is assembled, so the heal's requests to a pool wait for the collectors' and the other
+way round: cachewarden as a whole never takes two workers of a pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from exporter.collectors.base import Collector
-from exporter.collectors.fpm import FpmCollector
-from exporter.collectors.opcache import OpcacheCollector
 from exporter.config import PhpFpmTarget
 from exporter.php.agent import Agent
-from exporter.php.endpoint import FpmEndpoint
-
-
-def fpm_endpoints(collectors: Iterable[Collector]) -> dict[str, FpmEndpoint]:
-    """The endpoint each PHP-FPM target's collectors share, by target name."""
-    out: dict[str, FpmEndpoint] = {}
-    for c in collectors:
-        if isinstance(c, FpmCollector):
-            out.setdefault(c.target, c.endpoint)
-        elif isinstance(c, OpcacheCollector):
-            out.setdefault(c.target, c.agent.endpoint)
-    return out
+from exporter.php.pools import FpmPools
 
 
 class HealFpm:
-    """One endpoint per pool, so the heal's own requests to a pool go one at a time.
-
-    `shared` holds the collectors' endpoints: the heal borrows the same object (and so the same lock)
-    the FPM and OPcache collectors use, so cachewarden as a whole never takes two workers of a pool.
-    """
-
-    def __init__(self, shared: dict[str, FpmEndpoint] | None = None) -> None:
-        self._endpoints: dict[str, FpmEndpoint] = dict(shared or {})
-
-    def endpoint(self, pool: PhpFpmTarget) -> FpmEndpoint:
-        if pool.name not in self._endpoints:
-            self._endpoints[pool.name] = FpmEndpoint(pool.address, connect_timeout=pool.connect_timeout)
-        return self._endpoints[pool.name]
+    def __init__(self, pools: FpmPools) -> None:
+        self.pools = pools
 
     def agent(self, pool: PhpFpmTarget, timeout: float) -> Agent:
-        return Agent(self.endpoint(pool), pool.agent_dir, timeout=timeout)
+        return self.pools.agent(pool, timeout)
 
     async def run_script(self, pool: PhpFpmTarget, script: str, args: dict[str, Any],
                          time_limit: float) -> Any:

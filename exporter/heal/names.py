@@ -1,4 +1,4 @@
-"""The names of the heal actions and what each acts on; import-free so the configuration can validate plans.
+"""The names of the heal actions and what each acts on (the configuration validates plans against it).
 
 `section` is the configuration list whose target names an action accepts; `measures` is the collector
 kind that re-measures the target after the action (None: the action's own result is its verification);
@@ -11,12 +11,39 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-_P = "cachewarden_opcache_"
+from exporter.collectors.laravel_caches import (
+    CACHE_SERVED_STALE,
+    CACHE_STALE,
+    CACHE_UNPARSABLE,
+    CONFIG_KEYS_DIFFERING,
+)
+from exporter.collectors.opcache import (
+    CODE_REVISION_DRIFT,
+    OPCACHE_SCRIPTS_MISSING,
+    OPCACHE_SCRIPTS_OUTSIDE_RELEASE,
+    OPCACHE_SCRIPTS_STALE,
+    OPCACHE_SCRIPTS_SUSPECT,
+)
+from exporter.collectors.opcache_file_cache import (
+    FILE_CACHE_ORPHANED,
+    FILE_CACHE_OUTSIDE_RELEASE,
+    FILE_CACHE_STALE,
+    FILE_CACHE_SUSPECT,
+)
+from exporter.collectors.opcache_preload import PRELOAD_STALE
+from exporter.collectors.views import VIEWS_DIR_WRITABLE, VIEWS_ORPHANED, VIEWS_STALE, VIEWS_UNCOMPILED
+from exporter.metrics import MetricSpec
+
+
+def _names(*specs: MetricSpec) -> frozenset[str]:
+    return frozenset(s.name for s in specs)
+
+
 # What only a restart of FPM replaces: preloaded code (opcache_reset() cannot remove it).
-RESTART_ONLY: Final = frozenset({f"{_P}preload_stale"})
+RESTART_ONLY: Final = _names(PRELOAD_STALE)
 # What lives in shared memory and goes with a reset (and with a restart).
-_SHARED_MEMORY = frozenset({f"{_P}scripts_stale", f"{_P}scripts_suspect", f"{_P}scripts_missing",
-                            f"{_P}scripts_outside_release", "cachewarden_code_revision_drift"})
+_SHARED_MEMORY = _names(OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, OPCACHE_SCRIPTS_MISSING,
+                        OPCACHE_SCRIPTS_OUTSIDE_RELEASE, CODE_REVISION_DRIFT)
 
 
 class ActionInfo(NamedTuple):
@@ -26,25 +53,22 @@ class ActionInfo(NamedTuple):
 
 
 ACTIONS: Final[dict[str, ActionInfo]] = {
-    "views.remove_orphans": ActionInfo("laravel", "views", frozenset({"cachewarden_views_orphaned"})),
-    "views.recompile": ActionInfo("laravel", "views",
-                                  frozenset({"cachewarden_views_stale", "cachewarden_views_uncompiled"})),
-    "views.fix_permissions": ActionInfo("laravel", "views", frozenset({"cachewarden_views_dir_writable"})),
+    "views.remove_orphans": ActionInfo("laravel", "views", _names(VIEWS_ORPHANED)),
+    "views.recompile": ActionInfo("laravel", "views", _names(VIEWS_STALE, VIEWS_UNCOMPILED)),
+    "views.fix_permissions": ActionInfo("laravel", "views", _names(VIEWS_DIR_WRITABLE)),
     # Drops scripts from shared memory and their file-cache entries; fails for a file that is gone.
     # Not scripts_outside_release: an invalidated script of the old release is no longer served, but
     # OPcache keeps listing it (measured on PHP 8.2) until a reset, as nothing requests its path again.
-    "opcache.invalidate": ActionInfo("php_fpm", "opcache", frozenset({
-        f"{_P}scripts_stale", f"{_P}scripts_suspect", "cachewarden_code_revision_drift",
-        f"{_P}file_cache_stale", f"{_P}file_cache_suspect", f"{_P}file_cache_outside_release"})),
+    "opcache.invalidate": ActionInfo("php_fpm", "opcache", _names(
+        OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, CODE_REVISION_DRIFT,
+        FILE_CACHE_STALE, FILE_CACHE_SUSPECT, FILE_CACHE_OUTSIDE_RELEASE)),
     # Empties shared memory only: the file cache and preloaded code stay.
     "opcache.reset": ActionInfo("php_fpm", "opcache", _SHARED_MEMORY),
-    "opcache.purge_file_cache": ActionInfo("php_fpm", "opcache", frozenset({
-        f"{_P}file_cache_stale", f"{_P}file_cache_suspect", f"{_P}file_cache_orphaned",
-        f"{_P}file_cache_outside_release"})),
+    "opcache.purge_file_cache": ActionInfo("php_fpm", "opcache", _names(
+        FILE_CACHE_STALE, FILE_CACHE_SUSPECT, FILE_CACHE_ORPHANED, FILE_CACHE_OUTSIDE_RELEASE)),
     "fpm.reload": ActionInfo("php_fpm", "opcache", _SHARED_MEMORY | RESTART_ONLY),
     "cache.warm": ActionInfo("laravel", None),
     # Rebuilds what is stale or half-written on disk, and invalidates what OPcache serves in an old version.
-    "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", frozenset({
-        "cachewarden_laravel_cache_stale", "cachewarden_laravel_cache_unparsable",
-        "cachewarden_laravel_config_keys_differing", "cachewarden_laravel_cache_served_stale"})),
+    "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", _names(
+        CACHE_STALE, CACHE_UNPARSABLE, CONFIG_KEYS_DIFFERING, CACHE_SERVED_STALE)),
 }

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
 import os
-import pwd
 import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from exporter.config import Config, PhpFpmTarget
+from exporter.fs.access import UserGroup
 from exporter.heal.child_process import AccountError, spawn_options
 from exporter.heal.fpm import HealFpm
 from exporter.php.agent import AgentError, compose_source
 from exporter.php.fastcgi import FastCGIError
+from exporter.php.pools import FpmPools
 
 SCRIPTS_DIR = Path(__file__).parent / "php"
 
@@ -36,9 +36,9 @@ def script_text(name: str) -> str:
 
 
 class PhpExecutor:
-    def __init__(self, config: Config, fpm: HealFpm | None = None) -> None:
+    def __init__(self, config: Config, pools: FpmPools | None = None) -> None:
         self._config = config
-        self.fpm = fpm or HealFpm()
+        self.fpm = HealFpm(pools or FpmPools(config.php_fpm))
 
     def pool_for_app(self, laravel: str) -> PhpFpmTarget | None:
         """The pool that serves a Laravel target (`php_fpm[].laravel`), if one is configured."""
@@ -61,13 +61,13 @@ class PhpExecutor:
         return reply.result
 
     async def in_cli(self, script: str, args: dict[str, Any], time_limit: float,
-                     account: str | None = None) -> Any:
-        """Run `script` with `heal.php_cli`, as `account` ("user[:group]") when given."""
+                     account: UserGroup | None = None) -> Any:
+        """Run `script` with `heal.php_cli`, as `account` when given."""
         php = self._config.heal.php_cli
         if php is None:
             raise PhpError("heal.php_cli is not configured")
         try:
-            options = spawn_options(self._config, account and account_by_name(account))
+            options = spawn_options(self._config, account)
         except AccountError as exc:
             raise PhpError(f"{script}: {exc}") from None
         # The same envelope as inside FPM (token check, JSON answer), written to a private file for
@@ -94,16 +94,6 @@ class PhpExecutor:
                 await proc.wait()
                 raise PhpError(f"{script} did not finish within {time_limit:g}s") from None
         return decode_answer(script, out, err.decode(errors="replace"))
-
-
-def account_by_name(spec: str) -> str:
-    """"user[:group]" with numeric ids ("33:33", as containers often name php_user) given by name."""
-    user, sep, group = spec.partition(":")
-    with contextlib.suppress(KeyError, OverflowError):  # an unknown id is named by spawn_options
-        user = pwd.getpwuid(int(user)).pw_name if user.isdigit() else user
-    with contextlib.suppress(KeyError, OverflowError):
-        group = grp.getgrgid(int(group)).gr_name if group.isdigit() else group
-    return f"{user}{sep}{group}"
 
 
 def decode_answer(script: str, out: bytes, stderr: str = "") -> Any:

@@ -9,48 +9,76 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from exporter.collectors.base import Observation
+from exporter.collectors.laravel_caches import (
+    CACHE_SERVED_STALE,
+    CACHE_STALE,
+    CACHE_UNPARSABLE,
+    CONFIG_KEYS_DIFFERING,
+)
+from exporter.collectors.opcache import (
+    CODE_REVISION_DRIFT,
+    OPCACHE_SCRIPTS_MISSING,
+    OPCACHE_SCRIPTS_OUTSIDE_RELEASE,
+    OPCACHE_SCRIPTS_STALE,
+    OPCACHE_SCRIPTS_SUSPECT,
+)
+from exporter.collectors.opcache_file_cache import (
+    FILE_CACHE_ORPHANED,
+    FILE_CACHE_OUTSIDE_RELEASE,
+    FILE_CACHE_STALE,
+    FILE_CACHE_SUSPECT,
+)
+from exporter.collectors.opcache_preload import PRELOAD_STALE
+from exporter.collectors.views import VIEWS_DIR_WRITABLE, VIEWS_ORPHANED, VIEWS_STALE, VIEWS_UNCOMPILED
 from exporter.config import HealCondition, HealConfig, HealPlan
+from exporter.metrics import MetricSpec
 
 
-def _plan(steps: Sequence[str], **clear: float) -> HealPlan:
-    conditions = []
-    for key, value in clear.items():
-        metric, _, bound = key.rpartition("__")
-        conditions.append(HealCondition.model_validate({"metric": metric, bound: value}))
-    return HealPlan(steps=list(steps), clear_when=conditions)
+def at_most(spec: MetricSpec, value: float = 0, **labels: str) -> HealCondition:
+    return HealCondition(metric=spec.name, labels=labels, max=value)
+
+
+def at_least(spec: MetricSpec, value: float) -> HealCondition:
+    return HealCondition(metric=spec.name, min=value)
+
+
+def _plan(steps: Sequence[str], *clear_when: HealCondition) -> HealPlan:
+    return HealPlan(steps=list(steps), clear_when=list(clear_when))
 
 
 _OPCACHE_STEPS = ("opcache.invalidate", "opcache.reset")  # drop what is known stale, then everything
+# What lives in shared memory and goes with a reset (and with a restart).
+_SHARED_MEMORY = (OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, OPCACHE_SCRIPTS_MISSING,
+                  OPCACHE_SCRIPTS_OUTSIDE_RELEASE, CODE_REVISION_DRIFT)
 
 
 def _cache_plan(*caches: str, config_keys: bool = False) -> HealPlan:
     """laravel.cache_rebuild, cleared once these bootstrap caches are neither stale nor half-written."""
-    conditions = [HealCondition(metric=f"cachewarden_laravel_cache_{m}", labels={"cache": c}, max=0)
-                  for c in caches for m in ("stale", "unparsable")]
+    conditions = [at_most(spec, cache=c) for c in caches for spec in (CACHE_STALE, CACHE_UNPARSABLE)]
     if config_keys:
-        conditions.append(HealCondition(metric="cachewarden_laravel_config_keys_differing", max=0))
-    return HealPlan(steps=["laravel.cache_rebuild"], clear_when=conditions)
+        conditions.append(at_most(CONFIG_KEYS_DIFFERING))
+    return _plan(["laravel.cache_rebuild"], *conditions)
 
 
 DEFAULT_PLANS: dict[str, HealPlan] = {
-    "CachewardenViewsStale": _plan(["views.recompile"], cachewarden_views_stale__max=0),
-    "CachewardenViewsOrphaned": _plan(["views.remove_orphans"], cachewarden_views_orphaned__max=0),
-    "CachewardenViewsUncompiled": _plan(["views.recompile"], cachewarden_views_uncompiled__max=0),
-    "CachewardenViewsDirNotWritable": _plan(["views.fix_permissions"], cachewarden_views_dir_writable__min=1),
-    "CachewardenOpcacheStaleScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_stale__max=0),
-    "CachewardenOpcacheMissingScripts": _plan(_OPCACHE_STEPS, cachewarden_opcache_scripts_missing__max=0),
-    "CachewardenCodeRevisionDrift": _plan(_OPCACHE_STEPS, cachewarden_code_revision_drift__max=0),
+    "CachewardenViewsStale": _plan(["views.recompile"], at_most(VIEWS_STALE)),
+    "CachewardenViewsOrphaned": _plan(["views.remove_orphans"], at_most(VIEWS_ORPHANED)),
+    "CachewardenViewsUncompiled": _plan(["views.recompile"], at_most(VIEWS_UNCOMPILED)),
+    "CachewardenViewsDirNotWritable": _plan(["views.fix_permissions"], at_least(VIEWS_DIR_WRITABLE, 1)),
+    "CachewardenOpcacheStaleScripts": _plan(_OPCACHE_STEPS, at_most(OPCACHE_SCRIPTS_STALE)),
+    "CachewardenOpcacheMissingScripts": _plan(_OPCACHE_STEPS, at_most(OPCACHE_SCRIPTS_MISSING)),
+    "CachewardenCodeRevisionDrift": _plan(_OPCACHE_STEPS, at_most(CODE_REVISION_DRIFT)),
     # Invalidation drops the scripts from memory and their entries; a purge removes entries it could not.
     "CachewardenOpcacheFileCacheStale": _plan(["opcache.invalidate", "opcache.purge_file_cache"],
-                                              cachewarden_opcache_file_cache_stale__max=0),
+                                              at_most(FILE_CACHE_STALE)),
     # A release switch (release_symlink) that OPcache did not follow: its cached scripts are keyed by the
     # path through the symlink, so the old release is served until they go. Only a reset drops them
     # from the listing (see names.py); each worker then clears its realpath cache as it sees the reset,
     # so `current` is resolved afresh and the new release compiled (tests/integration/test_heal_opcache.py).
     "CachewardenOpcacheOutsideRelease": _plan(["opcache.reset"],
-                                              cachewarden_opcache_scripts_outside_release__max=0),
+                                              at_most(OPCACHE_SCRIPTS_OUTSIDE_RELEASE)),
     # Only a restart replaces preloaded code: without php_fpm[].restart_command the run stops at once.
-    "CachewardenOpcachePreloadStale": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0),
+    "CachewardenOpcachePreloadStale": _plan(["fpm.reload"], at_most(PRELOAD_STALE)),
     "CachewardenLaravelConfigStale": _cache_plan("config", config_keys=True),
     "CachewardenLaravelRoutesStale": _cache_plan("routes"),
     "CachewardenLaravelPackagesStale": _cache_plan("packages"),
@@ -63,49 +91,31 @@ DEFAULT_PLANS: dict[str, HealPlan] = {
 # cache.warm has no collector and is verified by its own result.
 ACTION_CONDITIONS: dict[str, HealPlan] = {
     "views.remove_orphans": DEFAULT_PLANS["CachewardenViewsOrphaned"],
-    "views.recompile": _plan(["views.recompile"], cachewarden_views_stale__max=0,
-                             cachewarden_views_uncompiled__max=0),
+    "views.recompile": _plan(["views.recompile"], at_most(VIEWS_STALE), at_most(VIEWS_UNCOMPILED)),
     "views.fix_permissions": DEFAULT_PLANS["CachewardenViewsDirNotWritable"],
     # Not scripts_missing: a file that is gone cannot be invalidated (the reset's job). Scripts of a
     # superseded release it cannot clear either (names.py), yet a run must not call a pool that serves
     # one healthy: it ends `not_clearable`, naming the metric, before it runs (ALSO_CHECKED).
-    "opcache.invalidate": _plan(["opcache.invalidate"], cachewarden_opcache_scripts_stale__max=0,
-                                cachewarden_opcache_scripts_suspect__max=0,
-                                cachewarden_opcache_scripts_outside_release__max=0,
-                                cachewarden_code_revision_drift__max=0,
-                                cachewarden_opcache_file_cache_stale__max=0,
-                                cachewarden_opcache_file_cache_suspect__max=0,
-                                cachewarden_opcache_file_cache_outside_release__max=0),
-    "opcache.reset": _plan(["opcache.reset"], cachewarden_opcache_scripts_stale__max=0,
-                           cachewarden_opcache_scripts_suspect__max=0,
-                           cachewarden_opcache_scripts_missing__max=0,
-                           cachewarden_opcache_scripts_outside_release__max=0,
-                           cachewarden_code_revision_drift__max=0),
-    "opcache.purge_file_cache": _plan(["opcache.purge_file_cache"],
-                                      cachewarden_opcache_file_cache_stale__max=0,
-                                      cachewarden_opcache_file_cache_suspect__max=0,
-                                      cachewarden_opcache_file_cache_orphaned__max=0,
-                                      cachewarden_opcache_file_cache_outside_release__max=0),
-    "fpm.reload": _plan(["fpm.reload"], cachewarden_opcache_preload_stale__max=0,
-                        cachewarden_opcache_scripts_stale__max=0,
-                        cachewarden_opcache_scripts_suspect__max=0,
-                        cachewarden_opcache_scripts_missing__max=0,
-                        cachewarden_opcache_scripts_outside_release__max=0,
-                        cachewarden_code_revision_drift__max=0),
-    "laravel.cache_rebuild": _plan(["laravel.cache_rebuild"], cachewarden_laravel_cache_stale__max=0,
-                                   cachewarden_laravel_cache_unparsable__max=0,
-                                   cachewarden_laravel_cache_served_stale__max=0),
+    "opcache.invalidate": _plan(["opcache.invalidate"], *map(at_most, (
+        OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, OPCACHE_SCRIPTS_OUTSIDE_RELEASE, CODE_REVISION_DRIFT,
+        FILE_CACHE_STALE, FILE_CACHE_SUSPECT, FILE_CACHE_OUTSIDE_RELEASE))),
+    "opcache.reset": _plan(["opcache.reset"], *map(at_most, _SHARED_MEMORY)),
+    "opcache.purge_file_cache": _plan(["opcache.purge_file_cache"], *map(at_most, (
+        FILE_CACHE_STALE, FILE_CACHE_SUSPECT, FILE_CACHE_ORPHANED, FILE_CACHE_OUTSIDE_RELEASE))),
+    "fpm.reload": _plan(["fpm.reload"], *map(at_most, (PRELOAD_STALE, *_SHARED_MEMORY))),
+    "laravel.cache_rebuild": _plan(["laravel.cache_rebuild"], *map(at_most, (
+        CACHE_STALE, CACHE_UNPARSABLE, CACHE_SERVED_STALE))),
 }
 
 # The conditions of a manual run beyond what its action can clear (see above).
 ALSO_CHECKED: dict[str, frozenset[str]] = {
-    "opcache.invalidate": frozenset({"cachewarden_opcache_scripts_outside_release"}),
+    "opcache.invalidate": frozenset({OPCACHE_SCRIPTS_OUTSIDE_RELEASE.name}),
 }
 # What an action can clear and a manual run of it is not held to. A config key may differ by design
 # from what the sidecar computes (a value read from the environment or the account that builds it):
 # the CachewardenLaravelConfigStale plan checks it, a manual rebuild is verified on the caches alone.
 NOT_CHECKED: dict[str, frozenset[str]] = {
-    "laravel.cache_rebuild": frozenset({"cachewarden_laravel_config_keys_differing"}),
+    "laravel.cache_rebuild": frozenset({CONFIG_KEYS_DIFFERING.name}),
 }
 
 

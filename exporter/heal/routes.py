@@ -15,33 +15,35 @@ down), and a client that retries 5xx must not loop on it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from exporter.config import Config
 from exporter.heal import guards
+from exporter.heal.assembly import assemble_heal, log_feasibility, running
 from exporter.heal.names import ACTIONS
 from exporter.heal.query import read_query, switch
-from exporter.heal.runner import HealRunner, NotRun, Rejected
-from exporter.heal.store import STORE_ERRORS, Store, open_store
+from exporter.heal.runner import HealRunner, NotRun, Rejected, targets_of
+from exporter.heal.store import STORE_ERRORS, Store
 from exporter.heal.token import HealState
 from exporter.heal.webhook import PayloadError, parse_payload
+from exporter.php.pools import FpmPools
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
 HEAL_RUNNER = web.AppKey("heal_runner", HealRunner)
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+NOT_RUN = ("locked", "cooldown", "ineffective")  # refusals of a manual run: 409
 MANUAL_RUN_FAILED = 422  # a manual run that failed or could not verify its fix (see the docstring)
 # The query parameters each request takes (exporter.heal.query): anything else is refused with 400.
 MANUAL_PARAMS = ("action", "target", "dry_run")
+TARGET_PARAMS = ("target", "dry_run")  # no action: every plan the target needs now
 NO_PARAMS: tuple[str, ...] = ()
 
 
@@ -69,11 +71,11 @@ class HealGuard:
 HEAL_GUARD = web.AppKey("heal_guard", HealGuard)
 
 
-def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state: HealState,
-               store_factory: Callable[[], Store] | None = None) -> HealRunner:
+def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, pools: FpmPools,
+               state: HealState, store: Store | None = None) -> HealRunner:
     """Register the /heal routes and the heal's cleanup context; returns the runner (a snapshot source)."""
-    store = store_factory() if store_factory else open_store(config.heal)
-    runner = HealRunner(config, scheduler, store)
+    runner = assemble_heal(config, scheduler, pools, enabled=state.enabled, store=store)
+    log_feasibility(runner)
     app[HEAL_RUNNER] = runner
     app[HEAL_GUARD] = HealGuard(config, state)
     app.router.add_post("/heal", handle_post)
@@ -81,13 +83,8 @@ def setup_heal(app: web.Application, config: Config, scheduler: Scheduler, state
     app.router.add_get("/heal/runs/{run_id}", handle_run)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        refresh = asyncio.create_task(runner.refresh_ineffective_forever(), name="heal-ineffective")
-        yield
-        refresh.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresh
-        await runner.close()
-        await store.close()
+        async with running(runner, background=True):
+            yield
 
     app.cleanup_ctx.append(lifecycle)
     return runner
@@ -104,7 +101,8 @@ async def _refuse(request: web.Request, refusal: guards.Refusal) -> web.Response
 
 async def handle_post(request: web.Request) -> web.Response:
     refusal = request.app[HEAL_GUARD].check(request)
-    if refusal is not None and refusal.outcome == "disabled" and "action" not in request.query:
+    manual = bool({"action", "target"} & set(request.query))
+    if refusal is not None and refusal.outcome == "disabled" and not manual:
         # A webhook delivery to a sidecar whose heal is off: 2xx, so Alertmanager neither retries nor
         # counts a failed notification; nothing is read or acted on.
         runner = request.app[HEAL_RUNNER]
@@ -116,6 +114,8 @@ async def handle_post(request: web.Request) -> web.Response:
         return await _refuse(request, refusal)
     if "action" in request.query:
         return await _manual(request)
+    if "target" in request.query:
+        return await _manual_target(request)
     return await _webhook(request)
 
 
@@ -177,6 +177,34 @@ async def _manual(request: web.Request) -> web.Response:
                              status=200 if run.succeeded else MANUAL_RUN_FAILED)
 
 
+async def _manual_target(request: web.Request) -> web.Response:
+    """`POST /heal?target=T`: the plans for whatever is wrong with T now, each verified. 200 when all
+    were verified (or nothing was wrong, or a dry run); 409 when a run was refused (lock, cooldown,
+    ineffective); 422 when one failed, could not verify, could not fix, or T could not be measured."""
+    runner = request.app[HEAL_RUNNER]
+    if not runner.config.heal.enabled:
+        return await _refuse(request, guards.Refusal(403, "disabled", "heal is disabled (heal.enabled)"))
+    try:
+        if request.can_read_body:
+            # An Alertmanager delivery to a receiver URL with ?target=: never a heal of everything.
+            raise guards.Refusal(400, "bad_request", "a heal of a target takes no body (an Alertmanager "
+                                 "delivery takes no query parameters)")
+        q = read_query(request.query, TARGET_PARAMS)
+        dry_run = switch(q, "dry_run")
+    except guards.Refusal as refusal:
+        return await _refuse(request, refusal)
+    try:
+        healed = await runner.heal_target(q.get("target", ""), dry_run, request.remote or "unknown")
+    except Rejected as exc:
+        return await _refuse(request, guards.Refusal(400, "bad_request", str(exc)))
+    except STORE_ERRORS:
+        return await _refuse(request, guards.Refusal(503, "unavailable", "the heal coordination store "
+                                                     "is unavailable; retry later"))
+    runner.metrics.requests["manual"] += 1
+    status = 200 if healed.succeeded else 409 if healed.result in NOT_RUN else MANUAL_RUN_FAILED
+    return web.json_response({"status": "finished", **healed.as_dict()}, status=status)
+
+
 async def handle_list(request: web.Request) -> web.Response:
     refusal = request.app[HEAL_GUARD].check(request) or _no_query(request)
     if refusal is not None:
@@ -187,8 +215,12 @@ async def handle_list(request: web.Request) -> web.Response:
         "enabled": heal.enabled,
         "dry_run": heal.dry_run,
         "state": request.app[HEAL_GUARD].state.as_dict(),
-        "actions": {name: {"target_section": info.section, "measured_by": info.measures}
+        "actions": {name: {"target_section": info.section, "measured_by": info.measures,
+                           "targets": runner.feasibility.target_verdicts(
+                               name, targets_of(runner.config, info.section))}
                     for name, info in ACTIONS.items()},
+        "problems": list(runner.feasibility.problems),
+        "notes": list(runner.feasibility.notes),
         "plans": {name: plan.model_dump() for name, plan in sorted(runner.plans.items())},
         "runs": [r.as_dict() for r in runner.recent_runs()],
     }

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.collectors.base import Observation
@@ -30,7 +30,7 @@ from exporter.heal.audit import Audit, HealMetrics
 from exporter.heal.backlog import StoreBacklog
 from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
-from exporter.heal.fpm import HealFpm, fpm_endpoints
+from exporter.heal.feasibility import judge
 from exporter.heal.locks import ActionLocks
 from exporter.heal.names import ACTIONS, RESTART_ONLY
 from exporter.heal.phpexec import PhpExecutor
@@ -45,6 +45,7 @@ from exporter.heal.plans import (
 from exporter.heal.runs import Run, StepRecord
 from exporter.heal.store import STORE_ERRORS, Store, StoreUnavailable
 from exporter.heal.webhook import Alert
+from exporter.php.pools import FpmPools
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,37 @@ class Decision:
                 "decision": self.decision, "run_id": self.run_id}
 
 
+@dataclass(slots=True)
+class TargetHeal:
+    """What `heal_target` did: the plans it ran (or was refused) and the measurements it could not take."""
+
+    target: str
+    runs: list[Run] = field(default_factory=list)
+    unmeasured: dict[str, str] = field(default_factory=dict)  # kind -> why
+
+    @property
+    def result(self) -> str:
+        """verified, already_healthy or dry_run when every run succeeded (and all was measured);
+        else the first other result: a refusal (locked, cooldown, ineffective), failed, unverified, …"""
+        for run in self.runs:
+            if not run.succeeded:
+                return run.result or "failed"
+        if self.unmeasured:
+            return "unmeasured"
+        results = {r.result for r in self.runs}
+        if not results:
+            return "already_healthy"
+        return "dry_run" if "dry_run" in results else "verified"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result in ("verified", "already_healthy", "dry_run")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "result": self.result, "unmeasured": self.unmeasured,
+                "runs": [r.as_dict() for r in self.runs]}
+
+
 def targets_of(config: Config, section: str) -> list[str]:
     targets: list[Any] = getattr(config, section)
     return [t.name for t in targets]
@@ -86,14 +118,17 @@ def targets_of(config: Config, section: str) -> list[str]:
 
 class HealRunner:
     def __init__(self, config: Config, scheduler: Scheduler, store: Store, *,
-                 php: PhpExecutor | None = None, audit: Audit | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 pools: FpmPools | None = None, php: PhpExecutor | None = None,
+                 audit: Audit | None = None, clock: Callable[[], float] = time.time) -> None:
+        """`pools` is the PHP-FPM registry the collectors use (exporter.heal.assembly hands it in);
+        `php` replaces the way PHP is run (tests), `audit` the audit (default: to the store's stream)."""
         heal = config.heal
         self.config = config
         self.scheduler = scheduler
         self.store = store
         self.plans = resolve_plans(heal)
-        self.php = php or PhpExecutor(config, HealFpm(fpm_endpoints(scheduler.collectors)))
+        self.php = php or PhpExecutor(config, pools)
+        self.feasibility = judge(config, self.plans, heal.enabled)
         self.actions: dict[str, Action] = build_actions(ActionContext(
             config, self.php, CompiledRoots(config.laravel)))
         self.metrics = HealMetrics(
@@ -178,6 +213,58 @@ class HealRunner:
         self._remember(run)
         await self._execute(run)
         return run
+
+    async def heal_target(self, target: str, dry_run: bool, requested_by: str) -> TargetHeal:
+        """Run, one after another and each verified, the plans for whatever is wrong with `target` now.
+
+        Each kind of measurement the target has (views for a Laravel app, OPcache for a pool, …) is
+        taken afresh; the first plan whose condition it shows unmet runs (under the plan's name, with its
+        locks, cooldowns and accounting), then the target is measured again and the next unmet plan
+        runs. A plan runs at most once per request, so a fix that one plan's run made also clears the
+        plans after it without running them. Raises Rejected for a target no section names.
+        """
+        sections = [s for s in ("laravel", "php_fpm") if target in targets_of(self.config, s)]
+        if not sections:
+            raise Rejected(f"no laravel or php_fpm target named {target!r}")
+        dry_run = dry_run or self.config.heal.dry_run
+        by_kind: dict[str, list[str]] = {}
+        for name, plan in self.plans.items():
+            info = ACTIONS[plan.steps[0]]
+            if info.section in sections and info.measures is not None:
+                by_kind.setdefault(info.measures, []).append(name)
+        out = TargetHeal(target)
+        for kind, names in by_kind.items():
+            tried: set[str] = set()
+            while True:
+                observation, why = await self._look(kind, target)
+                if observation is None:
+                    out.unmeasured[kind] = why
+                    break
+                wanted = [n for n in names if n not in tried
+                          and unmet_metrics(self.plans[n].clear_when, observation)]
+                if not wanted:
+                    break
+                name = wanted[0]
+                tried.add(name)
+                plan = self.plans[name]
+                run = Run(target, list(plan.steps), dry_run, requested_by, plan=name)
+                refusal = await self._admit(run, None)
+                if refusal is not None:
+                    await self._refused(run, refusal)
+                else:
+                    self._remember(run)
+                    await self._execute(run)
+                out.runs.append(run)
+        return out
+
+    async def _look(self, kind: str, target: str) -> tuple[Observation | None, str]:
+        try:
+            status = await self.scheduler.collect(kind, target)
+        except KeyError:
+            return None, f"no {kind} collector for {target!r}"
+        if not status.up or status.observation is None:
+            return None, f"the {kind} collector failed on {target!r}: {status.error}"
+        return status.observation, ""
 
     async def _admit(self, run: Run, alert: Alert | None) -> str | None:
         """None when `run` may start, else why not: duplicate, ineffective, locked or cooldown.

@@ -32,6 +32,11 @@ class HealState:
     warnings: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # However the state is built (read_heal_state, or create_app's caller), the token's rules hold.
+        if self.token is not None and (problem := _token_problem(self.token, "the heal token")):
+            raise HealTokenError(problem)
+
     def as_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "reason": self.reason, "token_source": self.token_source,
                 "warnings": list(self.warnings)}

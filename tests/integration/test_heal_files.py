@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient
 from exporter.app import create_app
 from exporter.collectors.base import Observation
 from exporter.config import Config, parse
+from exporter.findings import ViewFindings
 from exporter.heal.actions.base import ActionContext, ActionError, ActionOutcome
 from exporter.heal.actions.safety import CompiledRoots
 from exporter.heal.actions.views_recompile import Recompile
@@ -100,7 +101,7 @@ def context(config: Config) -> ActionContext:
 
 
 async def recompile(ctx: ActionContext, *sources: Path) -> ActionOutcome:
-    observation = Observation(Samples("shop"), details={"uncompiled": [str(s) for s in sources]})
+    observation = Observation(Samples("shop"), findings=ViewFindings(uncompiled=tuple(map(str, sources))))
     return await Recompile(ctx).run("shop", observation, dry_run=False)
 
 

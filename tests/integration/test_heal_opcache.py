@@ -148,3 +148,44 @@ async def test_a_manual_opcache_action_on_a_superseded_release_is_never_already_
     else:
         # No file cache here: a purge changes nothing for scripts in shared memory, and says so.
         assert (resp.status, run["result"]) == (422, "unverified"), run
+
+
+async def test_a_manual_invalidation_is_verified_on_a_pool_that_gets_no_request_after_it(
+        php_fpm: FpmFactory, tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    # opcache_invalidate leaves the entry listed (corrupted) until a request compiles the script again:
+    # counted as stale, the run ended "unverified" on a host with no traffic.
+    fpm = php_fpm(opcache={"opcache.validate_timestamps": 0})
+    page = fpm.script("page.php", "<?php echo 'old';", mtime=LONG_AGO)
+    assert (await fpm.get("page.php")).body == b"old"
+    config = parse({
+        "php_fpm": [{"name": "www", "address": fpm.address, "agent_dir": str(fpm.agent_dir),
+                     "pool_config": str(fpm.pool_config)}],
+        "heal": {"token_file": str(token_file(tmp_path))},
+    })
+    client = await aiohttp_client(create_app(config, run_collectors=False))
+    runner = client.server.app[HEAL_RUNNER]  # type: ignore[index]
+    await runner.scheduler.collect("opcache", "www")
+    changed_at = math.floor(time.time()) + 1
+    page.write_text("<?php echo 'new';")
+    os.utime(page, (changed_at, changed_at))
+
+    async def stale() -> Status | None:
+        st = await runner.scheduler.collect("opcache", "www")
+        ok = st.observation is not None and st.observation.samples.value(OPCACHE_SCRIPTS_STALE) == 1
+        return st if ok else None
+
+    await async_wait_for(stale, timeout=10, message="page.php reported stale")
+
+    resp = await client.post("/heal?action=opcache.invalidate&target=www", headers=AUTH)
+
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["result"] == "verified"
+    assert [s["action"] for s in body["run"]["step_results"]] == ["opcache.invalidate"]
+    after = await runner.scheduler.collect("opcache", "www")
+    assert after.observation is not None
+    assert after.observation.samples.value(OPCACHE_SCRIPTS_STALE) == 0  # and stays so with no request
+    assert (await fpm.get("page.php")).body == b"new"
+    served = await runner.scheduler.collect("opcache", "www")
+    assert served.observation is not None
+    assert served.observation.samples.value(OPCACHE_SCRIPTS_STALE) == 0  # the new compile is fresh

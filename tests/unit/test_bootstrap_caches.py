@@ -11,6 +11,7 @@ import pytest
 from exporter.collectors.base import Observation, Verdict
 from exporter.collectors.laravel_caches import Inspection, LaravelCachesCollector
 from exporter.config import parse
+from exporter.findings import BootstrapCache, LaravelCacheFindings
 from exporter.fs.bootstrap_caches import NEWER_CAP, cache_paths, scan
 from exporter.heal.actions.laravel_cache_rebuild import cache_dir, caches_to_rebuild, served_stale
 from exporter.heal.actions.safety import UnsafeTarget
@@ -167,17 +168,17 @@ def test_an_inspection_names_keys_and_half_written_files(tmp_path: Path) -> None
     assert o.details["unparsable"] == ["config"]
 
 
-def observation(**caches: dict[str, object]) -> Observation:
-    return Observation(Samples("shop"), details={"caches": caches, "served_stale": ["routes"]})
+def observation(**caches: BootstrapCache) -> Observation:
+    return Observation(Samples("shop"), findings=LaravelCacheFindings(caches, ("routes",)))
 
 
 def test_only_present_caches_that_are_stale_or_half_written_are_rebuilt_in_order() -> None:
     o = observation(
-        routes={"present": True, "stale": True, "path": "/a/routes-v7.php"},
-        config={"present": True, "stale": False, "unparsable": "does not parse", "path": "/a/config.php"},
-        events={"present": False, "stale": False, "path": "/a/events.php"},
-        services={"present": True, "stale": True, "path": "/a/services.php"},
-        packages={"present": True, "stale": False, "path": "/a/packages.php"},
+        routes=BootstrapCache("/a/routes-v7.php", present=True, stale=True),
+        config=BootstrapCache("/a/config.php", present=True, unparsable=True),
+        events=BootstrapCache("/a/events.php", present=False),
+        services=BootstrapCache("/a/services.php", present=True, stale=True),
+        packages=BootstrapCache("/a/packages.php", present=True),
     )
     assert caches_to_rebuild(o) == ["config", "routes", "packages", "services"]
     assert served_stale(o) == [("routes", "/a/routes-v7.php")]

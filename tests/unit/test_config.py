@@ -350,13 +350,16 @@ def test_redis_and_database_schemes_in_any_case_are_accepted() -> None:
 
 
 def test_heal_token_comes_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.heal.token import read_heal_state
+
     monkeypatch.delenv("CACHEWARDEN_HEAL_TOKEN", raising=False)
-    assert parse({}).heal.token() is None
-    monkeypatch.setenv("CACHEWARDEN_HEAL_TOKEN", "env-token")
-    assert parse({}).heal.token() == "env-token"
+    assert read_heal_state(parse({}).heal).token is None
+    monkeypatch.setenv("CACHEWARDEN_HEAL_TOKEN", "env-token-0123456789")
+    assert read_heal_state(parse({}).heal).token == "env-token-0123456789"
     token = tmp_path / "token"
-    token.write_text("file-token\n", encoding="utf-8")
-    assert parse({"heal": {"token_file": str(token)}}).heal.token() == "file-token"
+    token.write_text("file-token-0123456789\n", encoding="utf-8")
+    token.chmod(0o600)
+    assert read_heal_state(parse({"heal": {"token_file": str(token)}}).heal).token == "file-token-0123456789"
 
 
 @pytest.mark.parametrize(("section", "url"), [

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import parse
+from exporter.fs.access import UserGroup
 from exporter.heal import child_process
 from exporter.heal.child_process import AccountError, environment, spawn_options
 
@@ -33,21 +34,22 @@ def test_the_variables_secrets_are_read_from_are_left_out(monkeypatch: pytest.Mo
 def test_running_as_oneself_needs_no_switch() -> None:
     me = pwd.getpwuid(os.geteuid()).pw_name
 
-    assert set(spawn_options(parse({}), me)) == {"env"}
+    assert set(spawn_options(parse({}), UserGroup.parse(me))) == {"env"}
 
 
 def test_only_root_may_run_a_command_as_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(child_process.os, "geteuid", lambda: 4242)
 
     with pytest.raises(AccountError, match="only root may switch users, cachewarden runs as uid 4242"):
-        spawn_options(parse({}), "nobody")
+        spawn_options(parse({}), UserGroup.parse("nobody"))
 
 
-def test_an_unknown_user_or_group_is_named() -> None:
-    with pytest.raises(AccountError, match="no user named 'no-such-user-cw'"):
-        spawn_options(parse({}), "no-such-user-cw")
-    with pytest.raises(AccountError, match="no group named 'no-such-group-cw'"):
-        spawn_options(parse({}), "nobody:no-such-group-cw")
+def test_an_account_given_by_numeric_ids_runs_as_those_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(child_process.os, "geteuid", lambda: 0)
+    options = spawn_options(parse({}), UserGroup.parse("33:33"))
+    assert (options["user"], options["group"], options["env"]["USER"]) == (33, 33, "www-data")
+    nameless = spawn_options(parse({}), UserGroup.parse("4000000:4000000"))
+    assert (nameless["user"], nameless["group"], nameless["env"]["HOME"]) == (4000000, 4000000, "/")
 
 
 CHILD_LIMIT = """

@@ -101,3 +101,18 @@ def test_a_short_heal_token_refuses_to_serve_with_exit_2(tmp_path: Path,
     err = capsys.readouterr().err
     assert "at least 16 characters" in err
     assert "short-token" not in err
+
+
+def test_without_an_action_every_plan_the_target_needs_runs_and_exits_0_when_all_are_verified(
+        setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", "--target", "shop", "--config.file", str(config)])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[-1] == "shop: verified"
+    assert "heal views.remove_orphans on shop: verified" in out
+    assert not compiled.exists()
+    assert main(["heal", "--target", "shop", "--config.file", str(config)]) == 0
+    assert capsys.readouterr().out == "shop: already_healthy\n"

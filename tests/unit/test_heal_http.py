@@ -451,7 +451,7 @@ async def test_an_explicit_real_run_spelled_off_runs(serve: Serve, config: Confi
     assert not compiled.exists()
 
 
-@pytest.mark.parametrize("query", ["dry_run=1", "dry-run=1", "target=shop"])
+@pytest.mark.parametrize("query", ["dry_run=1", "dry-run=1"])
 async def test_a_webhook_delivery_with_a_query_is_400_and_acts_on_nothing(
         serve: Serve, config: Config, app_root: Path, query: str) -> None:
     compiled = orphan(app_root)
@@ -462,6 +462,21 @@ async def test_a_webhook_delivery_with_a_query_is_400_and_acts_on_nothing(
 
     assert resp.status == 400
     assert "unknown query parameter" in (await resp.json())["error"]
+    assert compiled.exists()
+    assert runner_of(client).recent_runs() == []
+
+
+async def test_a_webhook_delivery_to_a_target_heal_url_is_400_and_acts_on_nothing(
+        serve: Serve, config: Config, app_root: Path) -> None:
+    # ?target=T alone heals everything T needs: a receiver URL ending in it must not do that per alert.
+    compiled = orphan(app_root)
+    client = await serve(config)
+
+    resp = await client.post("/heal?target=shop", data=json.dumps(payload(alert("CachewardenViewsOrphaned"))),
+                             headers={"Content-Type": "application/json", **AUTH})
+
+    assert resp.status == 400
+    assert "takes no body" in (await resp.json())["error"]
     assert compiled.exists()
     assert runner_of(client).recent_runs() == []
 

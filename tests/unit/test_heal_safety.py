@@ -13,6 +13,7 @@ import pytest
 
 from exporter.collectors.base import Observation
 from exporter.config import Config, parse
+from exporter.findings import StaleView, ViewFindings
 from exporter.heal.actions import ACTION_CLASSES
 from exporter.heal.actions.base import Action, ActionContext, ActionError, ActionOutcome
 from exporter.heal.actions.safety import CompiledRoots
@@ -40,7 +41,7 @@ async def fix_permissions(cfg: Config, ctx: ActionContext | None = None) -> Acti
 
 
 async def remove_orphans(cfg: Config, paths: list[str]) -> ActionOutcome:
-    observation = Observation(Samples("shop"), details={"orphaned": paths})
+    observation = Observation(Samples("shop"), findings=ViewFindings(orphaned=tuple(paths)))
     return await RemoveOrphans(context(cfg)).run("shop", observation, dry_run=False)
 
 
@@ -134,8 +135,8 @@ def test_every_action_is_either_behind_the_gate_or_said_to_touch_no_compiled_vie
 async def run_action(name: str, ctx: ActionContext, planted: Path) -> ActionOutcome:
     """Run a tree-touching action with findings that would make it act on `planted`."""
     source = str(planted.parent / "gone.blade.php")
-    observation = Observation(Samples("shop"), details={
-        "orphaned": [str(planted)], "stale": [[str(planted), source]], "uncompiled": [source]})
+    observation = Observation(Samples("shop"), findings=ViewFindings(
+        orphaned=(str(planted),), stale=(StaleView(str(planted), source),), uncompiled=(source,)))
     return await TREE_ACTIONS[name](ctx).run("shop", observation, dry_run=False)
 
 
@@ -253,7 +254,7 @@ async def test_swapping_the_directory_for_a_symlink_never_gets_a_file_outside_ch
             (directory / name).chmod(0o600)
     ctx = context(config(root))
     orphaned = [str(compiled_dir(root) / n) for n in names]
-    observation = Observation(Samples("shop"), details={"orphaned": orphaned})
+    observation = Observation(Samples("shop"), findings=ViewFindings(orphaned=tuple(orphaned)))
     swapper = Swapper(compiled_dir(root), outside)
     acted = 0
     deadline = time.monotonic() + 20

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from exporter.app import create_app
 from exporter.cli import EXIT_BAD_CONFIG, EXIT_OK, main
 from exporter.config import parse
-from exporter.heal.token import HealTokenError, read_heal_state
+from exporter.heal.token import HealState, HealTokenError, read_heal_state
 from tests.support.healing import AUTH, TOKEN
 
 Client = TestClient[web.Request, web.Application]
@@ -172,3 +172,12 @@ async def test_status_page_and_heal_listing_show_state_and_warning(
     assert listing["state"]["token_source"] == f"file {token}"
     assert listing["state"]["warnings"][0].startswith(f"heal.token_file: {token} can be read by every user")
     assert TOKEN not in page
+
+
+def test_the_token_rules_hold_however_the_heal_state_is_built() -> None:
+    # create_app takes a ready HealState: a short token must not get past it that way either.
+    with pytest.raises(HealTokenError, match="at least 16 characters"):
+        HealState(True, "acts on firing alerts", "environment variable X", token="short")
+    with pytest.raises(HealTokenError, match="space or control character"):
+        HealState(True, "acts on firing alerts", None, token="a token with spaces in it")
+    assert HealState(True, "ok", None, token="x" * 16).token == "x" * 16

@@ -22,7 +22,6 @@ from exporter.heal.actions.views_recompile import (
     compiled_views,
     write_views,
 )
-from exporter.heal.phpexec import account_by_name
 from exporter.php.agent import Agent
 from exporter.php.endpoint import FpmEndpoint
 from exporter.php.fastcgi import Response
@@ -164,15 +163,6 @@ def test_every_test_docs_security_names_for_the_files_the_heal_writes_exists() -
     missing = [f"{path}::{name}" for path, name in named
                if not re.search(rf"^(async )?def {name}\(", (repo / str(path)).read_text(), re.M)]
     assert missing == []
-
-
-@pytest.mark.parametrize(("spec", "named"), [
-    ("33:33", "www-data:www-data"), ("33", "www-data"), ("www-data", "www-data"),
-    ("nobody:65534", "nobody:nogroup"), ("4000000000:4000000000", "4000000000:4000000000"),
-])
-def test_the_cli_compiles_as_php_user_given_by_name_or_by_id(spec: str, named: str) -> None:
-    # Debian's fixed ids: www-data is 33, nobody 65534; an id with no entry is passed on as it is.
-    assert account_by_name(spec) == named
 
 
 class SwappingEndpoint(FpmEndpoint):

@@ -112,7 +112,8 @@ def test_json_report_carries_every_field() -> None:
 def test_empty_report_is_healthy() -> None:
     report = build_report([])
     assert report.healthy
-    assert report.as_dict() == {"healthy": True, "problems": 0, "targets": [], "warnings": []}
+    assert report.as_dict() == {"healthy": True, "problems": 0, "targets": [], "warnings": [],
+                                "heal_problems": [], "heal_notes": []}
     assert report.as_text() == "cachewarden: healthy\n"
 
 

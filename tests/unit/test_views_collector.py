@@ -272,5 +272,5 @@ def test_an_unknown_php_user_or_group_is_a_configuration_error_named_by_its_path
     assert "no such group: 'no-such-group'" in problems
     assert "laravel[2].php_user" in problems
     assert "4242:GROUP" in problems
-    assert parse({"laravel": [{**laravel, "php_user": "www-data:www-data"}]}).laravel[0].php_user == (
+    assert str(parse({"laravel": [{**laravel, "php_user": "www-data:www-data"}]}).laravel[0].php_user) == (
         "www-data:www-data")

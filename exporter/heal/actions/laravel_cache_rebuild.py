@@ -39,12 +39,19 @@ from typing import Any
 
 from exporter.collectors.base import Observation
 from exporter.config import LaravelTarget
+from exporter.findings import LaravelCacheFindings
 from exporter.fs.bootstrap_caches import CACHE_VARIABLES
-from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file, open_directory
+from exporter.fs.pinned import TMP_MARK, PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import PinnedDir, UnsafeTarget, symlinked_component
+from exporter.heal.actions.safety import (
+    PinnedDir,
+    UnsafeTarget,
+    open_pinned,
+    still_pinned,
+    symlinked_component,
+)
 from exporter.heal.child_process import AccountError, spawn_options
-from exporter.heal.phpexec import PhpError, account_by_name
+from exporter.heal.phpexec import PhpError
 
 ARTISAN_TIMEOUT = 120.0
 VALIDATE_TIMEOUT = 30.0
@@ -71,27 +78,22 @@ UNITS = (
 RETURNS_ARRAY = {"config": True, "routes": False, "events": True, "packages": True, "services": True}
 
 
+def _findings(observation: Observation | None) -> LaravelCacheFindings:
+    found = observation.findings if observation else None
+    return found if isinstance(found, LaravelCacheFindings) else LaravelCacheFindings()
+
+
 def caches_to_rebuild(observation: Observation | None) -> list[str]:
     """The caches the measurement found present and stale or unparsable, in rebuild order."""
-    if observation is None:
-        return []
-    caches = observation.details.get("caches")
-    if not isinstance(caches, dict):
-        return []
-    wanted = {c for c, d in caches.items() if isinstance(d, dict) and d.get("present")
-              and (d.get("stale") or d.get("unparsable"))}
+    caches = _findings(observation).caches
+    wanted = {c for c, b in caches.items() if b.present and (b.stale or b.unparsable)}
     return [c for unit in UNITS for c in unit.caches if c in wanted or wanted & set(unit.caches)]
 
 
 def served_stale(observation: Observation | None) -> list[tuple[str, str]]:
     """(cache, path) of the cache files OPcache serves in an older version than the file on disk."""
-    if observation is None:
-        return []
-    caches = observation.details.get("caches")
-    served = observation.details.get("served_stale")
-    if not isinstance(caches, dict) or not isinstance(served, list):
-        return []
-    return [(c, str(caches[c]["path"])) for c in served if isinstance(caches.get(c), dict)]
+    found = _findings(observation)
+    return [(c, found.caches[c].path) for c in found.served_stale if c in found.caches]
 
 
 def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
@@ -114,29 +116,8 @@ def cache_dir(laravel: LaravelTarget, path: Path) -> PinnedDir:
 def open_cache_dir(pinned: PinnedDir) -> PinnedDirectory:
     """The pinned cache directory, opened one component at a time (exporter.fs.pinned) and verified to
     be that very inode; every read and write of the rebuild goes through it. The caller closes it."""
-    try:
-        fd = open_directory(pinned.path)
-    except OSError as exc:
-        raise UnsafeTarget(f"the cache directory {pinned.path} cannot be opened safely: "
-                           f"{exc.strerror or exc}") from None
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
-        os.close(fd)
-        raise _replaced(pinned)
-
-    def verify() -> None:
-        try:
-            now = os.stat(pinned.path, follow_symlinks=False)
-        except OSError as exc:
-            raise UnsafeTarget(f"the cache directory {pinned.path} is gone: {exc.strerror}") from None
-        if (now.st_dev, now.st_ino) != (pinned.dev, pinned.ino):
-            raise _replaced(pinned)
-
-    return PinnedDirectory(fd, pinned.path, verify)
-
-
-def _replaced(pinned: PinnedDir) -> UnsafeTarget:
-    return UnsafeTarget(f"the cache directory {pinned.path} was replaced meanwhile; refusing to write there")
+    return PinnedDirectory(open_pinned(pinned, "cache directory"), pinned.path,
+                           lambda: still_pinned(pinned, "cache directory"))
 
 
 def read_built(directory: PinnedDirectory, name: str) -> tuple[bytes, os.stat_result] | str:
@@ -190,8 +171,8 @@ class CacheRebuild(Action):
             else:
                 outcome.done.extend(f"would invalidate {p}" for p in served_only)
             return outcome
-        details: dict[str, Any] = observation.details["caches"] if observation else {}
-        paths = {c: Path(str(details[c]["path"])) for c in wanted}
+        measured = _findings(observation).caches
+        paths = {c: Path(measured[c].path) for c in wanted}
         php = self.ctx.config.heal.php_cli
         if php is None:
             raise ActionError("heal.php_cli is not configured: artisan needs the php CLI to rebuild caches")
@@ -224,7 +205,7 @@ class CacheRebuild(Action):
         suffix = f"{TMP_MARK}{secrets.token_hex(8)}.php"
         tmp = {c: f".{paths[c].name}{suffix}" for c in caches}
         try:
-            options = spawn_options(self.ctx.config, laravel.php_user and account_by_name(laravel.php_user))
+            options = spawn_options(self.ctx.config, laravel.php_user)
         except AccountError as exc:
             outcome.errors.append(f"{', '.join(caches)}: {exc}")
             return []

@@ -19,11 +19,12 @@ import asyncio
 from typing import Any
 
 from exporter.collectors.base import Observation
+from exporter.collectors.opcache import CODE_REVISION_DRIFT, OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT
+from exporter.findings import EntryProblem, FileCacheFindings
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.findings import opcache_scripts
+from exporter.heal.actions.findings import opcache_findings
 from exporter.heal.actions.opcache_file_cache import (
     EntryDir,
-    FileCacheFindings,
     check_file_cache_dir,
     entry_state,
     file_cache_findings,
@@ -33,10 +34,8 @@ from exporter.heal.phpexec import PhpError
 
 AGENT_TIMEOUT = 30.0
 # What stale file-cache entries keep coming back after a reset (validate_timestamps=0).
-_RELOADED_FROM_FILE_CACHE = frozenset({
-    "cachewarden_opcache_scripts_stale", "cachewarden_opcache_scripts_suspect",
-    "cachewarden_code_revision_drift",
-})
+_RELOADED_FROM_FILE_CACHE = frozenset(
+    s.name for s in (OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, CODE_REVISION_DRIFT))
 
 
 class Invalidate(Action):
@@ -44,7 +43,7 @@ class Invalidate(Action):
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         pool = self.php_fpm(target)
-        paths = opcache_scripts(observation)
+        paths = opcache_findings(observation).to_invalidate()
         outcome = ActionOutcome()
         if dry_run or not paths:
             outcome.done.extend(f"would invalidate {p}" for p in paths)
@@ -60,7 +59,8 @@ class Invalidate(Action):
         outcome.refused.extend(f"{p}: opcache_invalidate failed (file gone?)" for p in failed)
         findings = file_cache_findings(observation)
         if findings is not None:
-            wrong = {p for r in ("stale", "suspect", "outside_release") for p in findings.by_reason[r]}
+            wrong = set(findings.sources(EntryProblem.STALE, EntryProblem.SUSPECT,
+                                         EntryProblem.OUTSIDE_RELEASE))
             checked = [p for p in done if p in wrong]
             if checked:
                 left = await asyncio.to_thread(self._entries_left, findings, checked)
@@ -90,9 +90,8 @@ class Reset(Action):
 
     def can_clear(self, target: str, observation: Observation | None) -> frozenset[str]:
         clears = ACTIONS[self.name].clears
-        details: Any = observation.details.get("file_cache") if observation else None
-        if isinstance(details, dict) and details.get("served_stale") and (
-                details.get("stale") or details.get("suspect")):
+        fc = opcache_findings(observation).file_cache
+        if fc is not None and fc.served_stale and fc.sources(EntryProblem.STALE, EntryProblem.SUSPECT):
             return clears - _RELOADED_FROM_FILE_CACHE
         return clears
 

@@ -16,43 +16,24 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from exporter.collectors.base import Observation
 from exporter.collectors.opcache_preload import resolve_release
 from exporter.config import Config
+from exporter.findings import FileCacheFindings
 from exporter.fs.opcache_file_cache import DIR_FLAGS, NS_PER_S, SYSTEM_ID, entry_relpath
 from exporter.fs.pinned import ForeignSymlink, is_single_regular_file, open_directory
 from exporter.heal.actions.base import Action, ActionOutcome
+from exporter.heal.actions.findings import opcache_findings
 from exporter.heal.actions.safety import UnsafeTarget
-
-REASONS = ("stale", "suspect", "orphaned", "outside_release")
-
-
-@dataclass(frozen=True, slots=True)
-class FileCacheFindings:
-    directory: str  # resolved, as measured
-    system_id: str
-    release_dir: str | None
-    by_reason: dict[str, list[str]]
-    configured: str | None = None  # opcache.file_cache as FPM reports it, the path walked to reach it
 
 
 def file_cache_findings(observation: Observation | None) -> FileCacheFindings | None:
-    """The collector's file-cache details, when there is a complete scan of a known folder."""
-    details: Any = observation.details.get("file_cache") if observation else None
-    if not isinstance(details, dict) or not details.get("complete"):
-        return None
-    directory, system_id = details.get("directory"), details.get("system_id")
-    if not isinstance(directory, str) or not isinstance(system_id, str):
-        return None
-    release = observation.details.get("release_dir") if observation else None
-    by_reason = {r: [p for p in details.get(r) or [] if isinstance(p, str)] for r in REASONS}
-    configured = details.get("configured")
-    return FileCacheFindings(directory, system_id, release if isinstance(release, str) else None, by_reason,
-                             configured if isinstance(configured, str) else None)
+    """The collector's file-cache findings, when there is a complete scan of a known folder."""
+    fc = opcache_findings(observation).file_cache
+    return fc if fc is not None and fc.complete else None
 
 
 def check_file_cache_dir(directory: str, config: Config) -> Path:

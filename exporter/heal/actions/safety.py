@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import LaravelTarget
-from exporter.fs.pinned import PinnedDirectory
-from exporter.heal.actions.base import ActionError
+from exporter.fs.pinned import PinnedDirectory, open_directory
+from exporter.heal.actions.base import ActionError, ActionOutcome
 
-DEFAULT_COMPILED = Path("storage") / "framework" / "views"
 # Laravel's compiled names: sha1 (40 hex, Laravel 5.x-9.x) or xxh128/md5 (32 hex), then ".php".
 COMPILED_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{32})\.php$")
 
@@ -34,15 +33,6 @@ class UnsafeTarget(ActionError):
 
 def looks_compiled(name: str) -> bool:
     return COMPILED_NAME.fullmatch(name) is not None
-
-
-def set_in_config(target: LaravelTarget) -> bool:
-    """True when compiled_path differs from what cachewarden derives from the root and the app's .env.
-
-    A YAML value equal to the derived one counts as derived: the stricter checks then apply.
-    """
-    derived = target.derived_compiled_path or target.root / DEFAULT_COMPILED
-    return os.path.normpath(target.compiled_dir) != os.path.normpath(derived)
 
 
 def symlinked_component(path: Path, below: Path) -> Path | None:
@@ -64,7 +54,7 @@ def check_compiled_dir(target: LaravelTarget) -> Path:
     """
     configured = Path(os.path.normpath(target.compiled_dir))
     app_root = Path(os.path.normpath(target.root))
-    if not set_in_config(target):
+    if not target.compiled_path_configured:  # decided at load (exporter.config.LaravelTarget)
         if app_root not in configured.parents:
             raise UnsafeTarget(
                 f"the compiled directory {configured} (from the app's .env) lies outside the app root; "
@@ -110,26 +100,13 @@ class CompiledRoots:
         Raises UnsafeTarget when it was refused at start, now resolves elsewhere or was replaced.
         """
         pinned = self._recheck(target)
-        try:
-            fd = os.open(pinned.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise UnsafeTarget(f"the compiled directory {pinned.path} cannot be opened as a directory "
-                               f"without following a symlink: {exc.strerror}") from None
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
-            os.close(fd)
-            raise _replaced(pinned)
-        return PinnedDirectory(fd, pinned.path, lambda: self._verify(target, pinned))
+        return PinnedDirectory(open_pinned(pinned, "compiled directory"), pinned.path,
+                               lambda: self._verify(target, pinned))
 
     def _verify(self, target: LaravelTarget, pinned: PinnedDir) -> None:
         """The path checks of start again, and the path still leading to the pinned inode."""
         self._recheck(target)
-        try:
-            st = os.stat(pinned.path, follow_symlinks=False)
-        except OSError as exc:
-            raise UnsafeTarget(f"the compiled directory {pinned.path} is gone: {exc.strerror}") from None
-        if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
-            raise _replaced(pinned)
+        still_pinned(pinned, "compiled directory")
 
     def _recheck(self, target: LaravelTarget) -> PinnedDir:
         pinned = self._pinned.get(target.name)
@@ -144,9 +121,43 @@ class CompiledRoots:
         return pinned
 
 
-def _replaced(pinned: PinnedDir) -> UnsafeTarget:
-    return UnsafeTarget(f"the compiled directory {pinned.path} was replaced since start; refusing to "
-                        "modify it")
+def open_pinned(pinned: PinnedDir, what: str) -> int:
+    """A descriptor of the pinned directory, reached one component at a time (exporter.fs.pinned) and
+    verified to be that very inode; UnsafeTarget otherwise. The caller closes it."""
+    try:
+        fd = open_directory(pinned.path)
+    except OSError as exc:
+        raise UnsafeTarget(f"the {what} {pinned.path} cannot be opened safely: "
+                           f"{exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
+        os.close(fd)
+        raise _replaced(pinned, what)
+    return fd
+
+
+def still_pinned(pinned: PinnedDir, what: str) -> None:
+    """UnsafeTarget unless the path still leads to the pinned inode (not following a final symlink)."""
+    try:
+        st = os.stat(pinned.path, follow_symlinks=False)
+    except OSError as exc:
+        raise UnsafeTarget(f"the {what} {pinned.path} is gone: {exc.strerror}") from None
+    if (st.st_dev, st.st_ino) != (pinned.dev, pinned.ino):
+        raise _replaced(pinned, what)
+
+
+def verify_after(d: PinnedDirectory, outcome: ActionOutcome, what: str, dry_run: bool) -> None:
+    """After changes made through `d`, record as an error if its directory moved or was replaced
+    meanwhile: the changes were made in the pinned directory, wherever it now is."""
+    if outcome.done and not dry_run:
+        try:
+            d.verify()
+        except UnsafeTarget as exc:
+            outcome.errors.append(f"after {what}: {exc}")
+
+
+def _replaced(pinned: PinnedDir, what: str = "compiled directory") -> UnsafeTarget:
+    return UnsafeTarget(f"the {what} {pinned.path} was replaced since start; refusing to modify it")
 
 
 def name_in(root: Path, candidate: str) -> str | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Sequence
 
 from exporter.collectors.base import Observation
 from exporter.fs.footer import LONG_TAIL_BYTES, parse_footer
 from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionOutcome
 from exporter.heal.actions.findings import view_findings
-from exporter.heal.actions.safety import UnsafeTarget, looks_compiled, name_in
+from exporter.heal.actions.safety import looks_compiled, name_in, verify_after
 
 
 def _why_not(d: PinnedDirectory, name: str) -> str | None:
@@ -45,7 +46,7 @@ def _why_not(d: PinnedDirectory, name: str) -> str | None:
     return None
 
 
-def remove_orphans(d: PinnedDirectory, candidates: list[str], dry_run: bool) -> ActionOutcome:
+def remove_orphans(d: PinnedDirectory, candidates: Sequence[str], dry_run: bool) -> ActionOutcome:
     """Remove the candidates still orphaned, through the pinned directory `d`."""
     outcome = ActionOutcome()
     for candidate in candidates:
@@ -68,12 +69,7 @@ def remove_orphans(d: PinnedDirectory, candidates: list[str], dry_run: bool) -> 
             outcome.refused.append(f"{path}: already gone")
         except OSError as exc:
             outcome.errors.append(f"{path}: {exc.strerror}")
-    if outcome.done and not dry_run:
-        try:
-            d.verify()
-        except UnsafeTarget as exc:
-            # The unlinks were made in the pinned directory, wherever it now is; say it moved.
-            outcome.errors.append(f"after deleting: {exc}")
+    verify_after(d, outcome, "deleting", dry_run)
     return outcome
 
 

@@ -11,32 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import grp
 import os
-import pwd
 import stat
 
 from exporter.collectors.base import Observation
+from exporter.fs.access import UserGroup
 from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
-from exporter.heal.actions.base import Action, ActionError, ActionOutcome
-from exporter.heal.actions.safety import UnsafeTarget, looks_compiled
+from exporter.heal.actions.base import Action, ActionOutcome
+from exporter.heal.actions.safety import looks_compiled, verify_after
 
 
 def dir_mode(file_mode: int) -> int:
     return file_mode | ((file_mode & 0o444) >> 2)
 
 
-def resolve_owner(spec: str | None) -> tuple[int, int]:
-    """(uid, gid) for "user[:group]"; -1 leaves that id unchanged (os.fchown's convention)."""
-    if not spec:
+def owner_ids(owner: UserGroup | None) -> tuple[int, int]:
+    """(uid, gid) for fchown; -1 leaves that id unchanged (a "user" alone keeps each file's group)."""
+    if owner is None:
         return -1, -1
-    user, _, group = spec.partition(":")
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-        gid = grp.getgrnam(group).gr_gid if group else -1
-    except KeyError as exc:
-        raise ActionError(f"heal.views_owner: unknown user or group {exc.args[0]!r}") from None
-    return uid, gid
+    return owner.uid, owner.gid if owner.group_given else -1
 
 
 def _apply(fd: int, path: str, st: os.stat_result, mode: int, uid: int, gid: int,
@@ -67,11 +60,7 @@ def fix_tree(d: PinnedDirectory, file_mode: int, uid: int, gid: int, dry_run: bo
     _apply(d.fd, str(d.path), d.stat(), dir_mode(file_mode), uid, gid, dry_run, outcome)
     for name in d.names():
         _fix_file(d, name, file_mode, uid, gid, dry_run, outcome)
-    if outcome.done and not dry_run:
-        try:
-            d.verify()
-        except UnsafeTarget as exc:
-            outcome.errors.append(f"after changing: {exc}")
+    verify_after(d, outcome, "changing", dry_run)
     return outcome
 
 
@@ -112,7 +101,7 @@ class FixPermissions(Action):
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         laravel = self.laravel(target)
         heal = self.ctx.config.heal
-        uid, gid = resolve_owner(heal.views_owner)
+        uid, gid = owner_ids(heal.views_owner)
 
         def fix() -> ActionOutcome:
             with self.ctx.compiled.open(laravel) as d:

@@ -29,7 +29,7 @@ from exporter.fs.pinned import PinnedDirectory, is_single_regular_file
 from exporter.heal.actions.base import Action, ActionError, ActionOutcome
 from exporter.heal.actions.findings import view_findings
 from exporter.heal.actions.safety import UnsafeTarget, looks_compiled, name_in
-from exporter.heal.actions.views_permissions import resolve_owner
+from exporter.heal.actions.views_permissions import owner_ids
 from exporter.heal.phpexec import PhpError
 
 SCRIPT = "compile_views.php"
@@ -104,9 +104,9 @@ def views_to_compile(observation: Observation | None, d: PinnedDirectory) -> lis
     """Sources of stale and uncompiled views, deduplicated, in a stable order, with their sizes in
     bytes (0 when they cannot be stat'ed: PHP then reports why). Blocking: stats files."""
     findings = view_findings(observation)
-    stale = [_as_laravel_named_it(d, compiled, source) for compiled, source in findings.stale]
+    stale = [_as_laravel_named_it(d, v.compiled, v.source) for v in findings.stale]
     out = []
-    for source in sorted(dict.fromkeys(stale + findings.uncompiled)):
+    for source in sorted(dict.fromkeys([*stale, *findings.uncompiled])):
         try:
             size = os.stat(source).st_size
         except OSError:
@@ -264,7 +264,7 @@ class Recompile(Action):
         views_dir = await asyncio.to_thread(os.path.realpath, laravel.views_dir)
         compile_, pool = self._php(laravel)
         heal = self.ctx.config.heal
-        owner = resolve_owner(heal.views_owner)
+        owner = owner_ids(heal.views_owner)
         args: dict[str, Any] = {
             "autoload": autoload_files(laravel),
             **({"bootstrap": bootstrap} if bootstrap else {}),

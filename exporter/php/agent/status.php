@@ -5,7 +5,8 @@
 // last_used_timestamp, timestamp or null, file mtime and ctime (null if the file is gone) and
 // memory_consumption, as one list per field. Agent scripts themselves are left out; they are normally
 // never cached at all, being younger than opcache.file_update_protection. So are OPcache's
-// pseudo-entries (`$PRELOAD$`, which holds the preloaded classes): they are not files.
+// pseudo-entries (`$PRELOAD$`, which holds the preloaded classes): they are not files. And so are
+// entries opcache_invalidate() left behind (see below): a heal's invalidation is verified at once.
 // The release symlink is resolved by the sidecar, not here: each worker's realpath cache may still
 // hold an old resolution, and the answer must not depend on which worker ran this.
 cachewarden_run(function (array $args): array {
@@ -73,11 +74,13 @@ cachewarden_run(function (array $args): array {
                 'ctime' => [], 'memory' => []];
     $pseudo = 0;
     $invalidated = 0;
-    // opcache_invalidate() only marks an entry: it stays in this list, with its old hits, until a
-    // request compiles the file again or OPcache restarts, although it is never served again. With
-    // validate_timestamps=0 opcache_is_script_cached() tells such entries apart (it checks no file
-    // then; with 1 it would revalidate the script, a side effect a measurement must not have).
-    $check = !(bool) ini_get('opcache.validate_timestamps');
+    // opcache_invalidate() only marks an entry corrupted: it stays in this list, with its old hits, until a
+    // request compiles the file again or OPcache restarts, although it is never served again
+    // (accelerator_get_scripts skips nothing but indirect entries). It zeroes the entry's timestamp,
+    // reported with validate_timestamps=1; with 0, opcache_is_script_cached() tells such entries apart
+    // (a hash lookup then; with 1 it would revalidate the script, a side effect a measurement must not
+    // have). Either way the entry is left out, and counted.
+    $validate = (bool) ini_get('opcache.validate_timestamps');
     foreach ($status['scripts'] ?? [] as $path => $s) {
         if (!str_starts_with((string) $path, '/')) {
             $pseudo++;
@@ -86,7 +89,7 @@ cachewarden_run(function (array $args): array {
         if (cachewarden_is_agent($path)) {
             continue;
         }
-        if ($check && !opcache_is_script_cached((string) $path)) {
+        if ($validate ? ($s['timestamp'] ?? null) === 0 : !opcache_is_script_cached((string) $path)) {
             $invalidated++;
             continue;
         }
