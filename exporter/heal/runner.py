@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,10 @@ from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
 from exporter.heal.feasibility import judge
 from exporter.heal.locks import ActionLocks
-from exporter.heal.names import ACTIONS, RESTART_ONLY
+from exporter.heal.names import ACTIONS, PARAMETERS, RESTART_ONLY, check_args
 from exporter.heal.phpexec import PhpExecutor
 from exporter.heal.plans import (
-    ACTION_CONDITIONS,
+    action_conditions,
     applicable,
     cleared,
     resolve_plans,
@@ -186,7 +186,8 @@ class HealRunner:
         if not self.config.heal.enabled:
             return decided("disabled")
         run = Run(alert.target, list(plan.steps), self.config.heal.dry_run, requested_by,
-                  plan=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+                  plan=alert.alertname, args=dict(plan.args), fingerprint=alert.fingerprint,
+                  starts_at=alert.starts_at)
         refusal = await self._admit(run, alert)
         if refusal == "duplicate":
             return decided("duplicate")
@@ -199,13 +200,18 @@ class HealRunner:
         task.add_done_callback(self._tasks.discard)
         return decided("started", run.id)
 
-    async def run_action(self, action: str, target: str, dry_run: bool, requested_by: str) -> Run:
-        """A manual run of one action, awaited to its end."""
+    async def run_action(self, action: str, target: str, dry_run: bool, requested_by: str,
+                         args: Mapping[str, str] | None = None) -> Run:
+        """A manual run of one action with its arguments (names.PARAMETERS), awaited to its end."""
         if action not in self.actions:
             raise Rejected(f"unknown action {action!r}; known: {sorted(self.actions)}")
         if not self._target_ok(action, target):
             raise Rejected(f"no {ACTIONS[action].section} target named {target!r}")
-        run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by)
+        try:
+            check_args(action, args or {})
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by, args=dict(args or {}))
         refusal = await self._admit(run, None)
         if refusal is not None:
             await self._refused(run, refusal)
@@ -247,7 +253,7 @@ class HealRunner:
                 name = wanted[0]
                 tried.add(name)
                 plan = self.plans[name]
-                run = Run(target, list(plan.steps), dry_run, requested_by, plan=name)
+                run = Run(target, list(plan.steps), dry_run, requested_by, plan=name, args=dict(plan.args))
                 refusal = await self._admit(run, None)
                 if refusal is not None:
                     await self._refused(run, refusal)
@@ -401,8 +407,7 @@ class HealRunner:
     def _conditions(self, run: Run) -> list[HealCondition]:
         if run.plan is not None:
             return self.plans[run.plan].clear_when
-        plan = ACTION_CONDITIONS.get(run.steps[0])
-        return plan.clear_when if plan else []
+        return action_conditions(run.steps[0], run.args)
 
     async def _execute(self, run: Run) -> None:
         run.state = "running"
@@ -448,7 +453,9 @@ class HealRunner:
         observation = await self._measure(kind, run.target, run)
         if run.plan is None:
             conditions = applicable(conditions, observation)
-        if kind is not None and cleared(conditions, observation):
+        # A manual run that names its work (cache=routes) does it on a healthy target too.
+        explicit = run.plan is None and self.actions[run.steps[0]].explicit(run.args)
+        if kind is not None and cleared(conditions, observation) and not explicit:
             run.result = "already_healthy"
             return
         if observation is not None:
@@ -472,7 +479,8 @@ class HealRunner:
                 self.metrics.steps[(run.target, step, "cooldown")] += 1
                 continue
             try:
-                record.outcome = await self.actions[step].run(run.target, observation, run.dry_run)
+                args = {k: v for k, v in run.args.items() if k in PARAMETERS.get(step, {})}
+                record.outcome = await self.actions[step].run_with(run.target, observation, run.dry_run, args)
             except NeedsRestart as exc:
                 record.result, record.error = "needs_restart", str(exc)
             except ActionError as exc:
@@ -546,7 +554,7 @@ class HealRunner:
 def _audit_fields(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.id, "who": run.requested_by, "plan": run.plan, "steps": run.steps,
-        "target": run.target, "fingerprint": run.fingerprint, "starts_at": run.starts_at,
+        "args": run.args, "target": run.target, "fingerprint": run.fingerprint, "starts_at": run.starts_at,
         "dry_run": run.dry_run, "state": run.state, "result": run.result, "verified": run.verified,
         "duration_seconds": round(run.duration, 6), "note": run.note,
         "step_results": [{"action": r.action, "result": r.result, "done": len(r.outcome.done)

@@ -39,6 +39,7 @@ class Run:
     dry_run: bool
     requested_by: str
     plan: str | None = None  # the alertname; None for a manual run of one action
+    args: dict[str, str] = field(default_factory=dict)  # for the steps that take them (names.PARAMETERS)
     fingerprint: str | None = None
     starts_at: str | None = None
     id: str = field(default_factory=new_run_id)
@@ -62,7 +63,7 @@ class Run:
     def as_dict(self) -> dict[str, Any]:
         """For JSON answers and audit lines: every string encodable (paths may not be UTF-8)."""
         return json_safe({
-            "id": self.id, "plan": self.plan, "target": self.target, "steps": self.steps,
+            "id": self.id, "plan": self.plan, "target": self.target, "steps": self.steps, "args": self.args,
             "dry_run": self.dry_run, "requested_by": self.requested_by, "fingerprint": self.fingerprint,
             "starts_at": self.starts_at, "state": self.state, "result": self.result,
             "verified": self.verified, "note": self.note, "started_at": self.started_at,
