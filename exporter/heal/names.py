@@ -92,3 +92,12 @@ def check_args(action: str, args: Mapping[str, str]) -> None:
                              + (f"; it takes {', '.join(sorted(takes))}" if takes else ""))
         if value not in takes[name]:
             raise ValueError(f"{action} {name}={value[:64]!r}: give one of {', '.join(takes[name])}")
+
+
+def operation(step: str, args: Mapping[str, str]) -> str:
+    """A step with the arguments it takes, as it is locked and cools down: laravel.cache_rebuild[cache=
+    routes] beside or right after laravel.cache_rebuild[cache=config] is another operation, not the same
+    one twice or in a loop, so two bootstrap-cache alerts firing together are both healed at once (each
+    rebuild writes its own files, each renamed into place whole)."""
+    taken = sorted((k, v) for k, v in args.items() if k in PARAMETERS.get(step, {}))
+    return f"{step}[{','.join(f'{k}={v}' for k, v in taken)}]" if taken else step

@@ -32,7 +32,7 @@ from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
 from exporter.heal.feasibility import judge
 from exporter.heal.locks import ActionLocks
-from exporter.heal.names import ACTIONS, PARAMETERS, RESTART_ONLY, check_args
+from exporter.heal.names import ACTIONS, PARAMETERS, RESTART_ONLY, check_args, operation
 from exporter.heal.phpexec import PhpExecutor
 from exporter.heal.plans import (
     action_conditions,
@@ -305,11 +305,12 @@ class HealRunner:
             return "ineffective"  # the occurrence stays claimed: its resends are duplicates
         if run.dry_run:
             return None  # a dry run changes nothing, so it needs neither lock nor cooldown
-        if not await self.locks.acquire(claims, run.steps, run.target):
+        if not await self.locks.acquire(claims, run.operations, run.target):
             return "locked"
         # Read once here, while the locks keep every other run off these actions: the run itself then
         # needs no answer from the store to decide which steps to skip.
-        run.cooling = {s for s in set(run.steps) if await self.locks.cooling_down(s, run.target)}
+        run.cooling = {s for s in set(run.steps)
+                       if await self.locks.cooling_down(operation(s, run.args), run.target)}
         if len(run.cooling) == len(set(run.steps)):
             return "cooldown"
         return None
@@ -427,7 +428,7 @@ class HealRunner:
             self.metrics.runs[(run.target, run.steps[0], run.result or "failed")] += 1
             if not run.dry_run:
                 # Neither raises on a store failure: the result stands and the writes are retried.
-                await asyncio.shield(self.locks.release(run.steps, run.target, run.id))
+                await asyncio.shield(self.locks.release(run.operations, run.target, run.id))
                 await asyncio.shield(self._account_plan(run))
                 if interrupted:
                     await asyncio.shield(self._give_back_occurrence(run))
@@ -492,7 +493,7 @@ class HealRunner:
             elif record.error is None and record.outcome is not None:
                 any_ran = True
                 if record.outcome.done:
-                    await self.locks.start_cooldown(step, run.target)
+                    await self.locks.start_cooldown(operation(step, run.args), run.target)
                 if kind is None:
                     run.verified = record.outcome.ok
                 else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.heal.actions.base import ActionOutcome
+from exporter.heal.names import operation
 from exporter.text import json_safe
 
 
@@ -51,6 +52,11 @@ class Run:
     finished_at: float | None = None
     records: list[StepRecord] = field(default_factory=list)
     cooling: set[str] = field(default_factory=set)  # steps found cooling down when it was admitted
+
+    @property
+    def operations(self) -> list[str]:
+        """The steps with their arguments, as they are locked and cool down (names.operation)."""
+        return [operation(s, self.args) for s in self.steps]
 
     @property
     def duration(self) -> float:

@@ -235,6 +235,31 @@ async def test_the_routes_plan_rebuilds_the_routes_and_leaves_a_stale_config_to_
     assert value(await measure(runner), "cachewarden_laravel_cache_stale", cache="config") == 1
 
 
+async def test_config_and_routes_alerts_firing_together_are_each_healed_on_their_own_cache(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    body = payload(alert("CachewardenLaravelConfigStale", fingerprint="config"),
+                   alert("CachewardenLaravelRoutesStale", fingerprint="routes"))
+    resp = await client.post("/heal", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **AUTH})
+    decisions = (await resp.json())["decisions"]
+    await runner.wait_idle()
+
+    assert [d["decision"] for d in decisions] == ["started", "started"], decisions
+    runs = [r.as_dict() for r in (runner.run(d["run_id"]) for d in decisions) if r is not None]
+    assert [(r["result"], [d.split(":")[0] for d in r["step_results"][0]["done"]]) for r in runs] == [
+        ("verified", ["rebuilt config"]), ("verified", ["rebuilt routes"])], runs
+    after = await measure(runner)
+    assert [value(after, "cachewarden_laravel_cache_stale", cache=c) for c in ("config", "routes")] == [0, 0]
+    assert "'feature' => 'off'" in (root / "bootstrap" / "cache" / "config.php").read_text()
+
+
 async def test_a_named_cache_the_app_runs_without_is_not_created(tmp_path: Path,
                                                                  aiohttp_client: MakeClient) -> None:
     root = make_app(tmp_path / "shop")

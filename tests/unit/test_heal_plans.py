@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from exporter.collectors import all_metric_specs
 from exporter.collectors.base import Observation
 from exporter.config import HealCondition, HealPlan
-from exporter.heal.names import ACTIONS, check_args
+from exporter.heal.names import ACTIONS, check_args, operation
 from exporter.heal.plans import (
     ACTION_CONDITIONS,
     ALSO_CHECKED,
@@ -98,8 +98,9 @@ def test_each_bootstrap_cache_plan_rebuilds_its_own_cache_and_is_cleared_by_it(a
 
 @pytest.mark.parametrize(("plan", "error"), [
     ({"steps": ["laravel.cache_rebuild"], "args": {"cache": "route"}}, "cache='route': give one of"),
-    ({"steps": ["views.recompile"], "args": {"cache": "routes"}}, "no step of ['views.recompile'] takes "
-                                                                  "the argument 'cache'"),
+    ({"steps": ["views.recompile"], "args": {"cache": "routes"},
+      "clear_when": [{"metric": "cachewarden_views_stale", "max": 0}]},
+     "no step of ['views.recompile'] takes the argument 'cache'"),
     ({"steps": ["laravel.cache_rebuild"], "args": {"caches": "routes"}}, "takes the argument 'caches'"),
 ])
 def test_a_plan_argument_no_step_takes_or_allows_is_a_configuration_error(plan: dict[str, Any],
@@ -133,3 +134,11 @@ def test_an_argument_the_action_does_not_take_or_allow_is_named(action: str, arg
     with pytest.raises(ValueError, match=re.escape(error)):
         check_args(action, args)
     check_args("laravel.cache_rebuild", {"cache": "events"})
+
+
+def test_an_action_with_arguments_is_locked_and_cools_down_as_another_operation() -> None:
+    assert operation("laravel.cache_rebuild", {}) == "laravel.cache_rebuild"
+    assert operation("laravel.cache_rebuild", {"cache": "routes"}) == "laravel.cache_rebuild[cache=routes]"
+    assert operation("laravel.cache_rebuild", {"cache": "routes"}) != \
+        operation("laravel.cache_rebuild", {"cache": "config"})
+    assert operation("views.recompile", {"cache": "routes"}) == "views.recompile"  # not its argument
