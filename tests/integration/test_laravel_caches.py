@@ -260,6 +260,27 @@ async def test_config_and_routes_alerts_firing_together_are_each_healed_on_their
     assert "'feature' => 'off'" in (root / "bootstrap" / "cache" / "config.php").read_text()
 
 
+async def test_healing_a_target_runs_each_stale_caches_plan_on_its_own_cache_config_first(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    resp = await client.post("/heal?target=shop", headers=AUTH)
+
+    healed = await resp.json()
+    assert (resp.status, healed["result"]) == (200, "verified"), healed
+    runs = [(r["plan"], r["args"], [d.split(":")[0] for d in r["step_results"][0]["done"]])
+            for r in healed["runs"]]
+    assert runs == [("CachewardenLaravelConfigStale", {"cache": "config"}, ["rebuilt config"]),
+                    ("CachewardenLaravelRoutesStale", {"cache": "routes"}, ["rebuilt routes"])]
+    after = await measure(runner)
+    assert [value(after, "cachewarden_laravel_cache_stale", cache=c) for c in ("config", "routes")] == [0, 0]
+
+
 async def test_a_named_cache_the_app_runs_without_is_not_created(tmp_path: Path,
                                                                  aiohttp_client: MakeClient) -> None:
     root = make_app(tmp_path / "shop")

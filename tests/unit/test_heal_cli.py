@@ -129,3 +129,14 @@ def test_a_cache_the_action_does_not_take_or_allow_exits_2_and_runs_nothing(
     assert code == 2
     assert "cache" in capsys.readouterr().err
     assert compiled.exists()
+
+
+def test_a_cache_without_an_action_exits_2_and_heals_nothing(setup: tuple[Path, Path],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", "--target", "shop", "--cache", "routes", "--config.file", str(config)])
+
+    assert code == 2
+    assert "cache is an argument of an action: name the action" in capsys.readouterr().err
+    assert compiled.exists()
