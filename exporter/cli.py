@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                       "the plans for whatever is wrong with the target now")
     heal.add_argument("--target", required=True, help="a target name from the configuration")
     heal.add_argument("--dry-run", action="store_true", help="only list what the action would do")
+    heal.add_argument("--cache", metavar="{config,routes,events,packages,all}",
+                      help="laravel.cache_rebuild: the bootstrap cache to rebuild, stale or not; all "
+                           "(the default) rebuilds those measured stale or half-written")
     heal.add_argument("--format", choices=["text", "json"], default="text")
 
     deploy = sub.add_parser("deploy", help="prepare, activate and verify a release of one app; exit 1 "
@@ -178,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.heal.command import heal_command
 
         return asyncio.run(
-            heal_command(config, switches, args.action, args.target, args.dry_run, args.format)
+            heal_command(config, switches, args.action, args.target, args.dry_run, args.format,
+                         {} if args.cache is None else {"cache": args.cache})
         )
     if args.command == "deploy":
         return _deploy(config, switches, args)

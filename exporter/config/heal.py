@@ -52,6 +52,8 @@ class HealPlan(_Model):
 
     steps: list[str] = Field(min_length=1, max_length=10)
     clear_when: list[HealCondition] = Field(min_length=1)
+    # Arguments for the steps that take them (exporter.heal.names.PARAMETERS), e.g. {cache: routes}.
+    args: dict[str, str] = {}
 
     @field_validator("steps")
     @classmethod
@@ -85,6 +87,18 @@ class HealPlan(_Model):
             for i, c in enumerate(self.clear_when) if c.metric not in emitted]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_validator(mode="after")
+    def _args_taken(self) -> Self:
+        from exporter.heal.names import PARAMETERS, check_args
+
+        for name, value in self.args.items():
+            takers = [s for s in self.steps if name in PARAMETERS.get(s, {})]
+            if not takers:
+                raise ValueError(f"no step of {self.steps} takes the argument {name!r}")
+            for step in takers:
+                check_args(step, {name: value})
         return self
 
 

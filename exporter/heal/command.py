@@ -1,5 +1,5 @@
-"""`cachewarden heal [ACTION] --target T [--dry-run]`: one action (or, without one, every plan for what is
-wrong with T now), run locally through the same code path.
+"""`cachewarden heal [ACTION] --target T [--cache C] [--dry-run]`: one action (or, without one, every plan
+for what is wrong with T now), run locally through the same code path.
 
 Locks and cooldowns are shared with running sidecars when heal.redis_url is set, and the run is audited
 to the same Redis stream as theirs. Exit status: 0 when the run was verified (or was a dry run, or found
@@ -23,7 +23,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS = 0, 1, 2
 
 def run_as_text(run: Run) -> str:
     """The run for a terminal: every name from outside through display() (see exporter.text)."""
-    lines = [f"heal {' -> '.join(map(display, run.steps))} on {display(run.target)}: {run.result}"
+    args = "".join(f" {display(k)}={display(v)}" for k, v in run.args.items())
+    lines = [f"heal {' -> '.join(map(display, run.steps))}{args} on {display(run.target)}: {run.result}"
              + (" (dry run)" if run.dry_run else "")]
     if run.note:
         lines.append(f"  note: {display(run.note)}")
@@ -48,8 +49,9 @@ def target_heal_as_text(healed: TargetHeal) -> str:
 
 
 async def heal_command(config: Config, switches: dict[str, bool], action: str | None, target: str,
-                       dry_run: bool, fmt: str) -> int:
-    """One action on `target`, or with `action` None every plan for what is wrong with it now."""
+                       dry_run: bool, fmt: str, args: dict[str, str] | None = None) -> int:
+    """One action on `target` with its arguments (`args`, names.PARAMETERS: one it does not take
+    exits 2), or with `action` None every plan for what is wrong with it now."""
     from exporter.collectors import build_collectors
     from exporter.php.pools import FpmPools
     from exporter.scheduler import Scheduler
@@ -63,11 +65,13 @@ async def heal_command(config: Config, switches: dict[str, bool], action: str | 
         async with running(runner, background=False):
             try:
                 if action is None:
+                    if args:
+                        raise Rejected(f"{', '.join(args)} is an argument of an action: name the action")
                     healed = await runner.heal_target(target, dry_run, "cli")
                     sys.stdout.write(json.dumps(healed.as_dict(), indent=2) + "\n" if fmt == "json"
                                      else target_heal_as_text(healed))
                     return EXIT_OK if healed.succeeded else EXIT_FAILED
-                run = await runner.run_action(action, target, dry_run, "cli")
+                run = await runner.run_action(action, target, dry_run, "cli", args)
             except Rejected as exc:
                 print(f"cachewarden heal: {exc}", file=sys.stderr)
                 return EXIT_BAD_ARGS

@@ -9,6 +9,7 @@ before any step (exporter.heal.runner).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, NamedTuple
 
 from exporter.collectors.laravel_caches import (
@@ -72,3 +73,31 @@ ACTIONS: Final[dict[str, ActionInfo]] = {
     "laravel.cache_rebuild": ActionInfo("laravel", "laravel_caches", _names(
         CACHE_STALE, CACHE_UNPARSABLE, CONFIG_KEYS_DIFFERING, CACHE_SERVED_STALE)),
 }
+
+# The arguments an action takes and the values each allows (`POST /heal?...&cache=routes`, `cachewarden
+# heal --cache routes`, a plan's `args`); an action not listed takes none. Absent, an argument means
+# what the action does without it: laravel.cache_rebuild's `cache=all` rebuilds what was measured stale.
+# `packages` also rewrites services.php: one artisan command (package:discover) writes both.
+PARAMETERS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "laravel.cache_rebuild": {"cache": ("config", "routes", "events", "packages", "all")},
+}
+
+
+def check_args(action: str, args: Mapping[str, str]) -> None:
+    """ValueError naming the first argument `action` does not take, or whose value it does not allow."""
+    takes = PARAMETERS.get(action, {})
+    for name, value in args.items():
+        if name not in takes:
+            raise ValueError(f"{action} takes no argument {name!r}"
+                             + (f"; it takes {', '.join(sorted(takes))}" if takes else ""))
+        if value not in takes[name]:
+            raise ValueError(f"{action} {name}={value[:64]!r}: give one of {', '.join(takes[name])}")
+
+
+def operation(step: str, args: Mapping[str, str]) -> str:
+    """A step with the arguments it takes, as it is locked and cools down: laravel.cache_rebuild[cache=
+    routes] beside or right after laravel.cache_rebuild[cache=config] is another operation, not the same
+    one twice or in a loop, so two bootstrap-cache alerts firing together are both healed at once (each
+    rebuild writes its own files, each renamed into place whole)."""
+    taken = sorted((k, v) for k, v in args.items() if k in PARAMETERS.get(step, {}))
+    return f"{step}[{','.join(f'{k}={v}' for k, v in taken)}]" if taken else step

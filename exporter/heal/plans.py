@@ -31,6 +31,7 @@ from exporter.collectors.opcache_file_cache import (
 from exporter.collectors.opcache_preload import PRELOAD_STALE
 from exporter.collectors.views import VIEWS_DIR_WRITABLE, VIEWS_ORPHANED, VIEWS_STALE, VIEWS_UNCOMPILED
 from exporter.config import HealCondition, HealConfig, HealPlan
+from exporter.heal.actions.laravel_cache_rebuild import ALL, NAMED
 from exporter.metrics import MetricSpec
 
 
@@ -52,12 +53,13 @@ _SHARED_MEMORY = (OPCACHE_SCRIPTS_STALE, OPCACHE_SCRIPTS_SUSPECT, OPCACHE_SCRIPT
                   OPCACHE_SCRIPTS_OUTSIDE_RELEASE, CODE_REVISION_DRIFT)
 
 
-def _cache_plan(*caches: str, config_keys: bool = False) -> HealPlan:
-    """laravel.cache_rebuild, cleared once these bootstrap caches are neither stale nor half-written."""
-    conditions = [at_most(spec, cache=c) for c in caches for spec in (CACHE_STALE, CACHE_UNPARSABLE)]
+def _cache_plan(cache: str, config_keys: bool = False) -> HealPlan:
+    """laravel.cache_rebuild of this bootstrap cache (its `cache` argument: only that one is rebuilt),
+    cleared once it is neither stale nor half-written."""
+    conditions = [at_most(spec, cache=cache) for spec in (CACHE_STALE, CACHE_UNPARSABLE)]
     if config_keys:
         conditions.append(at_most(CONFIG_KEYS_DIFFERING))
-    return _plan(["laravel.cache_rebuild"], *conditions)
+    return HealPlan(steps=["laravel.cache_rebuild"], clear_when=conditions, args={"cache": cache})
 
 
 DEFAULT_PLANS: dict[str, HealPlan] = {
@@ -117,6 +119,19 @@ ALSO_CHECKED: dict[str, frozenset[str]] = {
 NOT_CHECKED: dict[str, frozenset[str]] = {
     "laravel.cache_rebuild": frozenset({CONFIG_KEYS_DIFFERING.name}),
 }
+
+
+def action_conditions(action: str, args: Mapping[str, str]) -> list[HealCondition]:
+    """What a manual run of `action` with `args` is verified against: ACTION_CONDITIONS, held to the
+    series of the caches a named `cache` of laravel.cache_rebuild rebuilds (the others are not its job)."""
+    plan = ACTION_CONDITIONS.get(action)
+    if plan is None:
+        return []
+    cache = args.get("cache", ALL) if action == "laravel.cache_rebuild" else ALL
+    if cache == ALL:
+        return plan.clear_when
+    return [c.model_copy(update={"labels": {**c.labels, "cache": file}})
+            for file in NAMED[cache] for c in plan.clear_when]
 
 
 def applicable(conditions: Sequence[HealCondition], observation: Observation | None) -> list[HealCondition]:

@@ -26,8 +26,8 @@ from aiohttp import web
 from exporter.config import Config
 from exporter.heal import guards
 from exporter.heal.assembly import assemble_heal, log_feasibility, running
-from exporter.heal.names import ACTIONS
-from exporter.heal.query import read_query, switch
+from exporter.heal.names import ACTIONS, PARAMETERS
+from exporter.heal.query import ACTION_ARGS, action_args, read_query, switch
 from exporter.heal.runner import HealRunner, NotRun, Rejected, targets_of
 from exporter.heal.store import STORE_ERRORS, Store
 from exporter.heal.token import HealState
@@ -42,7 +42,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 NOT_RUN = ("locked", "cooldown", "ineffective")  # refusals of a manual run: 409
 MANUAL_RUN_FAILED = 422  # a manual run that failed or could not verify its fix (see the docstring)
 # The query parameters each request takes (exporter.heal.query): anything else is refused with 400.
-MANUAL_PARAMS = ("action", "target", "dry_run")
+MANUAL_PARAMS = ("action", "target", "dry_run", *ACTION_ARGS)
 TARGET_PARAMS = ("target", "dry_run")  # no action: every plan the target needs now
 NO_PARAMS: tuple[str, ...] = ()
 
@@ -159,11 +159,12 @@ async def _manual(request: web.Request) -> web.Response:
     try:
         q = read_query(request.query, MANUAL_PARAMS)
         dry_run = switch(q, "dry_run")
+        args = action_args(q, q.get("action", ""))
     except guards.Refusal as refusal:
         return await _refuse(request, refusal)
     try:
         run = await runner.run_action(q.get("action", ""), q.get("target", ""), dry_run,
-                                      request.remote or "unknown")
+                                      request.remote or "unknown", args)
     except Rejected as exc:
         return await _refuse(request, guards.Refusal(400, "bad_request", str(exc)))
     except NotRun as exc:
@@ -217,7 +218,8 @@ async def handle_list(request: web.Request) -> web.Response:
         "state": request.app[HEAL_GUARD].state.as_dict(),
         "actions": {name: {"target_section": info.section, "measured_by": info.measures,
                            "targets": runner.feasibility.target_verdicts(
-                               name, targets_of(runner.config, info.section))}
+                               name, targets_of(runner.config, info.section)),
+                           "parameters": PARAMETERS.get(name, {})}
                     for name, info in ACTIONS.items()},
         "problems": list(runner.feasibility.problems),
         "notes": list(runner.feasibility.notes),

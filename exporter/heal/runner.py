@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,10 @@ from exporter.heal.claims import ADMIT_WITHIN, GIVEN_UP_FOR, Claims
 from exporter.heal.dedup import Deduplicator, occurrence_key
 from exporter.heal.feasibility import judge
 from exporter.heal.locks import ActionLocks
-from exporter.heal.names import ACTIONS, RESTART_ONLY
+from exporter.heal.names import ACTIONS, PARAMETERS, RESTART_ONLY, check_args, operation
 from exporter.heal.phpexec import PhpExecutor
 from exporter.heal.plans import (
-    ACTION_CONDITIONS,
+    action_conditions,
     applicable,
     cleared,
     resolve_plans,
@@ -186,7 +186,8 @@ class HealRunner:
         if not self.config.heal.enabled:
             return decided("disabled")
         run = Run(alert.target, list(plan.steps), self.config.heal.dry_run, requested_by,
-                  plan=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+                  plan=alert.alertname, args=dict(plan.args), fingerprint=alert.fingerprint,
+                  starts_at=alert.starts_at)
         refusal = await self._admit(run, alert)
         if refusal == "duplicate":
             return decided("duplicate")
@@ -199,13 +200,18 @@ class HealRunner:
         task.add_done_callback(self._tasks.discard)
         return decided("started", run.id)
 
-    async def run_action(self, action: str, target: str, dry_run: bool, requested_by: str) -> Run:
-        """A manual run of one action, awaited to its end."""
+    async def run_action(self, action: str, target: str, dry_run: bool, requested_by: str,
+                         args: Mapping[str, str] | None = None) -> Run:
+        """A manual run of one action with its arguments (names.PARAMETERS), awaited to its end."""
         if action not in self.actions:
             raise Rejected(f"unknown action {action!r}; known: {sorted(self.actions)}")
         if not self._target_ok(action, target):
             raise Rejected(f"no {ACTIONS[action].section} target named {target!r}")
-        run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by)
+        try:
+            check_args(action, args or {})
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        run = Run(target, [action], dry_run or self.config.heal.dry_run, requested_by, args=dict(args or {}))
         refusal = await self._admit(run, None)
         if refusal is not None:
             await self._refused(run, refusal)
@@ -247,7 +253,7 @@ class HealRunner:
                 name = wanted[0]
                 tried.add(name)
                 plan = self.plans[name]
-                run = Run(target, list(plan.steps), dry_run, requested_by, plan=name)
+                run = Run(target, list(plan.steps), dry_run, requested_by, plan=name, args=dict(plan.args))
                 refusal = await self._admit(run, None)
                 if refusal is not None:
                     await self._refused(run, refusal)
@@ -299,11 +305,12 @@ class HealRunner:
             return "ineffective"  # the occurrence stays claimed: its resends are duplicates
         if run.dry_run:
             return None  # a dry run changes nothing, so it needs neither lock nor cooldown
-        if not await self.locks.acquire(claims, run.steps, run.target):
+        if not await self.locks.acquire(claims, run.operations, run.target):
             return "locked"
         # Read once here, while the locks keep every other run off these actions: the run itself then
         # needs no answer from the store to decide which steps to skip.
-        run.cooling = {s for s in set(run.steps) if await self.locks.cooling_down(s, run.target)}
+        run.cooling = {s for s in set(run.steps)
+                       if await self.locks.cooling_down(operation(s, run.args), run.target)}
         if len(run.cooling) == len(set(run.steps)):
             return "cooldown"
         return None
@@ -401,8 +408,7 @@ class HealRunner:
     def _conditions(self, run: Run) -> list[HealCondition]:
         if run.plan is not None:
             return self.plans[run.plan].clear_when
-        plan = ACTION_CONDITIONS.get(run.steps[0])
-        return plan.clear_when if plan else []
+        return action_conditions(run.steps[0], run.args)
 
     async def _execute(self, run: Run) -> None:
         run.state = "running"
@@ -422,7 +428,7 @@ class HealRunner:
             self.metrics.runs[(run.target, run.steps[0], run.result or "failed")] += 1
             if not run.dry_run:
                 # Neither raises on a store failure: the result stands and the writes are retried.
-                await asyncio.shield(self.locks.release(run.steps, run.target, run.id))
+                await asyncio.shield(self.locks.release(run.operations, run.target, run.id))
                 await asyncio.shield(self._account_plan(run))
                 if interrupted:
                     await asyncio.shield(self._give_back_occurrence(run))
@@ -448,7 +454,9 @@ class HealRunner:
         observation = await self._measure(kind, run.target, run)
         if run.plan is None:
             conditions = applicable(conditions, observation)
-        if kind is not None and cleared(conditions, observation):
+        # A manual run that names its work (cache=routes) does it on a healthy target too.
+        explicit = run.plan is None and self.actions[run.steps[0]].explicit(run.args)
+        if kind is not None and cleared(conditions, observation) and not explicit:
             run.result = "already_healthy"
             return
         if observation is not None:
@@ -472,7 +480,8 @@ class HealRunner:
                 self.metrics.steps[(run.target, step, "cooldown")] += 1
                 continue
             try:
-                record.outcome = await self.actions[step].run(run.target, observation, run.dry_run)
+                args = {k: v for k, v in run.args.items() if k in PARAMETERS.get(step, {})}
+                record.outcome = await self.actions[step].run_with(run.target, observation, run.dry_run, args)
             except NeedsRestart as exc:
                 record.result, record.error = "needs_restart", str(exc)
             except ActionError as exc:
@@ -484,7 +493,7 @@ class HealRunner:
             elif record.error is None and record.outcome is not None:
                 any_ran = True
                 if record.outcome.done:
-                    await self.locks.start_cooldown(step, run.target)
+                    await self.locks.start_cooldown(operation(step, run.args), run.target)
                 if kind is None:
                     run.verified = record.outcome.ok
                 else:
@@ -546,7 +555,7 @@ class HealRunner:
 def _audit_fields(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.id, "who": run.requested_by, "plan": run.plan, "steps": run.steps,
-        "target": run.target, "fingerprint": run.fingerprint, "starts_at": run.starts_at,
+        "args": run.args, "target": run.target, "fingerprint": run.fingerprint, "starts_at": run.starts_at,
         "dry_run": run.dry_run, "state": run.state, "result": run.result, "verified": run.verified,
         "duration_seconds": round(run.duration, 6), "note": run.note,
         "step_results": [{"action": r.action, "result": r.result, "done": len(r.outcome.done)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.heal.actions.base import ActionOutcome
+from exporter.heal.names import operation
 from exporter.text import json_safe
 
 
@@ -39,6 +40,7 @@ class Run:
     dry_run: bool
     requested_by: str
     plan: str | None = None  # the alertname; None for a manual run of one action
+    args: dict[str, str] = field(default_factory=dict)  # for the steps that take them (names.PARAMETERS)
     fingerprint: str | None = None
     starts_at: str | None = None
     id: str = field(default_factory=new_run_id)
@@ -52,6 +54,11 @@ class Run:
     cooling: set[str] = field(default_factory=set)  # steps found cooling down when it was admitted
 
     @property
+    def operations(self) -> list[str]:
+        """The steps with their arguments, as they are locked and cool down (names.operation)."""
+        return [operation(s, self.args) for s in self.steps]
+
+    @property
     def duration(self) -> float:
         return (self.finished_at or time.time()) - self.started_at
 
@@ -62,7 +69,7 @@ class Run:
     def as_dict(self) -> dict[str, Any]:
         """For JSON answers and audit lines: every string encodable (paths may not be UTF-8)."""
         return json_safe({
-            "id": self.id, "plan": self.plan, "target": self.target, "steps": self.steps,
+            "id": self.id, "plan": self.plan, "target": self.target, "steps": self.steps, "args": self.args,
             "dry_run": self.dry_run, "requested_by": self.requested_by, "fingerprint": self.fingerprint,
             "starts_at": self.starts_at, "state": self.state, "result": self.result,
             "verified": self.verified, "note": self.note, "started_at": self.started_at,

@@ -177,6 +177,129 @@ async def test_the_rebuild_leaves_config_routes_and_events_as_artisan_builds_the
     assert not [p for p in (root / "bootstrap" / "cache").iterdir() if ".cwtmp-" in p.name]
 
 
+async def test_cache_routes_rebuilds_the_route_cache_alone_even_when_it_is_fresh(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    caches = root / "bootstrap" / "cache"
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")  # the config is stale, the routes are not
+    config_before = (caches / "config.php").read_bytes()
+    routes_before = os.stat(caches / "routes-v7.php")
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+    assert value(await measure(runner), "cachewarden_laravel_cache_stale", cache="routes") == 0
+
+    dry = await client.post("/heal?action=laravel.cache_rebuild&target=shop&cache=routes&dry_run=1",
+                            headers=AUTH)
+    planned = (await dry.json())["run"]
+    assert (dry.status, planned["result"], planned["args"]) == (200, "dry_run", {"cache": "routes"})
+    assert planned["step_results"][0]["done"] == [
+        f"would rebuild routes ({caches / 'routes-v7.php'}) with artisan route:cache, then rename it into "
+        "place"]
+    assert os.stat(caches / "routes-v7.php").st_ino == routes_before.st_ino
+
+    resp = await client.post("/heal?action=laravel.cache_rebuild&target=shop&cache=routes", headers=AUTH)
+
+    run: dict[str, Any] = (await resp.json())["run"]
+    assert (resp.status, run["result"]) == (200, "verified"), run
+    assert [d.split(":")[0] for d in run["step_results"][0]["done"]] == ["rebuilt routes"]
+    assert os.stat(caches / "routes-v7.php").st_ino != routes_before.st_ino, "renamed into place"
+    assert (caches / "config.php").read_bytes() == config_before
+    after = await measure(runner)
+    assert value(after, "cachewarden_laravel_cache_stale", cache="config") == 1
+    assert value(after, "cachewarden_laravel_cache_stale", cache="routes") == 0
+
+
+async def test_the_routes_plan_rebuilds_the_routes_and_leaves_a_stale_config_to_its_own_alert(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    caches = root / "bootstrap" / "cache"
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    config_before = (caches / "config.php").read_bytes()
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    body = payload(alert("CachewardenLaravelRoutesStale", fingerprint="routes"))
+    resp = await client.post("/heal", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **AUTH})
+    [decision] = (await resp.json())["decisions"]
+    await runner.wait_idle()
+
+    heal = runner.run(decision["run_id"])
+    assert heal is not None
+    run = heal.as_dict()
+    assert (run["result"], run["args"]) == ("verified", {"cache": "routes"}), run
+    assert [d.split(":")[0] for d in run["step_results"][0]["done"]] == ["rebuilt routes"]
+    assert (caches / "config.php").read_bytes() == config_before
+    assert value(await measure(runner), "cachewarden_laravel_cache_stale", cache="config") == 1
+
+
+async def test_config_and_routes_alerts_firing_together_are_each_healed_on_their_own_cache(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    body = payload(alert("CachewardenLaravelConfigStale", fingerprint="config"),
+                   alert("CachewardenLaravelRoutesStale", fingerprint="routes"))
+    resp = await client.post("/heal", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **AUTH})
+    decisions = (await resp.json())["decisions"]
+    await runner.wait_idle()
+
+    assert [d["decision"] for d in decisions] == ["started", "started"], decisions
+    runs = [r.as_dict() for r in (runner.run(d["run_id"]) for d in decisions) if r is not None]
+    assert [(r["result"], [d.split(":")[0] for d in r["step_results"][0]["done"]]) for r in runs] == [
+        ("verified", ["rebuilt config"]), ("verified", ["rebuilt routes"])], runs
+    after = await measure(runner)
+    assert [value(after, "cachewarden_laravel_cache_stale", cache=c) for c in ("config", "routes")] == [0, 0]
+    assert "'feature' => 'off'" in (root / "bootstrap" / "cache" / "config.php").read_text()
+
+
+async def test_healing_a_target_runs_each_stale_caches_plan_on_its_own_cache_config_first(
+        tmp_path: Path, aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    write_env(root, "FEATURE_FLAG=off\nDB_DATABASE=shop\n")
+    with (root / "routes" / "web.php").open("a") as f:
+        f.write("Route::get('/added', fn () => 'added');\n")
+    client, runner = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    resp = await client.post("/heal?target=shop", headers=AUTH)
+
+    healed = await resp.json()
+    assert (resp.status, healed["result"]) == (200, "verified"), healed
+    runs = [(r["plan"], r["args"], [d.split(":")[0] for d in r["step_results"][0]["done"]])
+            for r in healed["runs"]]
+    assert runs == [("CachewardenLaravelConfigStale", {"cache": "config"}, ["rebuilt config"]),
+                    ("CachewardenLaravelRoutesStale", {"cache": "routes"}, ["rebuilt routes"])]
+    after = await measure(runner)
+    assert [value(after, "cachewarden_laravel_cache_stale", cache=c) for c in ("config", "routes")] == [0, 0]
+
+
+async def test_a_named_cache_the_app_runs_without_is_not_created(tmp_path: Path,
+                                                                 aiohttp_client: MakeClient) -> None:
+    root = make_app(tmp_path / "shop")
+    cache_all(root)
+    events = root / "bootstrap" / "cache" / "events.php"
+    events.unlink()
+    client, _ = await runner_for(config_for(root, tmp_path), aiohttp_client)
+
+    resp = await client.post("/heal?action=laravel.cache_rebuild&target=shop&cache=events", headers=AUTH)
+
+    run: dict[str, Any] = (await resp.json())["run"]
+    assert (resp.status, run["result"]) == (422, "unverified"), run  # not what was asked: curl --fail fails
+    step = run["step_results"][0]
+    assert step["done"] == [], run
+    assert step["refused"] == [f"events: there is no cache at {events}; an app that runs without one is "
+                               "not given one"]
+    assert not events.exists()
+
+
 @dataclass
 class Traffic:
     requests: int = 0

@@ -116,3 +116,27 @@ def test_without_an_action_every_plan_the_target_needs_runs_and_exits_0_when_all
     assert not compiled.exists()
     assert main(["heal", "--target", "shop", "--config.file", str(config)]) == 0
     assert capsys.readouterr().out == "shop: already_healthy\n"
+
+
+@pytest.mark.parametrize(("action", "cache"), [("views.remove_orphans", "routes"),
+                                               ("laravel.cache_rebuild", "route")])
+def test_a_cache_the_action_does_not_take_or_allow_exits_2_and_runs_nothing(
+        setup: tuple[Path, Path], action: str, cache: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", action, "--target", "shop", "--cache", cache, "--config.file", str(config)])
+
+    assert code == 2
+    assert "cache" in capsys.readouterr().err
+    assert compiled.exists()
+
+
+def test_a_cache_without_an_action_exits_2_and_heals_nothing(setup: tuple[Path, Path],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config, compiled = setup
+
+    code = main(["heal", "--target", "shop", "--cache", "routes", "--config.file", str(config)])
+
+    assert code == 2
+    assert "cache is an argument of an action: name the action" in capsys.readouterr().err
+    assert compiled.exists()

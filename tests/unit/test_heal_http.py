@@ -326,7 +326,8 @@ async def test_a_manual_run_answers_with_the_status_of_its_result(
         serve: Serve, config: Config, monkeypatch: pytest.MonkeyPatch, result: str, status: int) -> None:
     client = await serve(config)
 
-    async def finished(action: str, target: str, dry_run: bool, requested_by: str) -> Run:
+    async def finished(action: str, target: str, dry_run: bool, requested_by: str,
+                       args: dict[str, str]) -> Run:
         run = Run(target, [action], dry_run, requested_by)
         run.state, run.result = "finished", result
         return run
@@ -427,6 +428,8 @@ async def test_every_accepted_spelling_of_a_dry_run_deletes_nothing(
     ("dry_run=1&dry_run=0", "'dry_run' is given more than once"),
     ("action=views.recompile", "'action' is given more than once"),
     ("target=other", "'target' is given more than once"),
+    ("cache=routes", "'cache' is not taken by the action 'views.remove_orphans'"),
+    ("cache=", "'cache' is not taken by the action 'views.remove_orphans'"),
 ])
 async def test_a_manual_run_with_a_query_it_cannot_read_exactly_is_400_and_runs_nothing(
         serve: Serve, config: Config, app_root: Path, query: str, named: str) -> None:
@@ -507,3 +510,54 @@ async def test_a_listing_with_a_query_is_400(serve: Serve, config: Config, path:
 
     assert resp.status == 400
     assert "unknown query parameter" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("cache=route", "'cache' has the value 'route': give one of config, routes, events, packages, all"),
+    ("cache=", "'cache' has the value ''"),
+    ("cache=ROUTES", "'cache' has the value 'ROUTES'"),
+    ("cache=routes&cache=config", "'cache' is given more than once"),
+    ("Cache=routes", "unknown query parameter 'Cache'"),
+])
+async def test_a_cache_rebuild_with_a_cache_it_does_not_know_is_400_and_runs_nothing(
+        serve: Serve, config: Config, query: str, named: str) -> None:
+    client = await serve(config)
+
+    resp = await client.post(f"/heal?action=laravel.cache_rebuild&target=shop&{query}", headers=AUTH)
+
+    assert resp.status == 400
+    assert named in (await resp.json())["error"]
+    assert runner_of(client).recent_runs() == []
+
+
+@pytest.mark.parametrize(("query", "args"), [("", {}), ("&cache=routes", {"cache": "routes"}),
+                                             ("&cache=all", {"cache": "all"})])
+async def test_the_cache_argument_reaches_the_run_as_given(
+        serve: Serve, config: Config, monkeypatch: pytest.MonkeyPatch, query: str,
+        args: dict[str, str]) -> None:
+    client = await serve(config)
+    given: list[dict[str, str]] = []
+
+    async def finished(action: str, target: str, dry_run: bool, requested_by: str,
+                       args: dict[str, str]) -> Run:
+        given.append(args)
+        run = Run(target, [action], dry_run, requested_by, args=args)
+        run.state, run.result = "finished", "dry_run"
+        return run
+
+    monkeypatch.setattr(runner_of(client), "run_action", finished)
+    resp = await client.post(f"/heal?action=laravel.cache_rebuild&target=shop{query}", headers=AUTH)
+
+    assert resp.status == 200
+    assert given == [args]
+    assert (await resp.json())["run"]["args"] == args
+
+
+async def test_the_listing_names_each_actions_parameters(serve: Serve, config: Config) -> None:
+    client = await serve(config)
+
+    actions = (await (await client.get("/heal", headers=AUTH)).json())["actions"]
+
+    assert actions["laravel.cache_rebuild"]["parameters"] == {
+        "cache": ["config", "routes", "events", "packages", "all"]}
+    assert actions["views.recompile"]["parameters"] == {}

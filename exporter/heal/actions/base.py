@@ -7,6 +7,7 @@ it would perform, computed the same way as a real run, and changes nothing.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -92,3 +93,14 @@ class Action(abc.ABC):
     @abc.abstractmethod
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
         """Act on `target` using the findings of a fresh `observation`; in a dry run, only list."""
+
+    async def run_with(self, target: str, observation: Observation | None, dry_run: bool,
+                       args: Mapping[str, str]) -> ActionOutcome:
+        """`run` with the arguments of the request, already checked against names.PARAMETERS (an action
+        that takes none is given none)."""
+        return await self.run(target, observation, dry_run)
+
+    def explicit(self, args: Mapping[str, str]) -> bool:
+        """Whether `args` name the work to do whatever the measurement found: a manual run then acts on
+        a healthy target too, and is verified after it (e.g. laravel.cache_rebuild cache=routes)."""
+        return False

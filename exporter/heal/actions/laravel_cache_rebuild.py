@@ -11,9 +11,11 @@ and mode (exporter.fs.pinned's `replace`): a request sees the old complete file 
 one. Then, inside the app's FPM pool, `opcache_invalidate` drops the
 old copy, which with `opcache.validate_timestamps=0` would otherwise be served until a restart.
 
-Which caches: those the fresh measurement found stale or unparsable, never one that is absent (an app
-that runs without a route cache must not get one). `packages.php` and `services.php` are built by the
-same boot (`package:discover`), so either one stale rebuilds both.
+Which caches: the argument `cache` (exporter.heal.names.PARAMETERS) names them. `all`, or no argument:
+those the fresh measurement found stale or unparsable. `config`, `routes`, `events` or `packages`: that
+one, stale or not (a person or a plan asked for it). Never one that is absent (an app that runs without
+a route cache must not get one). `packages.php` and `services.php` are built by the same boot
+(`package:discover`), so either one rebuilds both. Several are rebuilt config first.
 
 Artisan runs with `heal.php_cli` as the app's user (`laravel[].php_user`: the account rules and the
 scrubbed environment of `cache.warm`, exporter.heal.child_process), in the app root, without a shell.
@@ -33,6 +35,7 @@ import base64
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,10 @@ UNITS = (
     Unit("package:discover", ("packages", "services")),
 )
 RETURNS_ARRAY = {"config": True, "routes": False, "events": True, "packages": True, "services": True}
+ALL = "all"  # the value of `cache` that rebuilds what was measured stale or unparsable
+# The cache files each other value of `cache` names.
+NAMED = {"config": ("config",), "routes": ("routes",), "events": ("events",),
+         "packages": ("packages", "services")}
 
 
 def _findings(observation: Observation | None) -> LaravelCacheFindings:
@@ -88,6 +95,16 @@ def caches_to_rebuild(observation: Observation | None) -> list[str]:
     caches = _findings(observation).caches
     wanted = {c for c, b in caches.items() if b.present and (b.stale or b.unparsable)}
     return [c for unit in UNITS for c in unit.caches if c in wanted or wanted & set(unit.caches)]
+
+
+def named_caches(observation: Observation | None, cache: str) -> tuple[list[str], list[str]]:
+    """The caches `cache` names that the measurement found present, with every cache their artisan
+    command writes too, in rebuild order; or, when none of them is present, their paths."""
+    measured = _findings(observation).caches
+    entries = {c: measured[c] for c in NAMED[cache] if c in measured}
+    wanted = {c for c, b in entries.items() if b.present}
+    absent = [] if wanted else [b.path for b in entries.values()]
+    return [c for unit in UNITS for c in unit.caches if wanted & set(unit.caches)], absent
 
 
 def served_stale(observation: Observation | None) -> list[tuple[str, str]]:
@@ -161,10 +178,28 @@ class CacheRebuild(Action):
     name = "laravel.cache_rebuild"
 
     async def run(self, target: str, observation: Observation | None, dry_run: bool) -> ActionOutcome:
+        return await self.run_with(target, observation, dry_run, {})
+
+    def explicit(self, args: Mapping[str, str]) -> bool:
+        return args.get("cache", ALL) != ALL
+
+    async def run_with(self, target: str, observation: Observation | None, dry_run: bool,
+                       args: Mapping[str, str]) -> ActionOutcome:
         laravel = self.laravel(target)
         outcome = ActionOutcome()
-        wanted = caches_to_rebuild(observation)
-        served_only = [p for c, p in served_stale(observation) if c not in wanted]
+        cache = args.get("cache", ALL)
+        served = served_stale(observation)
+        if cache == ALL:
+            wanted = caches_to_rebuild(observation)
+        else:
+            if observation is None:
+                raise ActionError(f"the bootstrap caches of {target!r} were not measured: where the {cache} "
+                                  "cache lives is not known")
+            wanted, absent = named_caches(observation, cache)
+            outcome.refused.extend(f"{cache}: there is no cache at {p}; an app that runs without one is "
+                                   "not given one" for p in absent)
+            served = [(c, p) for c, p in served if c in NAMED[cache]]
+        served_only = [p for c, p in served if c not in wanted]
         if not wanted:
             if served_only and not dry_run:
                 await self._invalidate(laravel, served_only, outcome)
