@@ -259,6 +259,7 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
     from exporter.app import REGISTRY, create_app
     from exporter.collectors import build_collectors
     from exporter.descriptors import budget, raise_soft_limit
+    from exporter.heal.advice import server_url
     from exporter.heal.store import POOL_SIZE
     from exporter.metrics import SnapshotCollector
     from exporter.php.pools import FpmPools
@@ -291,14 +292,14 @@ def _serve(config: Config, switches: dict[str, bool], address: tuple[str, int],
                  old_soft, soft, old_soft)
     if limits.short:
         log.warning("%s", limits.short)
+    tls = web_config is not None and web_config.tls
     app = create_app(config, collectors=collectors, pools=pools, heal_state=heal_state,
-                     secret_warnings=secret_warnings)
+                     secret_warnings=secret_warnings, server_url=server_url(address, tls=tls))
     registry: CollectorRegistry = app[REGISTRY]
     if web_config is not None:
         from exporter.web_auth import WebAuth
 
         WebAuth(web_config).install(app)
-    tls = web_config is not None and web_config.tls
     log.info("cachewarden %s listening on %s (%s, at most %d connections, %d of them waiting for a "
              "request header; RLIMIT_NOFILE %d: %s)", __version__,
              ", ".join(_address(s.getsockname()) for s in sockets), "TLS" if tls else "plain HTTP",

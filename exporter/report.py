@@ -26,6 +26,7 @@ class TargetReport:
     checks: tuple[Check, ...]
     # What was derived from a Laravel app's .env (discovery targets only), secrets already redacted.
     derived: tuple[dict[str, Any], ...] = ()
+    errors_total: int = 0  # failed collections since start
 
     @property
     def pending(self) -> bool:
@@ -125,6 +126,7 @@ def build_report(statuses: Iterable[Status], heal: HealState | None = None,
                  warnings: tuple[str, ...] = (), feasibility: Feasibility | None = None) -> Report:
     return Report(tuple(
         TargetReport(s.kind, s.target, s.up, s.error, s.duration, s.last_success, tuple(s.checks),
-                     tuple(s.observation.details.get("derived", ())) if s.observation else ())
+                     tuple(s.observation.details.get("derived", ())) if s.observation else (),
+                     s.errors_total)
         for s in sorted(statuses, key=lambda s: (s.kind, s.target))
     ), heal, warnings, *((feasibility.problems, feasibility.notes) if feasibility else ((), ())))

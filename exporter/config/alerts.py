@@ -107,6 +107,10 @@ class AlertsConfig(_Model):
     job: str = Field(default="cachewarden", min_length=1)
     rules: dict[str, AlertRule] = Field(default_factory=lambda: dict(ALERT_DEFAULTS))
 
+    def runbook_url(self, alert: str) -> str:
+        """Where the runbook of `alert` is: the rendered rules' `runbook_url`, and the status page's link."""
+        return f"{self.runbook_base_url.rstrip('/')}/{alert}.md"
+
     @field_validator("rules", mode="before")
     @classmethod
     def _merge_defaults(cls, value: Any) -> Any:

@@ -185,6 +185,40 @@ class Audit:
             record["left_out"] = left_out  # refusals with this outcome since the last line
         audit_log.info("%s", json.dumps(json_safe(record), default=str, sort_keys=True))
 
+    async def recent_runs(self, count: int) -> list[tuple[float, dict[str, Any]]] | None:
+        """The last `count` runs the stream recorded as finished or refused, by any sidecar or
+        `cachewarden heal`, newest first: (when it was recorded, in epoch seconds; its fields).
+
+        None without a stream, or when Redis does not answer within a second: what the stream holds
+        is then unknown, which is not "no run". An entry that is not one of ours is skipped.
+        """
+        if self._redis is None:
+            return None
+        try:
+            async with asyncio.timeout(1.0):
+                # Each run writes heal_started too, and accepted deliveries a heal_request each.
+                entries = await self._redis.xrevrange(self._stream, count=count * 4)
+        except Exception as exc:
+            log.debug("cannot read the Redis stream %s: %s", self._stream, type(exc).__name__)
+            return None
+        out: list[tuple[float, dict[str, Any]]] = []
+        for entry_id, data in entries or ():
+            raw = (data or {}).get(b"event")
+            if entry_id is None or raw is None:
+                continue
+            try:
+                record = json.loads(raw)
+                # A stream entry's ID is the millisecond it was added, a dash, a sequence number.
+                added = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+                            .partition("-")[0]) / 1000
+            except (TypeError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("event") in ("heal_finished", "heal_refused"):
+                out.append((added, record))
+                if len(out) == count:
+                    break
+        return out
+
     async def event(self, kind: str, fields: dict[str, Any]) -> None:
         record = {"event": kind, **fields}
         line = json.dumps(json_safe(record), default=str, sort_keys=True)

@@ -53,15 +53,14 @@ class AlertThreshold:
 
 
 def alert_thresholds(alerts: AlertsConfig) -> dict[str, AlertThreshold]:
-    base = alerts.runbook_base_url.rstrip("/")
-    return {name: _threshold(name, rule, base) for name, rule in alerts.rules.items()}
+    return {name: _threshold(name, rule, alerts.runbook_url(name)) for name, rule in alerts.rules.items()}
 
 
-def _threshold(name: str, rule: AlertRule, runbook_base: str) -> AlertThreshold:
+def _threshold(name: str, rule: AlertRule, runbook_url: str) -> AlertThreshold:
     return AlertThreshold(
         name=name,
         value=rule.threshold,
         for_=prometheus_duration(rule.for_),
         severity=rule.severity,
-        runbook_url=f"{runbook_base}/{name}.md",
+        runbook_url=runbook_url,
     )
