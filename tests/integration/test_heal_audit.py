@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,11 @@ from exporter.config import parse
 from exporter.heal.audit import Audit
 from exporter.heal.routes import HEAL_RUNNER
 from tests.support.healing import AUTH, alert, an_hour_ago, make_app_dir, payload, token_file, write_compiled
+from tests.support.redis_server import SHARED_REDIS_URL
 from tests.unit.test_heal_http import metric
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 REFUSED_PER_KIND = 400
@@ -31,17 +30,6 @@ REFUSED_PER_KIND = 400
 MAXLEN = 100
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except OSError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (the test script starts one)")
-    yield client
-    await client.aclose()
 
 
 async def test_refused_requests_never_push_runs_out_of_the_audit_stream(
@@ -51,7 +39,7 @@ async def test_refused_requests_never_push_runs_out_of_the_audit_stream(
     root = make_app_dir(tmp_path / "shop")
     write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
     config = parse({"laravel": [{"name": target, "root": str(root)}],
-                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": REDIS_URL}})
+                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": SHARED_REDIS_URL}})
     client = await aiohttp_client(create_app(config, run_collectors=False))
     runner = client.server.app[HEAL_RUNNER]  # type: ignore[index]
     runner.audit = Audit(runner.metrics, redis, stream=stream, maxlen=MAXLEN)

@@ -29,26 +29,15 @@ from exporter.heal.routes import HEAL_RUNNER
 from exporter.heal.store import KEY_PREFIX, RedisStore
 from tests.support.healing import AUTH, alert, an_hour_ago, make_app_dir, payload, token_file, write_compiled
 from tests.support.prometheus import run_cachewarden
+from tests.support.redis_server import SHARED_REDIS_URL
 from tests.support.wait import async_wait_for, free_port
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 
 
-@pytest.fixture
-async def redis() -> Redis:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except OSError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (the test script starts one)")
-    yield client
-    await client.aclose()
 
 
 async def test_two_sidecars_sharing_redis_heal_one_alert_once(
@@ -57,7 +46,7 @@ async def test_two_sidecars_sharing_redis_heal_one_alert_once(
     root = make_app_dir(tmp_path / "shop")
     compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
     config = parse({"laravel": [{"name": target, "root": str(root)}],
-                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": REDIS_URL}})
+                    "heal": {"token_file": str(token_file(tmp_path)), "redis_url": SHARED_REDIS_URL}})
     clients = [await aiohttp_client(create_app(config, run_collectors=False)) for _ in range(2)]
     body = json.dumps(payload(alert("CachewardenViewsOrphaned", target, fingerprint=uuid.uuid4().hex)))
     last_audit = (await redis.xrevrange(STREAM, count=1) or [(b"0-0", {})])[0][0]
@@ -89,7 +78,7 @@ async def test_two_sidecar_processes_sharing_redis_heal_one_alert_once(redis: Re
     root = make_app_dir(tmp_path / "shop")
     compiled = write_compiled(root, str(root / "resources/views/gone.blade.php"), mtime=an_hour_ago())
     config = {"laravel": [{"name": target, "root": str(root)}],
-              "heal": {"token_file": str(token_file(tmp_path)), "redis_url": REDIS_URL}}
+              "heal": {"token_file": str(token_file(tmp_path)), "redis_url": SHARED_REDIS_URL}}
     body = json.dumps(payload(alert("CachewardenViewsOrphaned", target, fingerprint=uuid.uuid4().hex)))
     headers = {"Content-Type": "application/json", **AUTH}
 
@@ -203,7 +192,7 @@ async def test_a_crashed_sidecars_lock_expires_and_its_late_release_frees_nothin
 async def test_the_heal_store_connects_with_resp2_and_sets_no_client_name(redis: Redis) -> None:
     # Redis 5.0 has no HELLO and a least-privilege user may not run CLIENT SETNAME/SETINFO: the heal
     # store opens its connections the way the Redis collector does.
-    store = RedisStore.from_url(REDIS_URL)
+    store = RedisStore.from_url(SHARED_REDIS_URL)
     marker = f"resp-check-{uuid.uuid4().hex}"
     try:
         await store.claim(marker, uuid.uuid4().hex, 5.0, stale_after=1.0)

@@ -20,6 +20,8 @@ import redis
 from tests.support.processes import check_alive, stop_process
 from tests.support.wait import free_port, wait_for
 
+# The shared server scripts/start-services runs; tests keep to keys of their own there.
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class PrivateRedis:
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
