@@ -92,6 +92,11 @@ class Fpm:
         means: the master's children (from /proc) all appear in the scoreboard, all idle but the one
         answering, in the per-process list and in the pool's counters alike. Without one, a request
         answered is the best sign there is.
+
+        Waiting for every worker also keeps tests out of a php-fpm8.2 crash: fpm_get_status(), which the
+        OPcache agent calls, segfaults the calling worker while a sibling's scoreboard slot is in use
+        but the sibling has not reached accept() yet (php-src GH-18595, GH-19974); the request is then
+        reset. The status page reads the same scoreboard without that fault.
         """
         assert self.process is not None
         check_alive(self.process, self.log, "php-fpm")
