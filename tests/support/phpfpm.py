@@ -8,9 +8,11 @@ The `php_fpm` fixture hands out a factory and stops every master it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
@@ -77,27 +79,61 @@ class Fpm:
             [binary, "--nodaemonize", "-R", "--fpm-config", str(self.pool_config), "-c", str(self.php_ini),
              *prefix],
             env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so stop() can reach workers a killed master left
         )
-        wait_for(self._accepts, timeout=15, message=f"php-fpm listening on {self.address}")
+        wait_for(self._ready, timeout=30, interval=0.1,
+                 message=f"php-fpm on {self.address} answering with every worker idle")
 
-    def _accepts(self) -> bool:
-        if self.process is not None:
-            check_alive(self.process, self.log, "php-fpm")
-        host, where = fastcgi.parse_address(self.address)
-        family = socket.AF_UNIX if host == "unix" else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(1)
-            try:
-                s.connect(str(where) if host == "unix" else (host, int(where)))
-            except OSError:
-                return False
-        return True
+    def _ready(self) -> bool:
+        """True once a real FastCGI request is answered and every worker the master forked is idle.
+
+        A socket that accepts proves only that the master has called listen(): its workers may still be
+        forking or initialising, and FPM's idle/active counts lag behind them. With a status page, ready
+        means: the master's children (from /proc) all appear in the scoreboard, all idle but the one
+        answering, in the per-process list and in the pool's counters alike. Without one, a request
+        answered is the best sign there is.
+
+        Waiting for every worker also keeps tests out of a php-fpm8.2 crash: fpm_get_status(), which the
+        OPcache agent calls, segfaults the calling worker while a sibling's scoreboard slot is in use
+        but the sibling has not reached accept() yet (php-src GH-18595, GH-19974); the request is then
+        reset. The status page reads the same scoreboard without that fault.
+        """
+        assert self.process is not None
+        check_alive(self.process, self.log, "php-fpm")
+        if not self._has_status_page():
+            response = self.get_sync("hold.php", f"release={self.docroot / 'hold.php'}", timeout=5)
+            return response.status == 200
+        response = self.get_sync(STATUS_PATH, "json&full", timeout=5)
+        if response.status != 200:
+            return False
+        status = json.loads(response.body)
+        workers = _children(self.process.pid)
+        states = [p.get("state") for p in status.get("processes", [])]
+        return (
+            len(workers) > 0
+            and status.get("total processes") == len(workers) == len(states)
+            and status.get("active processes") == 1
+            and status.get("idle processes") == len(workers) - 1
+            and states.count("Running") == 1
+            and states.count("Idle") == len(workers) - 1
+        )
+
+    def _has_status_page(self) -> bool:
+        """Whether the pool file sets pm.status_path to STATUS_PATH (as every pool start_fpm writes does)."""
+        pairs = (line.partition("=") for line in self.pool_config.read_text(errors="replace").splitlines())
+        return any(k.strip() == "pm.status_path" and v.strip() == STATUS_PATH for k, _, v in pairs)
 
     def stop(self) -> None:
         if self.process is None:
             return
+        pgid = self.process.pid
         stop_process(self.process, timeout=10)
         self.process = None
+        # A master killed after the timeout leaves its workers running, still holding the listening
+        # socket: the next master's clients would reach them and be reset. End the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        wait_for(lambda: not _group_alive(pgid), timeout=10, message=f"php-fpm process group {pgid} gone")
 
     def restart(self) -> None:
         self.stop()
@@ -147,6 +183,31 @@ class Fpm:
         """`get` for synchronous code; runs its own loop in a thread so it works inside async tests too."""
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, self.get(script, query, timeout=timeout)).result()
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`, read from /proc."""
+    return [child for child, state, parent, _ in _procs() if state != "Z" and parent == pid]
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group `pgid`."""
+    return any(state != "Z" and group == pgid for _, state, _, group in _procs())
+
+
+def _procs() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process, from /proc/<pid>/stat."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+        out.append((int(entry.name), state, int(ppid), int(pgrp)))
+    return out
 
 
 def _ini(settings: Mapping[str, object]) -> str:
