@@ -90,17 +90,37 @@ _FIELDS = (
 )
 
 
-def status_params(status_path: str) -> dict[str, str]:
+def status_params(status_path: str, *, full: bool = False) -> dict[str, str]:
+    query = "json&full" if full else "json"
     return {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": status_path,
         "SCRIPT_FILENAME": status_path,
-        "REQUEST_URI": f"{status_path}?json",
-        "QUERY_STRING": "json",
+        "REQUEST_URI": f"{status_path}?{query}",
+        "QUERY_STRING": query,
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1",
     }
+
+
+async def pool_identity(endpoint: FpmEndpoint, target: PhpFpmTarget) -> tuple[str | None, list[int]]:
+    """The name of the pool answering at `endpoint` and its workers' pids, from its status page
+    (`?json&full`); (None, []) when the page does not answer. Read there, not with fpm_get_status() in a
+    worker, which segfaults that worker while a sibling is still starting (php-src GH-18595)."""
+    try:
+        resp = await endpoint.request(status_params(target.status_path, full=True),
+                                      read_timeout=target.status_timeout, wait_timeout=target.status_timeout)
+        status = json.loads(resp.body) if resp.status == 200 else None
+    except (EndpointBusy, fastcgi.FastCGIError, OSError, ValueError):
+        return None, []
+    if not isinstance(status, dict):
+        return None, []
+    pool = status.get("pool") if isinstance(status.get("pool"), str) else None
+    procs = status.get("processes")
+    pids = [p["pid"] for p in procs if isinstance(p, dict) and isinstance(p.get("pid"), int)] \
+        if isinstance(procs, list) else []
+    return pool, pids
 
 
 class FpmCollector(Collector):

@@ -38,6 +38,7 @@ from exporter.collectors import opcache_file_cache as file_cache
 from exporter.collectors import opcache_preload as preload
 from exporter.collectors.base import Check, Collector, Observation, Verdict
 from exporter.collectors.drift import DriftReport, DriftTracker, ScriptRow
+from exporter.collectors.fpm import pool_identity
 from exporter.config import PhpFpmTarget
 from exporter.findings import OpcacheFindings, ScriptProblem
 from exporter.metrics import Samples, counter, gauge, info
@@ -189,6 +190,8 @@ class OpcacheCollector(Collector):
             self.file_cache.abandon()
             raise
         result: dict[str, Any] = reply.result
+        if isinstance(result, dict):
+            result["pool"], result["workers"] = await pool_identity(self.agent.endpoint, self.config)
         warnings = list(reply.warnings)
         s = self.new_samples()
         checks: list[Check] = []

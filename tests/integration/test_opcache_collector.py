@@ -3,6 +3,8 @@ directive attribution, states where OPcache cannot be read, and the agent's own 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import time
@@ -32,7 +34,7 @@ from exporter.collectors.opcache import (
 from exporter.config import parse
 from exporter.php import agent as agent_module
 from exporter.php.agent import AgentError
-from exporter.php.fastcgi import FastCGIConnectError, FastCGITimeout
+from exporter.php.fastcgi import FastCGIConnectError, FastCGIError, FastCGITimeout
 from exporter.php.ini import UNKNOWN_SOURCE
 from tests.support import phpfpm
 from tests.support.phpfpm import Fpm, FpmFactory
@@ -396,3 +398,33 @@ async def test_warnings_silenced_with_at_are_not_findings_but_others_are(php_fpm
     assert reply.result == 1
     assert any("/nonexistent/reported" in w for w in reply.warnings)
     assert not any("silenced" in w for w in reply.warnings)
+
+
+async def test_collections_on_a_pool_that_keeps_starting_workers_crash_none_and_name_the_pool(
+        php_fpm: FpmFactory) -> None:
+    # fpm_get_status() segfaults its worker while a sibling is still starting (php-src GH-18595): with
+    # pm.max_requests=1 every request retires its worker, so a sibling is always starting. The pool's
+    # name and worker pids come from the status page instead, which does not crash.
+    fpm = php_fpm(pool={"pm": "dynamic", "pm.max_children": 4, "pm.start_servers": 2,
+                        "pm.min_spare_servers": 1, "pm.max_spare_servers": 3, "pm.max_requests": 1,
+                        "php_admin_value[opcache.revalidate_freq]": 30})
+    collector = opcache_collector(fpm)
+    page = fpm.script("page.php", "<?php echo 'ok';\n")
+
+    async def churn() -> None:
+        for _ in range(60):
+            with contextlib.suppress(OSError, FastCGIError):  # a reset page request is counted in the log
+                await fpm.get(page.name)
+
+    churning = asyncio.gather(churn(), churn())
+    failures = []
+    for _ in range(30):
+        try:
+            obs = await collector.collect()
+        except Exception as exc:  # any failed collection is what this test counts
+            failures.append(repr(exc))
+            continue
+        assert source_of(obs, "revalidate_freq") == ("30", str(fpm.pool_config))
+    await churning
+    assert failures == []
+    assert "signal 11" not in fpm.log.read_text()

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from exporter.collectors.base import Observation
+from exporter.collectors.fpm import pool_identity
 from exporter.config import WarmCommand
 from exporter.heal.actions.base import Action, ActionOutcome, NeedsRestart
 from exporter.heal.actions.cache_warm import run_command
@@ -85,8 +86,11 @@ class FpmReload(Action):
 
     async def _incarnation(self, name: str) -> Incarnation | None:
         """The pool's master as it answers now; None while it cannot answer."""
+        pool = self.php_fpm(name)
         try:
-            result = await self.ctx.php.agent_action(self.php_fpm(name), "status", {}, STATUS_TIMEOUT)
+            result = await self.ctx.php.agent_action(pool, "status", {}, STATUS_TIMEOUT)
         except PhpError:
             return None
+        if isinstance(result, dict):
+            _, result["workers"] = await pool_identity(self.ctx.php.fpm.pools.endpoint(pool), pool)
         return incarnation(result)

@@ -50,12 +50,8 @@ cachewarden_run(function (array $args): array {
         // null: not known (opcache.restrict_api hides opcache_get_configuration()), never "empty".
         'blacklist' => null,
     ];
-    if (function_exists('fpm_get_status')) {
-        $fpm = fpm_get_status();
-        $out['pool'] = is_array($fpm) && is_string($fpm['pool'] ?? null) ? $fpm['pool'] : null;
-        // A restart replaces every worker: how fpm.reload tells one happened within the same second.
-        $out['workers'] = is_array($fpm) ? array_column($fpm['procs'] ?? [], 'pid') : [];
-    }
+    // 'pool' and 'workers' are filled in by cachewarden from the pool's status page: fpm_get_status()
+    // segfaults its worker while a sibling worker is still starting (php-src GH-18595, GH-19974).
     if (!$loaded_ext) {
         return $out;
     }
