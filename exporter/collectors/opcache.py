@@ -128,8 +128,8 @@ _MAX_LOGGED_WARNINGS = 100  # distinct PHP warnings remembered as already logged
 def _pool_settings(target: PhpFpmTarget, running_pool: str | None) -> PoolSettings | None:
     """The pool section that applies to this target, for php_value attribution.
 
-    Like the fpm collector, it goes by the name of the pool that answered (fpm_get_status() inside
-    FPM), unless pool_name says otherwise.
+    Like the fpm collector, it goes by the name of the pool that answered (its status page), unless
+    pool_name says otherwise.
     """
     if target.pool_config is None:
         return None
