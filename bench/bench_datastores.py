@@ -39,6 +39,7 @@ from exporter.collectors.redis_server import REDIS_UP, RedisCollector
 from exporter.collectors.sql import DB_STATEMENT_CALLS, DB_UP, SqlCollector
 from exporter.config import Collectors, DatabaseTarget, RedisTarget
 from tests.support.mariadb import PrivateMariaDB
+from tests.support.processes import stop_process
 from tests.support.wait import free_port, wait_for
 
 SERVER_TIME_TARGET_MS = 5.0
@@ -83,12 +84,7 @@ def process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subp
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def cpu_seconds(pid: int) -> float:

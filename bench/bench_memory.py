@@ -35,6 +35,7 @@ import yaml  # noqa: E402
 from bench_views import build_tree  # noqa: E402
 
 from tests.support.phpfpm import require_fpm, start_fpm  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 from tests.support.wait import free_port, wait_for  # noqa: E402
 
 VIEWS = 1000
@@ -62,12 +63,7 @@ def process(argv: list[str], env: dict[str, str] | None = None,
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def scrape(port: int) -> str:
